@@ -1,0 +1,428 @@
+"""The `tillstamp` command line: a thin layer over the till's library functions.
+
+Exit status: 0 done, 2 bad input or refused (one line on stderr, nothing written),
+1 an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..loyalty.program import ProgramError
+from ..loyalty.sale import SaleError, parse_sale
+from . import ledger
+from .config import ConfigError, data_dir
+from .service import Refused
+from .till import Till, init_till, open_till
+
+EXAMPLE_PROGRAM = Path(__file__).resolve().parents[2] / "examples" / "program.toml"
+
+
+class UsageError(Exception):
+    """Bad input on the command line: exit 2 with one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--data", default=argparse.SUPPRESS, metavar="DIR", help="data folder (default: $TILLSTAMP_HOME or ~/.tillstamp)")
+    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
+    return p
+
+
+COMMON = _common()
+
+
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str] | None = None) -> None:
+    """Print a result: JSON with --json, else a readable rendering."""
+    if getattr(args, "json", False) or human is None:
+        print(json.dumps(data, ensure_ascii=False, default=str))
+    else:
+        print(human(data))
+    sys.stdout.flush()
+
+
+def _kv(data: dict[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in data.items() if v is not None)
+
+
+def _till(args: argparse.Namespace) -> Till:
+    return open_till(data_dir(getattr(args, "data", None)))
+
+
+# -- init ---------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data = data_dir(getattr(args, "data", None))
+    program = Path(args.program) if args.program else EXAMPLE_PROGRAM
+    if args.hq or args.code:
+        if not (args.hq and args.code):
+            raise UsageError("init: --hq and --code go together")
+        from ..sync import enroll  # noqa: PLC0415 - sync is optional until a till enrols
+
+        result = enroll.init_with_hq(data, hq=args.hq, code=args.code, store_name=args.store_name or "")
+        emit(args, result, _kv)
+        return 0
+    if not (args.store and args.terminal):
+        raise UsageError("init: --store and --terminal are required (or --hq URL --code CODE)")
+    cfg = init_till(data, store=args.store, terminal=args.terminal, program=program,
+                    store_name=args.store_name or "", printer=args.printer or "")
+    emit(args, {"data": str(data), "store": cfg.store, "terminal": cfg.terminal,
+                "program": str(program), "config": str(data / "tillstamp.toml")}, _kv)
+    return 0
+
+
+# -- members ------------------------------------------------------------------------------
+
+
+def member_json(till: Till, member_id: str) -> dict[str, Any]:
+    """A member as `member show` prints it."""
+    row = till.store.member(member_id)
+    view = till.service.view(member_id)
+    return {
+        "member": member_id,
+        "name": row.name if row else None,
+        "phone": row.phone if row else None,
+        "balance": view.balance,
+        "tier": view.tier.id,
+        "tier_name": view.tier.name,
+        "next_tier": view.next_tier.id if view.next_tier else None,
+        "to_next_tier": view.to_next_tier,
+        "card": f"{view.card_filled}/{view.card_size}",
+        "full_cards": view.full_cards,
+        "expiring": [{"stamps": x.stamps, "at": x.at.isoformat()} for x in view.expiring],
+        "missions": [{"id": m.id, "name": m.name, "progress": m.progress, "target": m.target, "done": m.done}
+                     for m in view.missions],
+        "badges": list(view.badges),
+        "visits": view.visits,
+        "consent": till.store.consent(member_id),
+    }
+
+
+def cmd_member_enroll(args: argparse.Namespace) -> int:
+    with _till(args) as till:
+        consent = args.consent.split(",") if args.consent else []
+        row = till.service.enroll(args.phone, args.name, args.email, args.birthday, consent)
+        out = {"member": row.id, "phone": row.phone, "name": row.name}
+        if till.keys.member_signing is not None:
+            out["card"] = till.service.member_card(row.id)
+        emit(args, out, _kv)
+    return 0
+
+
+def cmd_member_show(args: argparse.Namespace) -> int:
+    ref = args.phone or args.id or args.qr
+    if not ref:
+        raise UsageError("member show: give --phone, --id or --qr")
+    with _till(args) as till:
+        row = till.service.identify(ref)
+        emit(args, member_json(till, row.id), _show_member)
+    return 0
+
+
+def _show_member(d: dict[str, Any]) -> str:
+    lines = [f"{d['name'] or '(no name)'}  {d['member']}  {d['phone'] or ''}",
+             f"  balance {d['balance']} stamps, card {d['card']}, tier {d['tier_name']}"
+             + (f" ({d['to_next_tier']} to {d['next_tier']})" if d["next_tier"] else "")]
+    for m in d["missions"]:
+        lines.append(f"  mission {m['name']}: {m['progress']}/{m['target']}{' done' if m['done'] else ''}")
+    for x in d["expiring"]:
+        lines.append(f"  {x['stamps']} stamps expire {x['at'][:10]}")
+    return "\n".join(lines)
+
+
+def cmd_member_card(args: argparse.Namespace) -> int:
+    import qrcode  # noqa: PLC0415 - only this command draws images
+
+    with _till(args) as till:
+        member = till.service.identify(args.member).id
+        payload = till.service.member_card(member)
+        img = qrcode.make(payload, error_correction=qrcode.constants.ERROR_CORRECT_M)
+        img.save(args.out)
+        emit(args, {"member": member, "payload": payload, "out": args.out}, lambda d: f"wrote {d['out']}")
+    return 0
+
+
+# -- sales ----------------------------------------------------------------------------------
+
+
+def _read_sales(source: str) -> Any:
+    stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+    try:
+        text = stream.read() if source != "-" else None
+        if text is not None:
+            stripped = text.strip()
+            if stripped.startswith("{") and "\n" in stripped:
+                try:
+                    yield json.loads(stripped)  # one pretty-printed JSON object
+                    return
+                except json.JSONDecodeError:
+                    pass
+            for line in text.splitlines():
+                yield line
+            return
+        for line in stream:
+            yield line
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def cmd_sale_record(args: argparse.Namespace) -> int:
+    if args.file != "-" and not os.path.exists(args.file):
+        raise UsageError(f"sale record: {args.file}: no such file")
+    status = 0
+    with _till(args) as till:
+        for n, item in enumerate(_read_sales(args.file), 1):
+            if isinstance(item, str):
+                if not item.strip():
+                    continue
+                try:
+                    item = json.loads(item)
+                except json.JSONDecodeError as e:
+                    status = _refuse_line(n, "invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
+                    continue
+            try:
+                sale = parse_sale(item, now=till.service.now())
+                result = till.service.record_sale(sale)
+            except SaleError as e:
+                status = _refuse_line(n, "invalid_sale", str(e), item)
+                continue
+            except Refused as e:
+                status = _refuse_line(n, e.reason, str(e), item)
+                continue
+            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+    return status
+
+
+def _refuse_line(n: int, reason: str, message: str, item: Any = None) -> int:
+    receipt = item.get("receipt") if isinstance(item, dict) else None
+    print(json.dumps({"error": reason, "message": message, "line": n, "receipt": receipt}), flush=True)
+    print(f"tillstamp: line {n}: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _parse_refund_lines(specs: Sequence[str] | None) -> dict[str, int] | None:
+    if not specs:
+        return None
+    out: dict[str, int] = {}
+    for spec in specs:
+        sku, sep, qty = spec.rpartition(":")
+        if not sep or not sku or not qty.isdigit() or int(qty) <= 0:
+            raise UsageError(f"--line {spec!r}: expected SKU:QTY with QTY > 0")
+        out[sku] = out.get(sku, 0) + int(qty)
+    return out
+
+
+def cmd_sale_refund(args: argparse.Namespace) -> int:
+    lines = _parse_refund_lines(args.line)
+    with _till(args) as till:
+        out = till.service.refund(args.receipt, lines, day=args.day)
+        emit(args, out.to_dict(), _kv)
+    return 0
+
+
+# -- rewards, claims ------------------------------------------------------------------------
+
+
+def cmd_reward_list(args: argparse.Namespace) -> int:
+    with _till(args) as till:
+        rewards = [{"id": r.id, "name": r.name, "cost": r.cost, "tiers": sorted(r.tiers)} for r in till.program.rewards]
+        if args.member:
+            view = till.service.view(till.service.identify(args.member).id)
+            for r, rw in zip(rewards, till.program.rewards, strict=True):
+                r["can_redeem"] = rw.allowed_for(view.tier.id) and view.balance >= rw.cost
+        emit(args, rewards, lambda rs: "\n".join(
+            f"{r['id']:<16} {r['cost']:>4} stamps  {r['name']}" + (" *" if r.get("can_redeem") else "") for r in rs))
+    return 0
+
+
+def cmd_reward_redeem(args: argparse.Namespace) -> int:
+    with _till(args) as till:
+        out = till.service.redeem(args.member, args.reward)
+        emit(args, out.to_dict(), _kv)
+    return 0
+
+
+def cmd_claim(args: argparse.Namespace) -> int:
+    with _till(args) as till:
+        out = till.service.claim(args.payload, args.member)
+        emit(args, out.to_dict(), _kv)
+    return 0
+
+
+# -- ledger ----------------------------------------------------------------------------------
+
+
+def cmd_ledger_show(args: argparse.Namespace) -> int:
+    with _till(args) as till:
+        events = till.store.events(after_seq=args.after, limit=args.limit)
+        if getattr(args, "json", False):
+            for e in events:
+                print(json.dumps(e.to_wire(), ensure_ascii=False))
+        else:
+            for e in events:
+                print(f"{e.seq:>6} {e.at.isoformat()[:19]} {e.kind:<18} {e.member or '-':<26} {e.stamps:>+4} {e.ref or ''}")
+    return 0
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    with _till(args) as till:
+        report = ledger.verify(till.store)
+        emit(args, report.to_dict(), lambda d: "ledger ok: {events} events, {members} members".format(**d)
+             if d["ok"] else "ledger NOT ok:\n  " + "\n  ".join(d["problems"]))
+    return 0 if report.ok else 1
+
+
+def cmd_ledger_rebuild(args: argparse.Namespace) -> int:
+    with _till(args) as till:
+        same = ledger.rebuild(till.store)
+        emit(args, {"rebuilt": True, "unchanged": same}, lambda d: "projections rebuilt" + ("" if same else " (they had drifted)"))
+    return 0
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    """The whole command tree."""
+    parser = Parser(prog="tillstamp", description="Offline-first loyalty at the till: stamps, members, receipts, sync.",
+                    parents=[COMMON])
+    parser.add_argument("--version", action="version", version="tillstamp 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    p = sub.add_parser("init", parents=[COMMON], help="create the data folder: database, keys, program, config",
+                       description="Create the data folder: database, terminal keys, program and tillstamp.toml.")
+    p.add_argument("--store", help="this store's id")
+    p.add_argument("--terminal", help="this till's id")
+    p.add_argument("--program", help="program TOML (default: the example coffee-shop program)")
+    p.add_argument("--store-name", help="name printed on receipts")
+    p.add_argument("--printer", help="printer URL (default: file://DATA/receipts.bin)")
+    p.add_argument("--hq", help="head office URL, to enrol this till (with --code)")
+    p.add_argument("--code", help="one-time enrolment code from head office")
+    p.set_defaults(func=cmd_init)
+
+    member = sub.add_parser("member", help="enrol, look up and print members").add_subparsers(
+        dest="sub", metavar="ACTION", required=True, parser_class=Parser)
+    p = member.add_parser("enroll", parents=[COMMON], help="enrol a new member", description="Enrol a new member at this till.")
+    p.add_argument("--phone", required=True, help="phone number, any Indonesian format")
+    p.add_argument("--name")
+    p.add_argument("--email")
+    p.add_argument("--birthday", help="YYYY-MM-DD")
+    p.add_argument("--consent", help="channels the member agreed to: whatsapp,email,sms")
+    p.set_defaults(func=cmd_member_enroll)
+    p = member.add_parser("show", parents=[COMMON], help="show a member's balance, tier, card and missions",
+                          description="Show a member found by phone, member id or QR payload.")
+    p.add_argument("--phone")
+    p.add_argument("--id")
+    p.add_argument("--qr", help="member card QR payload")
+    p.set_defaults(func=cmd_member_show)
+    p = member.add_parser("card", parents=[COMMON], help="write a member's QR card as PNG",
+                          description="Write the member's card QR (a signed token) to a PNG.")
+    p.add_argument("member", metavar="ID", help="member id, phone or card payload")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.set_defaults(func=cmd_member_card)
+
+    sale = sub.add_parser("sale", help="record and refund sales").add_subparsers(
+        dest="sub", metavar="ACTION", required=True, parser_class=Parser)
+    p = sale.add_parser("record", parents=[COMMON], help="record sales from a JSON file or JSON lines ('-': stdin)",
+                        description="Record sales (one JSON object, or JSON lines); prints one JSON result per sale "
+                                    "after it is committed.")
+    p.add_argument("file", metavar="FILE", help="JSON file or '-' for stdin")
+    p.set_defaults(func=cmd_sale_record)
+    p = sale.add_parser("refund", parents=[COMMON], help="refund (void) a sale or some of its lines",
+                        description="Refund a sale in full, or --line SKU:QTY for part; its stamps are taken back.")
+    p.add_argument("receipt")
+    p.add_argument("--line", action="append", metavar="SKU:QTY", help="refund only these units (repeatable)")
+    p.add_argument("--day", help="business day YYYY-MM-DD, when receipt numbers restart daily")
+    p.set_defaults(func=cmd_sale_refund)
+
+    reward = sub.add_parser("reward", help="list and redeem rewards").add_subparsers(
+        dest="sub", metavar="ACTION", required=True, parser_class=Parser)
+    p = reward.add_parser("list", parents=[COMMON], help="the rewards catalogue", description="List the rewards catalogue.")
+    p.add_argument("--member", help="mark what this member can redeem now")
+    p.set_defaults(func=cmd_reward_list)
+    p = reward.add_parser("redeem", parents=[COMMON], help="redeem a reward for a member", description="Redeem a reward.")
+    p.add_argument("reward", metavar="REWARD")
+    p.add_argument("--member", required=True, help="member id, phone or card payload")
+    p.set_defaults(func=cmd_reward_redeem)
+
+    p = sub.add_parser("claim", parents=[COMMON], help="give a member the stamps of a receipt-claim QR",
+                       description="Claim the stamps of a receipt-claim QR for a member (once per receipt).")
+    p.add_argument("payload", metavar="PAYLOAD")
+    p.add_argument("--member", required=True, help="member id, phone or card payload")
+    p.set_defaults(func=cmd_claim)
+
+    lg = sub.add_parser("ledger", help="show, verify or rebuild the ledger").add_subparsers(
+        dest="sub", metavar="ACTION", required=True, parser_class=Parser)
+    p = lg.add_parser("show", parents=[COMMON], help="list events", description="List ledger events in order.")
+    p.add_argument("--after", type=int, default=0, help="only events with seq > N")
+    p.add_argument("--limit", type=int, default=None)
+    p.set_defaults(func=cmd_ledger_show)
+    p = lg.add_parser("verify", parents=[COMMON], help="check hash chain, sequence and projections",
+                      description="Check the hash chain, the sequence, balances and projections; exit 1 if wrong.")
+    p.set_defaults(func=cmd_ledger_verify)
+    p = lg.add_parser("rebuild", parents=[COMMON], help="recompute projections from the ledger",
+                      description="Recompute every projection from the ledger.")
+    p.set_defaults(func=cmd_ledger_rebuild)
+
+    for module in _extensions():
+        module.register(sub)
+    return parser
+
+
+def _extensions() -> list[Any]:
+    """Command groups that live beside their code (devices, sync, POS plugin, demo)."""
+    import importlib  # noqa: PLC0415
+
+    found = []
+    for name in ("tillstamp.agent.cli_devices", "tillstamp.agent.cli_agent", "tillstamp.sync.cli",
+                 "tillstamp.pos_plugin.cli"):
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+    return found
+
+
+ERRORS = (UsageError, Refused, SaleError, ConfigError, ProgramError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ERRORS as e:
+        print(f"tillstamp: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+__all__ = ["main", "run", "build_parser", "emit", "COMMON", "Parser", "UsageError", "dt"]

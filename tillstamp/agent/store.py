@@ -1,0 +1,454 @@
+"""The till's SQLite store: the append-only ledger (which is also the sync outbox), the
+projections derived from it, and the member rows that hold PII.
+
+All SQL of the till lives here. One `Store` owns the only write connection of a database;
+every business write is one `with store.write():` block (BEGIN IMMEDIATE ... COMMIT) in
+WAL mode with synchronous=FULL, so a result reported after the block is durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database, Migrations
+
+from ..loyalty import events as ev
+from ..loyalty.events import Event, canonical, content_hash
+
+migrations = Migrations("tillstamp.agent")
+
+
+@migrations()
+def m001_ledger(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE ledger (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            member TEXT,
+            at TEXT NOT NULL,
+            stamps INTEGER NOT NULL,
+            ref TEXT,
+            body TEXT NOT NULL,
+            terminal TEXT NOT NULL,
+            store TEXT NOT NULL,
+            hash TEXT NOT NULL
+        ) STRICT"""
+    )
+    db.execute("CREATE INDEX ledger_member ON ledger(member, seq)")
+    db.execute("CREATE INDEX ledger_ref ON ledger(ref)")
+    # The ledger is append-only: corrections are new events, never edits.
+    db.execute(
+        "CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger "
+        "BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger "
+        "BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END"
+    )
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT")
+
+
+@migrations()
+def m002_members(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE members (
+            id TEXT PRIMARY KEY,
+            phone TEXT UNIQUE,
+            name TEXT,
+            email TEXT,
+            birthday TEXT,
+            origin TEXT NOT NULL,
+            enrolled_at TEXT,
+            changed_seq INTEGER NOT NULL DEFAULT 0
+        ) STRICT"""
+    )
+
+
+@migrations()
+def m003_projections(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE balances (
+            member TEXT PRIMARY KEY,
+            balance INTEGER NOT NULL DEFAULT 0,
+            earned INTEGER NOT NULL DEFAULT 0,
+            visits INTEGER NOT NULL DEFAULT 0,
+            last_visit TEXT,
+            consent TEXT NOT NULL DEFAULT '{}'
+        ) STRICT"""
+    )
+    db.execute(
+        """CREATE TABLE sales (
+            key TEXT PRIMARY KEY,
+            receipt TEXT NOT NULL,
+            member TEXT,
+            seq INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            total INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            stamps INTEGER NOT NULL DEFAULT 0,
+            refunded INTEGER NOT NULL DEFAULT 0,
+            reversed INTEGER NOT NULL DEFAULT 0,
+            refunded_lines TEXT NOT NULL DEFAULT '{}',
+            claimed_by TEXT
+        ) STRICT"""
+    )
+    db.execute("CREATE INDEX sales_receipt ON sales(receipt)")
+    db.execute(
+        "CREATE TABLE claims (token TEXT PRIMARY KEY, member TEXT NOT NULL, seq INTEGER NOT NULL) STRICT"
+    )
+
+
+PROJECTION_TABLES = ("balances", "sales", "claims")
+
+
+class StoreError(RuntimeError):
+    """The database is not in a state the till can work with."""
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """A member as the till knows them (PII may be absent for a member learned from a token)."""
+
+    id: str
+    phone: str | None
+    name: str | None
+    email: str | None
+    birthday: str | None
+    origin: str
+    enrolled_at: str | None
+
+
+@dataclass(frozen=True)
+class SaleRow:
+    """What the till remembers of a recorded sale, for duplicates, refunds and claims."""
+
+    key: str
+    receipt: str
+    member: str | None
+    seq: int
+    at: str
+    total: int
+    digest: str
+    stamps: int
+    refunded: int
+    reversed: int
+    refunded_lines: dict[str, int]
+    claimed_by: str | None
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection with the pragmas that make an acknowledged write durable."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    if str(path) != ":memory:":
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Store:
+    """The till's database. Not thread-safe for writes: the agent funnels writes to one thread."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.db = Database(conn)
+        self._lock = threading.RLock()
+        migrations.apply(self.db)
+        self._refresh_tip()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Store]:
+        """One durable business write: BEGIN IMMEDIATE, then COMMIT or ROLLBACK on error."""
+        with self._lock:
+            if self.conn.in_transaction:  # nested: join the outer transaction
+                yield self
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            # Another process may have appended since we last looked (the CLI next to a daemon).
+            self._refresh_tip()
+            try:
+                yield self
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                self._refresh_tip()
+                raise
+
+    @contextlib.contextmanager
+    def dry_run(self) -> Iterator[Store]:
+        """A write transaction that is always rolled back (to compare a rebuild with the live state)."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            finally:
+                self.conn.execute("ROLLBACK")
+                self._refresh_tip()
+
+    def _refresh_tip(self) -> None:
+        row = self.conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        self._seq, self._hash = (row[0], row[1]) if row else (0, "")
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        self.conn.close()
+
+    # -- meta ---------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        """A setting stored in the database (store id, terminal id, sync cursor...)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting; call inside `write()` when it must move with business data."""
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- the ledger ---------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest event."""
+        return self._seq
+
+    def append(self, events: Sequence[Event], *, terminal: str, store: str) -> list[Event]:
+        """Append events with the next sequence numbers and update projections (in `write()`)."""
+        if not self.conn.in_transaction:
+            raise StoreError("append() must run inside store.write()")
+        placed = []
+        for e in events:
+            self._seq += 1
+            e = e.with_position(seq=self._seq, terminal=terminal, store=store)
+            self._hash = content_hash(e, self._hash)
+            self.conn.execute(
+                "INSERT INTO ledger(seq, id, kind, member, at, stamps, ref, body, terminal, store, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    e.seq, e.id, e.kind, e.member, e.at.astimezone(dt.UTC).isoformat(), e.stamps,
+                    e.ref, canonical(e.body).decode(), terminal, store, self._hash,
+                ),
+            )
+            self._project(e)
+            placed.append(e)
+        return placed
+
+    def has_event(self, event_id: str) -> bool:
+        """True when an event with this id is already in the ledger."""
+        return self.conn.execute("SELECT 1 FROM ledger WHERE id = ?", (event_id,)).fetchone() is not None
+
+    def events(self, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        """Events with seq > after_seq in order (the outbox is `events(acked)`)."""
+        sql = "SELECT * FROM ledger WHERE seq > ? ORDER BY seq"
+        args: list[Any] = [after_seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_event(r) for r in self._rows(sql, args)]
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """Every ledger row as stored, with its hash, in order (for verification)."""
+        yield from self._rows("SELECT * FROM ledger ORDER BY seq", [])
+
+    def member_events(self, member: str) -> list[Event]:
+        """A member's events in ledger order."""
+        return [_event(r) for r in self._rows("SELECT * FROM ledger WHERE member = ? ORDER BY seq", [member])]
+
+    def count_events(self) -> int:
+        """How many events the ledger holds."""
+        return self.conn.execute("SELECT count(*) FROM ledger").fetchone()[0]
+
+    def _rows(self, sql: str, args: Sequence[Any]) -> Iterator[dict[str, Any]]:
+        cur = self.conn.execute(sql, args)
+        cols = [c[0] for c in cur.description]
+        for row in cur:
+            yield dict(zip(cols, row, strict=True))
+
+    # -- projections --------------------------------------------------------------------
+
+    def _project(self, e: Event) -> None:
+        """Update the projections for one event (the same code rebuilds them)."""
+        c = self.conn
+        if e.member:
+            earned = e.stamps if e.kind in ev.EARNING_KINDS else 0
+            c.execute(
+                "INSERT INTO balances(member, balance, earned) VALUES (?, ?, ?) ON CONFLICT(member) "
+                "DO UPDATE SET balance = balance + excluded.balance, earned = earned + excluded.earned",
+                (e.member, e.stamps, earned),
+            )
+        at = e.at.astimezone(dt.UTC).isoformat()
+        if e.kind in (ev.ENROLLED, ev.CONSENT) and "consent" in e.body:
+            c.execute("UPDATE balances SET consent = ? WHERE member = ?", (canonical(e.body["consent"]).decode(), e.member))
+        elif e.kind == ev.SALE:
+            c.execute(
+                "INSERT INTO sales(key, receipt, member, seq, at, total, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (e.ref, e.body["receipt"], e.member, e.seq, at, e.body["total"], e.body["digest"]),
+            )
+            if e.member:
+                self._visit(e.member, at)
+        elif e.kind == ev.EARNED:
+            c.execute("UPDATE sales SET stamps = stamps + ? WHERE key = ?", (e.stamps, e.ref))
+        elif e.kind == ev.REFUNDED:
+            row = c.execute("SELECT refunded_lines FROM sales WHERE key = ?", (e.ref,)).fetchone()
+            lines = json.loads(row[0]) if row else {}
+            for sku, qty in e.body.get("lines", {}).items():
+                lines[sku] = lines.get(sku, 0) + qty
+            c.execute(
+                "UPDATE sales SET refunded = refunded + ?, refunded_lines = ? WHERE key = ?",
+                (e.body["amount"], canonical(lines).decode(), e.ref),
+            )
+        elif e.kind == ev.REVERSED:
+            c.execute("UPDATE sales SET reversed = reversed - ? WHERE key = ?", (e.stamps, e.ref))
+        elif e.kind == ev.CLAIMED:
+            c.execute("INSERT INTO claims(token, member, seq) VALUES (?, ?, ?)", (e.body["token"], e.member, e.seq))
+            if e.body.get("sale"):
+                c.execute(
+                    "UPDATE sales SET claimed_by = ?, stamps = stamps + ? WHERE key = ?",
+                    (e.member, e.stamps, e.body["sale"]),
+                )
+            self._visit(e.member, at)
+
+    def _visit(self, member: str | None, at: str) -> None:
+        self.conn.execute(
+            "UPDATE balances SET visits = visits + 1, "
+            "last_visit = CASE WHEN last_visit IS NULL OR last_visit < ? THEN ? ELSE last_visit END "
+            "WHERE member = ?",
+            (at, at, member),
+        )
+
+    def projection_snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every projection row, sorted: two snapshots compare equal iff the projections do."""
+        return {
+            t: sorted(self.conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)  # noqa: S608
+            for t in PROJECTION_TABLES
+        }
+
+    def rebuild_projections(self) -> None:
+        """Drop and recompute every projection from the ledger (in `write()`)."""
+        if not self.conn.in_transaction:
+            raise StoreError("rebuild_projections() must run inside store.write()")
+        for t in PROJECTION_TABLES:
+            self.conn.execute(f"DELETE FROM {t}")  # noqa: S608
+        for r in self._rows("SELECT * FROM ledger ORDER BY seq", []):
+            self._project(_event(r))
+
+    def balance(self, member: str) -> int:
+        """The member's balance from the projection."""
+        row = self.conn.execute("SELECT balance FROM balances WHERE member = ?", (member,)).fetchone()
+        return row[0] if row else 0
+
+    def balances(self) -> dict[str, int]:
+        """Every member's projected balance."""
+        return dict(self.conn.execute("SELECT member, balance FROM balances").fetchall())
+
+    def ledger_sums(self) -> dict[str, int]:
+        """Every member's balance summed straight from the ledger."""
+        return dict(
+            self.conn.execute("SELECT member, sum(stamps) FROM ledger WHERE member IS NOT NULL GROUP BY member")
+        )
+
+    def consent(self, member: str) -> dict[str, bool]:
+        """The member's consent per channel, from the projection."""
+        row = self.conn.execute("SELECT consent FROM balances WHERE member = ?", (member,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    # -- sales and claims ---------------------------------------------------------------
+
+    def sale(self, key: str) -> SaleRow | None:
+        """The recorded sale with this key, if any."""
+        rows = list(self._rows("SELECT * FROM sales WHERE key = ?", [key]))
+        return _sale(rows[0]) if rows else None
+
+    def sales_by_receipt(self, receipt: str) -> list[SaleRow]:
+        """Recorded sales with this receipt number (several business days may reuse it)."""
+        return [_sale(r) for r in self._rows("SELECT * FROM sales WHERE receipt = ? ORDER BY seq", [receipt])]
+
+    def recent_sales(self, limit: int = 20) -> list[SaleRow]:
+        """The newest sales first."""
+        return [_sale(r) for r in self._rows("SELECT * FROM sales ORDER BY seq DESC LIMIT ?", [limit])]
+
+    def sale_event(self, key: str) -> Event | None:
+        """The sale.recorded event of a sale key."""
+        rows = list(self._rows("SELECT * FROM ledger WHERE ref = ? AND kind = ? LIMIT 1", [key, ev.SALE]))
+        return _event(rows[0]) if rows else None
+
+    def claim_used(self, token: str) -> str | None:
+        """The member who already claimed this receipt token, if any."""
+        row = self.conn.execute("SELECT member FROM claims WHERE token = ?", (token,)).fetchone()
+        return row[0] if row else None
+
+    # -- members (PII) ------------------------------------------------------------------
+
+    def add_member(self, m: MemberRow, changed_seq: int) -> None:
+        """Insert a member row (in `write()`, with its enrolment event)."""
+        self.conn.execute(
+            "INSERT INTO members(id, phone, name, email, birthday, origin, enrolled_at, changed_seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (m.id, m.phone, m.name, m.email, m.birthday, m.origin, m.enrolled_at, changed_seq),
+        )
+
+    def member(self, member_id: str) -> MemberRow | None:
+        """The member row with this id."""
+        rows = list(self._rows("SELECT * FROM members WHERE id = ?", [member_id]))
+        return _member(rows[0]) if rows else None
+
+    def member_by_phone(self, phone: str) -> MemberRow | None:
+        """The member row with this E.164 phone number."""
+        rows = list(self._rows("SELECT * FROM members WHERE phone = ?", [phone]))
+        return _member(rows[0]) if rows else None
+
+    def count_members(self) -> int:
+        """How many members the till knows."""
+        return self.conn.execute("SELECT count(*) FROM members").fetchone()[0]
+
+    def members_changed(self, after_seq: int, upto_seq: int) -> list[MemberRow]:
+        """Member rows changed by events in (after_seq, upto_seq], to travel with a push."""
+        return [
+            _member(r)
+            for r in self._rows(
+                "SELECT * FROM members WHERE changed_seq > ? AND changed_seq <= ? ORDER BY changed_seq",
+                [after_seq, upto_seq],
+            )
+        ]
+
+
+def open_store(path: str | Path) -> Store:
+    """Open (creating and migrating if needed) the till database at `path` or ':memory:'."""
+    return Store(connect(path))
+
+
+def _event(r: dict[str, Any]) -> Event:
+    return Event(
+        id=r["id"],
+        kind=r["kind"],
+        at=dt.datetime.fromisoformat(r["at"]),
+        member=r["member"],
+        stamps=r["stamps"],
+        ref=r["ref"],
+        body=json.loads(r["body"]),
+        seq=r["seq"],
+        terminal=r["terminal"],
+        store=r["store"],
+    )
+
+
+def _sale(r: dict[str, Any]) -> SaleRow:
+    return SaleRow(**{**r, "refunded_lines": json.loads(r["refunded_lines"])})
+
+
+def _member(r: dict[str, Any]) -> MemberRow:
+    return MemberRow(**{k: r[k] for k in MemberRow.__dataclass_fields__})

@@ -1,0 +1,93 @@
+"""Opening a till from its data folder: config, store, program, keys and service together."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..loyalty.program import Program, load_program
+from .config import CONFIG_NAME, ConfigError, TillConfig, load_config, render_config
+from .keys import Keys
+from .service import Service
+from .store import Store, open_store
+
+
+@dataclass
+class Till:
+    """One till's parts, opened together and closed together."""
+
+    config: TillConfig
+    store: Store
+    program: Program
+    keys: Keys
+    service: Service
+
+    def close(self) -> None:
+        """Close the database."""
+        self.store.close()
+
+    def __enter__(self) -> Till:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_till(data: Path, *, clock: Callable[[], dt.datetime] | None = None, config: Path | None = None) -> Till:
+    """Open the till whose data folder is `data`."""
+    cfg = load_config(data, config)
+    program = load_program(cfg.program)
+    keys = Keys.load(cfg.keys_dir, cfg.terminal)
+    store = open_store(cfg.db_path)
+    stored = (store.get_meta("store"), store.get_meta("terminal"))
+    if stored != (cfg.store, cfg.terminal):
+        store.close()
+        raise ConfigError(
+            f"{cfg.db_path}: belongs to store {stored[0]} terminal {stored[1]}, "
+            f"but {CONFIG_NAME} says {cfg.store} {cfg.terminal}"
+        )
+    kwargs = {"clock": clock} if clock else {}
+    service = Service(
+        store, program, keys, store_id=cfg.store, terminal_id=cfg.terminal,
+        daily_receipts=cfg.daily_receipts, **kwargs,
+    )
+    return Till(cfg, store, program, keys, service)
+
+
+def init_till(
+    data: Path,
+    *,
+    store: str,
+    terminal: str,
+    program: Path,
+    store_name: str = "",
+    printer: str = "",
+    standalone: bool = True,
+) -> TillConfig:
+    """Create a data folder: config, database, terminal keys and the program."""
+    if (data / CONFIG_NAME).exists():
+        raise ConfigError(f"{data}: already initialised (remove {CONFIG_NAME} to start again)")
+    for what, val in (("store", store), ("terminal", terminal)):
+        if not val or len(val) > 32 or not all(c.isalnum() or c in "-_" for c in val):
+            raise ConfigError(f"--{what}: use 1-32 letters, digits, '-' or '_'")
+    load_program(program)  # refuse a bad program before creating anything
+    data.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(program, data / "program.toml")
+    cfg = TillConfig(
+        data=data, store=store, terminal=terminal, program=Path("program.toml"),
+        store_name=store_name or store, printer=printer or f"file://{(data / 'receipts.bin').resolve()}",
+    )
+    keys = Keys.generate(terminal, standalone=standalone)
+    keys.save(cfg.keys_dir)
+    db = open_store(cfg.db_path)
+    with db.write():
+        db.set_meta("store", store)
+        db.set_meta("terminal", terminal)
+    db.close()
+    tmp = data / (CONFIG_NAME + ".tmp")
+    tmp.write_text(render_config(cfg), encoding="utf-8")
+    tmp.replace(data / CONFIG_NAME)
+    return cfg

@@ -1,0 +1,109 @@
+"""Events: the facts of a loyalty program. Everything else is computed from them.
+
+Every event carries `stamps`, the signed change it makes to the member's balance (0 for
+events that move no stamps), so a balance is always the sum of a member's events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ulid import ULID
+
+# Kinds of event. Stamps move only in the kinds marked (+) or (-).
+ENROLLED = "member.enrolled"
+CONSENT = "member.consent"
+SALE = "sale.recorded"
+EARNED = "stamps.earned"  # (+) for a sale
+REFUNDED = "sale.refunded"
+REVERSED = "stamps.reversed"  # (-) taken back for a refund or void
+CLAIMED = "stamps.claimed"  # (+) a receipt-claim QR redeemed by a member
+REDEEMED = "reward.redeemed"  # (-)
+MISSION = "mission.completed"  # (+) bonus stamps, a badge
+EXPIRED = "stamps.expired"  # (-)
+ADJUSTED = "stamps.adjusted"  # (+/-) a correction, e.g. head office compensating an overdraft
+
+KINDS = frozenset(
+    {ENROLLED, CONSENT, SALE, EARNED, REFUNDED, REVERSED, CLAIMED, REDEEMED, MISSION, EXPIRED, ADJUSTED}
+)
+EARNING_KINDS = frozenset({EARNED, CLAIMED, MISSION})
+CHANNELS = ("whatsapp", "email", "sms")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One fact. `seq` is the terminal's gap-free sequence; `at` is business time only."""
+
+    id: str
+    kind: str
+    at: dt.datetime
+    member: str | None = None
+    stamps: int = 0
+    ref: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    seq: int = 0
+    terminal: str = ""
+    store: str = ""
+
+    def with_position(self, *, seq: int, terminal: str, store: str) -> Event:
+        """The same event placed in a terminal's sequence."""
+        return replace(self, seq=seq, terminal=terminal, store=store)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The event as JSON-ready data, the form that is hashed, stored and synced."""
+        return {
+            "id": self.id,
+            "terminal": self.terminal,
+            "store": self.store,
+            "seq": self.seq,
+            "kind": self.kind,
+            "member": self.member,
+            "at": self.at.astimezone(dt.UTC).isoformat(),
+            "stamps": self.stamps,
+            "ref": self.ref,
+            "body": self.body,
+        }
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Event:
+        """Rebuild an event from `to_wire` data."""
+        at = dt.datetime.fromisoformat(d["at"])
+        if at.tzinfo is None:
+            raise ValueError("event time has no UTC offset")
+        return cls(
+            id=d["id"],
+            kind=d["kind"],
+            at=at,
+            member=d.get("member"),
+            stamps=int(d.get("stamps", 0)),
+            ref=d.get("ref"),
+            body=dict(d.get("body") or {}),
+            seq=int(d.get("seq", 0)),
+            terminal=d.get("terminal", ""),
+            store=d.get("store", ""),
+        )
+
+
+def canonical(data: Any) -> bytes:
+    """Deterministic JSON bytes: the form that is hashed and compared."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def content_hash(event: Event, prev: str = "") -> str:
+    """Hash of an event chained to the previous one, so any later edit of the ledger shows."""
+    return hashlib.sha256(prev.encode() + canonical(event.to_wire())).hexdigest()
+
+
+def new_id() -> str:
+    """A fresh, time-ordered, globally unique id (ULID)."""
+    return str(ULID())
+
+
+def derived_id(*cause: str) -> str:
+    """A deterministic id taken from a cause, so two tills deriving it produce one event."""
+    digest = hashlib.sha256("\x1f".join(cause).encode()).digest()[:16]
+    return str(ULID.from_bytes(digest))

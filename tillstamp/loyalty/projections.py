@@ -1,0 +1,311 @@
+"""What a member has, as pure functions of their events: balance, expiry, tier, card, missions.
+
+The till and head office call these same functions on the same events, so they agree.
+Events are taken in the order given (a till's sequence, or head office's merge order).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from . import events as ev
+from .events import Event
+from .program import Mission, Program, Tier
+
+
+def add_months(t: dt.datetime, months: int) -> dt.datetime:
+    """The same moment `months` later, clamped to the end of a shorter month."""
+    y, m = divmod(t.month - 1 + months, 12)
+    year, month = t.year + y, m + 1
+    nxt = dt.date(year + (month == 12), month % 12 + 1, 1)
+    last = (nxt - dt.timedelta(days=1)).day
+    return t.replace(year=year, month=month, day=min(t.day, last))
+
+
+@dataclass
+class Lot:
+    """Stamps earned together, which expire together."""
+
+    event_id: str
+    earned_at: dt.datetime
+    expires_at: dt.datetime | None
+    remaining: int
+
+
+@dataclass(frozen=True)
+class Expiring:
+    """Stamps that will expire at `at` unless spent first."""
+
+    stamps: int
+    at: dt.datetime
+
+
+def lots(program: Program, events: Iterable[Event]) -> tuple[list[Lot], int]:
+    """Open lots after the events, oldest first, and any debt (stamps owed beyond all lots)."""
+    open_lots: list[Lot] = []
+    debt = 0
+    months = program.expiry.months
+    for e in events:
+        if e.stamps > 0:
+            exp = add_months(e.at, months) if months else None
+            amount = e.stamps
+            if debt:  # a positive event first pays back what an overdraft took
+                paid = min(debt, amount)
+                debt -= paid
+                amount -= paid
+            if amount:
+                open_lots.append(Lot(e.id, e.at, exp, amount))
+        elif e.stamps < 0:
+            need = -e.stamps
+            if e.kind == ev.EXPIRED:
+                target = [lot for lot in open_lots if lot.event_id == e.body.get("lot")]
+                pool = target + [lot for lot in open_lots if lot not in target]
+            else:
+                pool = open_lots  # oldest stamps are used first
+            for lot in pool:
+                take = min(lot.remaining, need)
+                lot.remaining -= take
+                need -= take
+                if not need:
+                    break
+            debt += need
+            open_lots = [lot for lot in open_lots if lot.remaining]
+    return open_lots, debt
+
+
+def due_expiries(program: Program, events: Sequence[Event], now: dt.datetime) -> list[Lot]:
+    """Lots whose stamps have expired by `now` and are not yet written off."""
+    if not program.expiry.months:
+        return []
+    open_lots, _ = lots(program, events)
+    return [lot for lot in open_lots if lot.expires_at is not None and lot.expires_at <= now]
+
+
+def expiry_event(member: str, lot: Lot) -> Event:
+    """The event that writes off an expired lot; its id comes from the lot, so it is unique."""
+    assert lot.expires_at is not None
+    return Event(
+        id=ev.derived_id("expire", member, lot.event_id),
+        kind=ev.EXPIRED,
+        at=lot.expires_at,
+        member=member,
+        stamps=-lot.remaining,
+        ref=lot.event_id,
+        body={"lot": lot.event_id},
+    )
+
+
+def balance(events: Iterable[Event]) -> int:
+    """The balance: the sum of the stamps the events move."""
+    return sum(e.stamps for e in events)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A purchase that counts for tiers and missions."""
+
+    at: dt.datetime
+    total: int
+    skus: frozenset[str]
+
+
+def visits(events: Iterable[Event]) -> list[Visit]:
+    """The member's purchases: their own sales and the receipts they claimed."""
+    out = []
+    for e in events:
+        if e.kind in (ev.SALE, ev.CLAIMED) and "total" in e.body:
+            skus = frozenset(ln["sku"] for ln in e.body.get("lines", []) if ln.get("eligible", True))
+            out.append(Visit(e.at, int(e.body["total"]), skus))
+    return out
+
+
+def qualifying(program: Program, events: Sequence[Event], at: dt.datetime) -> int:
+    """The tier measure (stamps earned or spend) in the rolling window ending at `at`."""
+    since = add_months(at, -program.tiering.window_months)
+    total = 0
+    for e in events:
+        if not since < e.at <= at:
+            continue
+        if program.tiering.qualify_on == "stamps":
+            if e.kind in ev.EARNING_KINDS or e.kind == ev.REVERSED:
+                total += e.stamps
+        elif e.kind in (ev.SALE, ev.CLAIMED) and "total" in e.body:
+            total += int(e.body["total"])
+        elif e.kind == ev.REFUNDED:
+            total -= int(e.body.get("amount", 0))
+    return max(total, 0)
+
+
+def tier_for(program: Program, measure: int) -> Tier:
+    """The highest tier whose threshold the measure reaches."""
+    best = program.tiers[0]
+    for t in program.tiers:
+        if measure >= t.threshold:
+            best = t
+    return best
+
+
+def tier_at(program: Program, events: Sequence[Event], at: dt.datetime) -> Tier:
+    """The member's tier at `at`; with period-end downgrade a tier is kept to the year's end."""
+    now_tier = tier_for(program, qualifying(program, events, at))
+    if program.tiering.downgrade == "immediate":
+        return now_tier
+    local = at.astimezone(program.zone)
+    year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    held = tier_for(program, qualifying(program, events, year_start))
+    return held if held.threshold > now_tier.threshold else now_tier
+
+
+def period_key(mission: Mission, local: dt.datetime) -> str:
+    """Which period a moment falls in for a mission (ISO week, month, year, or ever)."""
+    if mission.period == "week":
+        y, w, _ = local.isocalendar()
+        return f"{y}-W{w:02d}"
+    if mission.period == "month":
+        return f"{local.year}-{local.month:02d}"
+    if mission.period == "year":
+        return str(local.year)
+    return "ever"
+
+
+def mission_progress(program: Program, mission: Mission, events: Sequence[Event], at: dt.datetime) -> tuple[int, str]:
+    """Progress towards a mission in the period containing `at`, and that period's key."""
+    zone = program.zone
+    local = at.astimezone(zone)
+    vs = visits(events)
+    if mission.kind == "checkin_streak":
+        days = sorted({v.at.astimezone(zone).date() for v in vs if v.at <= at})
+        if not days or days[-1] != local.date():
+            return 0, "none"
+        start = days[-1]
+        streak = 1
+        for d in reversed(days[:-1]):
+            if (start - d).days == 1:
+                start, streak = d, streak + 1
+            else:
+                break
+        return streak, f"streak-{start.isoformat()}"
+    key = period_key(mission, local)
+    in_period = [v for v in vs if v.at <= at and period_key(mission, v.at.astimezone(zone)) == key]
+    if mission.kind == "visits_in_week":
+        return len(in_period), key
+    if mission.kind == "distinct_skus":
+        return len(frozenset().union(*(v.skus for v in in_period))), key
+    spent = sum(v.total for v in in_period)
+    for e in events:
+        if e.kind == ev.REFUNDED and e.at <= at and period_key(mission, e.at.astimezone(zone)) == key:
+            spent -= int(e.body.get("amount", 0))
+    return max(spent, 0), key
+
+
+def mission_event_id(member: str, mission: Mission, key: str) -> str:
+    """Deterministic id of a mission completion: two tills deriving it produce one event."""
+    return ev.derived_id("mission", member, mission.id, key)
+
+
+def due_missions(program: Program, member: str, events: Sequence[Event], at: dt.datetime) -> list[Event]:
+    """Mission completions earned by the events up to `at` and not yet recorded."""
+    done = {e.id for e in events if e.kind == ev.MISSION}
+    out = []
+    for m in program.missions:
+        progress, key = mission_progress(program, m, events, at)
+        if progress < m.target or key == "none":
+            continue
+        eid = mission_event_id(member, m, key)
+        if eid in done:
+            continue
+        out.append(
+            Event(
+                id=eid,
+                kind=ev.MISSION,
+                at=at,
+                member=member,
+                stamps=m.stamps,
+                ref=m.id,
+                body={"mission": m.id, "period": key, "badge": m.badge, "name": m.name},
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class MissionState:
+    """A mission's progress in the current period, and whether it is done there."""
+
+    id: str
+    name: str
+    progress: int
+    target: int
+    done: bool
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """Everything the till shows about a member at one moment."""
+
+    balance: int
+    tier: Tier
+    next_tier: Tier | None
+    to_next_tier: int
+    measure: int
+    card_filled: int
+    card_size: int
+    full_cards: int
+    expiring: tuple[Expiring, ...]
+    missions: tuple[MissionState, ...]
+    badges: tuple[str, ...]
+    visits: int
+    last_visit: dt.datetime | None
+    lifetime_earned: int
+    due_expiry: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def member_view(program: Program, member: str, events: Sequence[Event], now: dt.datetime) -> MemberView:
+    """The member's state at `now` from their events, with expired stamps already written off."""
+    due = due_expiries(program, events, now)
+    written_off = [expiry_event(member, lot) for lot in due]
+    all_events = list(events) + written_off
+    bal = balance(all_events)
+    open_lots, _ = lots(program, all_events)
+    horizon = now + dt.timedelta(days=program.expiry.warn_days)
+    expiring: dict[dt.datetime, int] = {}
+    for lot in open_lots:
+        if lot.expires_at is not None and lot.expires_at <= horizon:
+            expiring[lot.expires_at] = expiring.get(lot.expires_at, 0) + lot.remaining
+    tier = tier_at(program, all_events, now)
+    measure = qualifying(program, all_events, now)
+    higher = [t for t in program.tiers if t.threshold > tier.threshold]
+    nxt = higher[0] if higher else None
+    size = program.card.size
+    missions = []
+    done_ids = {e.id for e in all_events if e.kind == ev.MISSION}
+    for m in program.missions:
+        progress, key = mission_progress(program, m, all_events, now)
+        done = key != "none" and mission_event_id(member, m, key) in done_ids
+        missions.append(MissionState(m.id, m.name, min(progress, m.target), m.target, done))
+    badges = []
+    for e in all_events:
+        badge = e.body.get("badge") if e.kind == ev.MISSION else None
+        if badge and badge not in badges:
+            badges.append(badge)
+    vs = visits(all_events)
+    return MemberView(
+        balance=bal,
+        tier=tier,
+        next_tier=nxt,
+        to_next_tier=max(nxt.threshold - measure, 0) if nxt else 0,
+        measure=measure,
+        card_filled=max(bal, 0) % size,
+        card_size=size,
+        full_cards=max(bal, 0) // size,
+        expiring=tuple(Expiring(s, at) for at, s in sorted(expiring.items())),
+        missions=tuple(missions),
+        badges=tuple(badges),
+        visits=len(vs),
+        last_visit=max((v.at for v in vs), default=None),
+        lifetime_earned=sum(e.stamps for e in all_events if e.kind in ev.EARNING_KINDS),
+        due_expiry=-sum(e.stamps for e in written_off),
+    )

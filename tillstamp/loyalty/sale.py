@@ -1,0 +1,150 @@
+"""Sales as the domain sees them: typed, validated, amounts in minor units."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SaleError(ValueError):
+    """A sale that cannot be recorded; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class SaleLine:
+    """One line of a sale: `price` is the unit price in the currency's minor unit."""
+
+    sku: str
+    name: str
+    qty: int
+    price: int
+    category: str | None = None
+    paid_with_stamps: bool = False
+
+    @property
+    def amount(self) -> int:
+        """What the line costs: quantity times unit price."""
+        return self.qty * self.price
+
+    def to_dict(self) -> dict[str, Any]:
+        """The line as JSON-ready data."""
+        d: dict[str, Any] = {"sku": self.sku, "name": self.name, "qty": self.qty, "price": self.price}
+        if self.category is not None:
+            d["category"] = self.category
+        if self.paid_with_stamps:
+            d["paid_with_stamps"] = True
+        return d
+
+
+@dataclass(frozen=True)
+class Sale:
+    """A sale as the POS reports it; `member` is whatever identifies the customer, if any."""
+
+    receipt: str
+    at: dt.datetime
+    lines: tuple[SaleLine, ...]
+    total: int
+    member: str | None = None
+    discount: int = 0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sale as JSON-ready data (without the member reference)."""
+        d: dict[str, Any] = {
+            "receipt": self.receipt,
+            "at": self.at.isoformat(),
+            "lines": [ln.to_dict() for ln in self.lines],
+            "total": self.total,
+        }
+        if self.discount:
+            d["discount"] = self.discount
+        return d
+
+
+MAX_LINES = 500
+MAX_AMOUNT = 10**13  # ten trillion rupiah: anything above is a typo or an attack
+
+
+def parse_sale(data: Any, *, now: dt.datetime) -> Sale:
+    """Validate a sale from JSON-like data; raise SaleError naming the first problem."""
+    if not isinstance(data, dict):
+        raise SaleError("sale: expected a JSON object")
+    receipt = data.get("receipt")
+    if not isinstance(receipt, str) or not receipt.strip() or len(receipt) > 64:
+        raise SaleError("receipt: expected a non-empty text of at most 64 characters")
+    at = _parse_at(data.get("at"), now)
+    raw_lines = data.get("lines")
+    if not isinstance(raw_lines, list) or not raw_lines:
+        raise SaleError("lines: expected a non-empty list")
+    if len(raw_lines) > MAX_LINES:
+        raise SaleError(f"lines: at most {MAX_LINES} lines per sale")
+    lines = tuple(_parse_line(i, ln) for i, ln in enumerate(raw_lines))
+    discount = data.get("discount", 0)
+    if not _is_int(discount) or discount < 0:
+        raise SaleError("discount: expected a whole number >= 0 (minor units)")
+    total = data.get("total")
+    if not _is_int(total) or total < 0:
+        raise SaleError("total: expected a whole number >= 0 (minor units)")
+    expected = sum(ln.amount for ln in lines) - discount
+    if expected < 0 or expected > MAX_AMOUNT:
+        raise SaleError("discount: larger than the lines")
+    if total != expected:
+        raise SaleError(f"total: {total} does not match the lines ({expected})")
+    member = data.get("member")
+    if member is not None and (not isinstance(member, str) or not member.strip()):
+        raise SaleError("member: expected a QR payload, phone number or member id")
+    known = {"receipt", "at", "lines", "total", "member", "discount"}
+    extra = {k: v for k, v in data.items() if k not in known}
+    return Sale(
+        receipt=receipt.strip(),
+        at=at,
+        lines=lines,
+        total=total,
+        member=member.strip() if member else None,
+        discount=discount,
+        extra=extra,
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _parse_at(val: Any, now: dt.datetime) -> dt.datetime:
+    if val is None:
+        return now
+    if not isinstance(val, str):
+        raise SaleError("at: expected an ISO 8601 time with a UTC offset")
+    try:
+        at = dt.datetime.fromisoformat(val)
+    except ValueError:
+        raise SaleError(f"at: {val!r} is not an ISO 8601 time") from None
+    if at.tzinfo is None:
+        raise SaleError(f"at: {val!r} has no UTC offset (write e.g. 2026-11-23T09:15:00+07:00)")
+    return at
+
+
+def _parse_line(i: int, ln: Any) -> SaleLine:
+    where = f"lines[{i}]"
+    if not isinstance(ln, dict):
+        raise SaleError(f"{where}: expected an object")
+    sku = ln.get("sku")
+    if not isinstance(sku, str) or not sku.strip() or len(sku) > 64:
+        raise SaleError(f"{where}.sku: expected a non-empty text")
+    name = ln.get("name", sku)
+    if not isinstance(name, str) or len(name) > 200:
+        raise SaleError(f"{where}.name: expected a text")
+    qty = ln.get("qty", 1)
+    if not _is_int(qty) or qty <= 0 or qty > 100_000:
+        raise SaleError(f"{where}.qty: expected a whole number > 0, got {qty!r}")
+    price = ln.get("price")
+    if not _is_int(price) or price < 0 or price > MAX_AMOUNT:
+        raise SaleError(f"{where}.price: expected a whole number >= 0 (minor units), got {price!r}")
+    category = ln.get("category")
+    if category is not None and not isinstance(category, str):
+        raise SaleError(f"{where}.category: expected a text")
+    paid = ln.get("paid_with_stamps", False)
+    if not isinstance(paid, bool):
+        raise SaleError(f"{where}.paid_with_stamps: expected true or false")
+    return SaleLine(sku=sku.strip(), name=name, qty=qty, price=price, category=category, paid_with_stamps=paid)
