@@ -113,6 +113,7 @@ class Service:
         # Hooks for sync: extra events of a member known from head office (rule 6), and a
         # guard that may refuse an offline redemption (rule 7).
         self.remote_events: Callable[[str], Sequence[Event]] = lambda member: ()
+        self.remote_watermark: Callable[[str], int] = lambda member: 0  # W of rule 6
         self.redeem_guard: Callable[[str, int], None] = lambda member, cost: None
         self.revoked: Callable[[tokens.MemberToken], bool] = lambda token: False
 
@@ -131,15 +132,19 @@ class Service:
         own = self.store.member_events(member)
         if not remote:
             return own
+        # Rule 6: the snapshot holds this terminal's events up to W; add only newer ones,
+        # and never one whose id is already there (HQ keeps one copy of a derived id).
+        w = self.remote_watermark(member)
         seen = {e.id for e in remote}
-        return remote + [e for e in own if e.id not in seen]
+        return remote + [e for e in own if e.seq > w and e.id not in seen]
 
     def _expire(self, member: str, at: dt.datetime) -> list[Event]:
-        """Write off stamps that expired by `at` (inside a write)."""
-        due = due_expiries(self.program, self.member_events(member), at)
+        """Write off stamps that expired by `at` (inside a write); returns the member's history."""
+        history = self.member_events(member)
+        due = due_expiries(self.program, history, at)
         out = [expiry_event(member, lot) for lot in due]
         out = [e for e in out if not self.store.has_event(e.id)]
-        return self._append(out)
+        return history + self._append(out)
 
     def sale_key(self, receipt: str, at: dt.datetime) -> str:
         """The exactly-once key of a sale: store + receipt (+ business day if numbering restarts daily)."""
@@ -266,8 +271,7 @@ class Service:
             new: list[Event] = []
             history: list[Event] = []
             if member:
-                self._expire(member, sale.at)
-                history = self.member_events(member)
+                history = self._expire(member, sale.at)
             tier = tier_at(self.program, history, sale.at) if member else None
             earn = compute_earn(self.program, sale, tier)
             eligible = {id(ln) for ln in eligible_lines(self.program, sale.lines)}
@@ -454,8 +458,7 @@ class Service:
                 stamps -= reversal_for_refund(stamps, row.total, 0, row.refunded)
                 body.update(sale=row.key, total=row.total - row.refunded, lines=e.body["lines"])
             now = self.now()
-            self._expire(member, now)
-            history = self.member_events(member)
+            history = self._expire(member, now)
             new = [Event(derived_id("claim", tok.token_id), ev.CLAIMED, now, member, stamps, tok.receipt, body)]
             new += due_missions(self.program, member, history + new, now)
             placed = self._append(new)

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,7 @@ def m003_projections(db: Database) -> None:
 
 
 PROJECTION_TABLES = ("balances", "sales", "claims")
+CACHE_MEMBERS = 2000
 
 
 class StoreError(RuntimeError):
@@ -163,6 +165,10 @@ class Store:
         self.conn = conn
         self.db = Database(conn)
         self._lock = threading.RLock()
+        # Recent members' events, kept in step with our own appends; dropped whenever
+        # another connection (the CLI beside a daemon) has written since we looked.
+        self._cache: OrderedDict[str, list[Event]] = OrderedDict()
+        self._seq = -1
         migrations.apply(self.db)
         self._refresh_tip()
 
@@ -183,6 +189,7 @@ class Store:
                 self.conn.execute("COMMIT")
             except BaseException:
                 self.conn.execute("ROLLBACK")
+                self._cache.clear()
                 self._refresh_tip()
                 raise
 
@@ -195,11 +202,15 @@ class Store:
                 yield self
             finally:
                 self.conn.execute("ROLLBACK")
+                self._cache.clear()
                 self._refresh_tip()
 
     def _refresh_tip(self) -> None:
         row = self.conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
-        self._seq, self._hash = (row[0], row[1]) if row else (0, "")
+        seq, self._hash = (row[0], row[1]) if row else (0, "")
+        if seq != self._seq:
+            self._cache.clear()
+        self._seq = seq
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
@@ -245,6 +256,8 @@ class Store:
             )
             self._project(e)
             placed.append(e)
+            if e.member in self._cache:
+                self._cache[e.member].append(e)
         return placed
 
     def has_event(self, event_id: str) -> bool:
@@ -265,8 +278,19 @@ class Store:
         yield from self._rows("SELECT * FROM ledger ORDER BY seq", [])
 
     def member_events(self, member: str) -> list[Event]:
-        """A member's events in ledger order."""
-        return [_event(r) for r in self._rows("SELECT * FROM ledger WHERE member = ? ORDER BY seq", [member])]
+        """A member's events in ledger order (a copy: callers may extend it)."""
+        with self._lock:
+            if not self.conn.in_transaction:
+                self._refresh_tip()
+            cached = self._cache.get(member)
+            if cached is None:
+                cached = [_event(r) for r in self._rows("SELECT * FROM ledger WHERE member = ? ORDER BY seq", [member])]
+                self._cache[member] = cached
+                if len(self._cache) > CACHE_MEMBERS:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(member)
+            return list(cached)
 
     def count_events(self) -> int:
         """How many events the ledger holds."""
@@ -341,6 +365,7 @@ class Store:
         """Drop and recompute every projection from the ledger (in `write()`)."""
         if not self.conn.in_transaction:
             raise StoreError("rebuild_projections() must run inside store.write()")
+        self._cache.clear()
         for t in PROJECTION_TABLES:
             self.conn.execute(f"DELETE FROM {t}")  # noqa: S608
         for r in self._rows("SELECT * FROM ledger ORDER BY seq", []):

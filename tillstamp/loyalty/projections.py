@@ -170,11 +170,13 @@ def period_key(mission: Mission, local: dt.datetime) -> str:
     return "ever"
 
 
-def mission_progress(program: Program, mission: Mission, events: Sequence[Event], at: dt.datetime) -> tuple[int, str]:
+def mission_progress(
+    program: Program, mission: Mission, events: Sequence[Event], at: dt.datetime, vs: list[Visit] | None = None
+) -> tuple[int, str]:
     """Progress towards a mission in the period containing `at`, and that period's key."""
     zone = program.zone
     local = at.astimezone(zone)
-    vs = visits(events)
+    vs = visits(events) if vs is None else vs
     if mission.kind == "checkin_streak":
         days = sorted({v.at.astimezone(zone).date() for v in vs if v.at <= at})
         if not days or days[-1] != local.date():
@@ -209,8 +211,9 @@ def due_missions(program: Program, member: str, events: Sequence[Event], at: dt.
     """Mission completions earned by the events up to `at` and not yet recorded."""
     done = {e.id for e in events if e.kind == ev.MISSION}
     out = []
+    vs = visits(events)
     for m in program.missions:
-        progress, key = mission_progress(program, m, events, at)
+        progress, key = mission_progress(program, m, events, at, vs)
         if progress < m.target or key == "none":
             continue
         eid = mission_event_id(member, m, key)
@@ -282,8 +285,9 @@ def member_view(program: Program, member: str, events: Sequence[Event], now: dt.
     size = program.card.size
     missions = []
     done_ids = {e.id for e in all_events if e.kind == ev.MISSION}
+    vs = visits(all_events)
     for m in program.missions:
-        progress, key = mission_progress(program, m, all_events, now)
+        progress, key = mission_progress(program, m, all_events, now, vs)
         done = key != "none" and mission_event_id(member, m, key) in done_ids
         missions.append(MissionState(m.id, m.name, min(progress, m.target), m.target, done))
     badges = []
@@ -291,7 +295,6 @@ def member_view(program: Program, member: str, events: Sequence[Event], now: dt.
         badge = e.body.get("badge") if e.kind == ev.MISSION else None
         if badge and badge not in badges:
             badges.append(badge)
-    vs = visits(all_events)
     return MemberView(
         balance=bal,
         tier=tier,

@@ -1,0 +1,37 @@
+"""Test support shared by every test folder: paths, a settable clock, sample sales."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+EXAMPLE_PROGRAM = ROOT / "examples" / "program.toml"
+JAKARTA = dt.timezone(dt.timedelta(hours=7))
+
+
+class Clock:
+    """A settable clock for tests: `clock()` is now; `clock.advance(...)` moves it."""
+
+    def __init__(self, start: dt.datetime):
+        self.t = start
+
+    def __call__(self) -> dt.datetime:
+        return self.t
+
+    def advance(self, **kw: float) -> None:
+        self.t += dt.timedelta(**kw)
+
+
+
+
+def sale_dict(receipt: str, *, member: str | None = None, at: str | None = None, lines=None) -> dict:
+    """A valid sale as the POS sends it."""
+    lines = lines or [{"sku": "KOPI-SUSU", "name": "Es Kopi Susu", "category": "coffee", "qty": 2, "price": 25000}]
+    d = {"receipt": receipt, "lines": lines, "total": sum(ln["qty"] * ln["price"] for ln in lines)}
+    if member:
+        d["member"] = member
+    if at:
+        d["at"] = at
+    return d
