@@ -46,7 +46,7 @@ def verify(store: Store, max_problems: int = 20) -> Report:
             report.problems.append(f"seq {e.seq}: expected {expected} (a gap or reorder)")
             expected = e.seq
         expected += 1
-        h = content_hash(e, prev_hash)
+        h = content_hash(e, prev_hash, row["body"].encode())
         if h != row["hash"]:
             report.problems.append(f"seq {e.seq}: hash does not match (the row was altered)")
         prev_hash = row["hash"]

@@ -260,12 +260,9 @@ class Service:
         """Record a sale exactly once and award its stamps; a repeat answers `duplicate`."""
         key = self.sale_key(sale.receipt, sale.at)
         digest = _digest(sale)
-        existing = self.store.sale(key)
-        if existing is not None:
-            return self._duplicate(existing, digest)
         member = self.identify(sale.member).id if sale.member else None
         with self.store.write():
-            existing = self.store.sale(key)  # another writer may have won the race
+            existing = self.store.sale(key)
             if existing is not None:
                 return self._duplicate(existing, digest)
             new: list[Event] = []

@@ -245,13 +245,14 @@ class Store:
         for e in events:
             self._seq += 1
             e = e.with_position(seq=self._seq, terminal=terminal, store=store)
-            self._hash = content_hash(e, self._hash)
+            body = canonical(e.body)
+            self._hash = content_hash(e, self._hash, body)
             self.conn.execute(
                 "INSERT INTO ledger(seq, id, kind, member, at, stamps, ref, body, terminal, store, hash) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     e.seq, e.id, e.kind, e.member, e.at.astimezone(dt.UTC).isoformat(), e.stamps,
-                    e.ref, canonical(e.body).decode(), terminal, store, self._hash,
+                    e.ref, body.decode(), terminal, store, self._hash,
                 ),
             )
             self._project(e)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ulid import ULID
@@ -51,7 +51,7 @@ class Event:
 
     def with_position(self, *, seq: int, terminal: str, store: str) -> Event:
         """The same event placed in a terminal's sequence."""
-        return replace(self, seq=seq, terminal=terminal, store=store)
+        return Event(self.id, self.kind, self.at, self.member, self.stamps, self.ref, self.body, seq, terminal, store)
 
     def to_wire(self) -> dict[str, Any]:
         """The event as JSON-ready data, the form that is hashed, stored and synced."""
@@ -93,9 +93,16 @@ def canonical(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def content_hash(event: Event, prev: str = "") -> str:
-    """Hash of an event chained to the previous one, so any later edit of the ledger shows."""
-    return hashlib.sha256(prev.encode() + canonical(event.to_wire())).hexdigest()
+def content_hash(event: Event, prev: str = "", body_json: bytes | None = None) -> str:
+    """Hash of an event chained to the previous one, so any later edit of the ledger shows.
+
+    Covers every wire field; `body_json` (canonical(event.body)) may be passed when the
+    caller already has it, since encoding the body is the costly part.
+    """
+    head = event.to_wire()
+    del head["body"]
+    body = canonical(event.body) if body_json is None else body_json
+    return hashlib.sha256(prev.encode() + canonical(head) + b"\x1f" + body).hexdigest()
 
 
 def new_id() -> str:

@@ -198,7 +198,7 @@ class Program:
     @property
     def zone(self) -> ZoneInfo:
         """The store's time zone, for rules about days and weeks."""
-        return ZoneInfo(self.timezone)
+        return ZoneInfo(self.timezone)  # ZoneInfo caches instances, so this is cheap
 
     def reward(self, reward_id: str) -> Reward:
         """The reward with this id, or KeyError."""

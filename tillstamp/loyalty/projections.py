@@ -104,20 +104,21 @@ def balance(events: Iterable[Event]) -> int:
 
 @dataclass(frozen=True)
 class Visit:
-    """A purchase that counts for tiers and missions."""
+    """A purchase that counts for tiers and missions; `local` is in the store's zone."""
 
     at: dt.datetime
     total: int
     skus: frozenset[str]
+    local: dt.datetime
 
 
-def visits(events: Iterable[Event]) -> list[Visit]:
+def visits(events: Iterable[Event], zone: dt.tzinfo = dt.UTC) -> list[Visit]:
     """The member's purchases: their own sales and the receipts they claimed."""
     out = []
     for e in events:
         if e.kind in (ev.SALE, ev.CLAIMED) and "total" in e.body:
             skus = frozenset(ln["sku"] for ln in e.body.get("lines", []) if ln.get("eligible", True))
-            out.append(Visit(e.at, int(e.body["total"]), skus))
+            out.append(Visit(e.at, int(e.body["total"]), skus, e.at.astimezone(zone)))
     return out
 
 
@@ -150,7 +151,7 @@ def tier_for(program: Program, measure: int) -> Tier:
 def tier_at(program: Program, events: Sequence[Event], at: dt.datetime) -> Tier:
     """The member's tier at `at`; with period-end downgrade a tier is kept to the year's end."""
     now_tier = tier_for(program, qualifying(program, events, at))
-    if program.tiering.downgrade == "immediate":
+    if program.tiering.downgrade == "immediate" or now_tier is program.tiers[-1]:
         return now_tier
     local = at.astimezone(program.zone)
     year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -176,9 +177,9 @@ def mission_progress(
     """Progress towards a mission in the period containing `at`, and that period's key."""
     zone = program.zone
     local = at.astimezone(zone)
-    vs = visits(events) if vs is None else vs
+    vs = visits(events, zone) if vs is None else vs
     if mission.kind == "checkin_streak":
-        days = sorted({v.at.astimezone(zone).date() for v in vs if v.at <= at})
+        days = sorted({v.local.date() for v in vs if v.at <= at})
         if not days or days[-1] != local.date():
             return 0, "none"
         start = days[-1]
@@ -190,7 +191,7 @@ def mission_progress(
                 break
         return streak, f"streak-{start.isoformat()}"
     key = period_key(mission, local)
-    in_period = [v for v in vs if v.at <= at and period_key(mission, v.at.astimezone(zone)) == key]
+    in_period = [v for v in vs if v.at <= at and period_key(mission, v.local) == key]
     if mission.kind == "visits_in_week":
         return len(in_period), key
     if mission.kind == "distinct_skus":
@@ -211,7 +212,7 @@ def due_missions(program: Program, member: str, events: Sequence[Event], at: dt.
     """Mission completions earned by the events up to `at` and not yet recorded."""
     done = {e.id for e in events if e.kind == ev.MISSION}
     out = []
-    vs = visits(events)
+    vs = visits(events, program.zone)
     for m in program.missions:
         progress, key = mission_progress(program, m, events, at, vs)
         if progress < m.target or key == "none":
@@ -285,7 +286,7 @@ def member_view(program: Program, member: str, events: Sequence[Event], now: dt.
     size = program.card.size
     missions = []
     done_ids = {e.id for e in all_events if e.kind == ev.MISSION}
-    vs = visits(all_events)
+    vs = visits(all_events, program.zone)
     for m in program.missions:
         progress, key = mission_progress(program, m, all_events, now, vs)
         done = key != "none" and mission_event_id(member, m, key) in done_ids
