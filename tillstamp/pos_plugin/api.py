@@ -1,0 +1,229 @@
+"""The POS API: FastAPI over the agent's runtime. OpenAPI at /openapi.json.
+
+Handlers never touch the database: they submit a function of `ops` to the runtime's single
+writer and await its Future, so the event loop stays free while SQLite commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..agent.runtime import Runtime, RuntimeStopped, Subscription
+from ..agent.service import Refused
+from ..loyalty.sale import SaleError
+from . import ops
+from .models import (
+    ClaimIn,
+    EnrolledOut,
+    ErrorOut,
+    HealthOut,
+    MemberIn,
+    MemberOut,
+    OutcomeOut,
+    PrintOut,
+    RedemptionIn,
+    RefundIn,
+    RewardOut,
+    SaleIn,
+    SaleOut,
+)
+
+T = TypeVar("T")
+KEY_HEADER = "X-API-Key"
+KEY_COOKIE = "tillstamp_key"
+NOT_FOUND = {"unknown_member", "unknown_sale", "unknown_reward", "no_scan"}
+CONFLICT = {"already_enrolled", "token_already_claimed", "already_refunded", "refunded",
+            "insufficient_balance", "tier_not_allowed", "no_printer", "offline_cap"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (401, 404, 409, 422, 503)
+}
+HEARTBEAT = 15.0
+
+
+def status_for(reason: str) -> int:
+    """The HTTP status of a refusal reason: 404 unknown, 409 conflicts with state, 422 invalid."""
+    if reason in NOT_FOUND:
+        return 404
+    if reason in CONFLICT or reason.startswith("offline"):
+        return 409
+    return 422
+
+
+def _error(status: int, error: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
+    body = {"error": error, "message": message}
+    if details is not None:
+        body["details"] = details
+    return JSONResponse(body, status_code=status)
+
+
+class _LoopSubscription(Subscription):
+    """A hub subscription that wakes an asyncio queue on the server's loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.aq: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(256)
+
+    def put(self, event: dict[str, Any] | None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._put, event)
+        except RuntimeError:
+            self.dropped += 1  # the loop is closed: the client is gone with it
+
+    def _put(self, event: dict[str, Any] | None) -> None:
+        try:
+            self.aq.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+
+def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> FastAPI:
+    """The POS API and the cashier panel for a running agent."""
+    app = FastAPI(title="tillstamp POS API", version="1", description=(
+        "Local API of the tillstamp till agent: record sales, refunds, members, rewards and "
+        "claims; server-sent events of scans, awards and devices at /v1/events."))
+    app.state.runtime = rt
+
+    async def run(fn: Callable[..., T], *args: Any) -> T:
+        try:
+            fut = rt.writer.submit(fn, rt, *args)
+        except RuntimeStopped as e:
+            raise _Unavailable(str(e)) from None
+        return await asyncio.wrap_future(fut)
+
+    def check_key(request: Request) -> None:
+        if not require_key:
+            return
+        given = request.headers.get(KEY_HEADER) or request.cookies.get(KEY_COOKIE) or ""
+        if not given and request.url.path == "/":  # the panel's first visit: a link cannot send headers
+            given = request.query_params.get("key", "")
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise _Unauthorized()
+
+    app.state.check_key = check_key
+    app.state.run = run
+
+    @app.exception_handler(Refused)
+    async def refused(_: Request, e: Refused) -> JSONResponse:
+        return _error(status_for(e.reason), e.reason, str(e))
+
+    @app.exception_handler(SaleError)
+    async def bad_sale(_: Request, e: SaleError) -> JSONResponse:
+        return _error(422, "invalid_sale", str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        details = [{"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+                   for err in e.errors()]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(x for x in first["loc"] if x != "body") or "request"
+        return _error(422, "invalid_request", f"{where}: {first['msg']}", details)
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_: Request, e: _Unauthorized) -> JSONResponse:
+        return _error(401, "unauthorized", f"send the till's API key in the {KEY_HEADER} header")
+
+    @app.exception_handler(_Unavailable)
+    async def unavailable(_: Request, e: _Unavailable) -> JSONResponse:
+        return _error(503, "stopping", str(e))
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(check_key)], responses=ERRORS)
+
+    @v1.post("/sales", response_model=SaleOut, response_model_exclude_unset=True, tags=["sales"])
+    async def record_sale(sale: SaleIn) -> Any:
+        """Record a sale exactly once, award its stamps and print its loyalty receipt."""
+        data = sale.model_dump(exclude_none=True)
+        return SaleOut(**await run(ops.record_sale, data))
+
+    @v1.post("/sales/{receipt}/refund", response_model=OutcomeOut, tags=["sales"])
+    async def refund(receipt: str, body: Annotated[RefundIn | None, Body()] = None) -> Any:
+        """Refund a sale in full (no body) or some lines; its stamps are taken back."""
+        return await run(ops.refund, receipt, body.lines if body else None)
+
+    @v1.get("/members", response_model=MemberOut, tags=["members"])
+    async def find_member(phone: Annotated[str, Query(min_length=1, max_length=32)]) -> Any:
+        """Find a member by phone number (any Indonesian format)."""
+        return await run(ops.member_by_phone, phone)
+
+    @v1.post("/members", response_model=EnrolledOut, status_code=201, tags=["members"])
+    async def enrol(member: MemberIn) -> Any:
+        """Enrol a new member; answers with their id in `member`."""
+        return await run(ops.enroll, member.model_dump())
+
+    @v1.get("/members/{member_id}", response_model=MemberOut, tags=["members"])
+    async def show_member(member_id: str) -> Any:
+        """A member's balance, tier, card, missions, expiring stamps and redeemable rewards."""
+        return await run(ops.member, member_id)
+
+    @v1.get("/rewards", response_model=list[RewardOut], response_model_exclude_none=True, tags=["rewards"])
+    async def list_rewards(member: Annotated[str | None, Query(max_length=512)] = None) -> Any:
+        """The rewards catalogue; with `member`, which of them they can redeem now."""
+        return await run(ops.rewards, member or None)
+
+    @v1.post("/redemptions", response_model=OutcomeOut, status_code=201, tags=["rewards"])
+    async def redeem(body: RedemptionIn) -> Any:
+        """Redeem a reward for a member."""
+        return await run(ops.redeem, body.member, body.reward)
+
+    @v1.post("/claims", response_model=OutcomeOut, status_code=201, tags=["rewards"])
+    async def claim(body: ClaimIn) -> Any:
+        """Give a member the stamps of a receipt-claim QR, once."""
+        return await run(ops.claim, body.payload, body.member)
+
+    @v1.post("/print/{receipt}", response_model=PrintOut, status_code=202, tags=["printing"])
+    async def reprint(receipt: str) -> Any:
+        """Print a recorded sale's loyalty receipt again (queued)."""
+        return await run(ops.reprint, receipt)
+
+    @v1.get("/events", tags=["events"], response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "server-sent events; each `data:` is one JSON event"}})
+    async def events(request: Request) -> StreamingResponse:
+        """A server-sent event stream of scans, sales and awards, and device changes."""
+        sub = _LoopSubscription(asyncio.get_running_loop())
+        rt.hub.subscribe(sub)
+        return StreamingResponse(_stream(rt, sub), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get("/health", response_model=HealthOut, tags=["agent"])
+    async def health() -> Any:
+        """Each device, the print queue and the outbox (events waiting for head office)."""
+        return await run(Runtime.health)
+
+    app.include_router(v1)
+    from .panel import add_panel
+
+    add_panel(app, rt)
+    return app
+
+
+async def _stream(rt: Runtime, sub: _LoopSubscription) -> AsyncIterator[str]:
+    try:
+        yield "retry: 1000\n: connected\n\n"
+        while True:
+            try:
+                event = await asyncio.wait_for(sub.aq.get(), HEARTBEAT)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if event is None:
+                return
+            yield f"id: {event['id']}\ndata: {json.dumps(event, ensure_ascii=False, default=str)}\n\n"
+    finally:
+        rt.hub.unsubscribe(sub)
+
+
+class _Unauthorized(Exception):
+    """No or a wrong API key."""
+
+
+class _Unavailable(Exception):
+    """The agent is stopping."""

@@ -1,0 +1,165 @@
+"""What the POS and the cashier panel ask of the till, as plain functions of the runtime.
+
+Each function here runs on the agent's writer thread (the API submits it there): it may
+read and write the store freely and returns JSON-ready data or raises `Refused`/`SaleError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..agent.cli import member_json
+from ..agent.receipts import card_text
+from ..agent.runtime import Runtime
+from ..agent.service import Refused
+from ..loyalty.sale import parse_sale
+
+SCAN_REF = "@scan"
+
+
+def resolve_member(rt: Runtime, ref: str) -> str:
+    """A member reference as the POS sends it; `@scan` is the last member scanned at this till."""
+    if ref.strip() == SCAN_REF:
+        member = rt.last_scan.peek()
+        if member is None:
+            raise Refused("no_scan", "no member card was scanned at this till in the last "
+                          f"{int(rt.last_scan.ttl)} seconds")
+        return member
+    return rt.till.service.identify(ref).id
+
+
+def record_sale(rt: Runtime, data: dict[str, Any]) -> dict[str, Any]:
+    """Record a sale (exactly once), then queue its loyalty receipt; the result of `sale record`."""
+    svc = rt.till.service
+    scanned = None
+    if isinstance(data.get("member"), str) and data["member"].strip() == SCAN_REF:
+        scanned = resolve_member(rt, SCAN_REF)
+        data = {**data, "member": scanned}
+    sale = parse_sale(data, now=svc.now())
+    result = svc.record_sale(sale)
+    out = result.to_dict()
+    if not result.duplicate:
+        if scanned is not None:
+            rt.last_scan.take(scanned)
+        rt.print_after_sale(result.key, result.seq, result)
+        if result.member:
+            rt.panel_member = result.member
+        rt.hub.publish("sale", receipt=result.receipt, member=result.member, total=sale.total,
+                       stamps_awarded=result.stamps_awarded, balance=result.balance,
+                       claim_stamps=result.claim_stamps, missions=list(result.missions))
+    return out
+
+
+def refund(rt: Runtime, receipt: str, lines: dict[str, int] | None) -> dict[str, Any]:
+    """Refund a sale in full or some lines; its stamps are taken back."""
+    out = rt.till.service.refund(receipt, lines).to_dict()
+    rt.hub.publish("refund", receipt=receipt, member=out["member"], stamps=out["stamps"],
+                   balance=out["balance"])
+    return out
+
+
+def member_by_phone(rt: Runtime, phone: str) -> dict[str, Any]:
+    """The member with this phone number."""
+    svc = rt.till.service
+    from ..agent.phone import looks_like_phone
+
+    if not looks_like_phone(phone):
+        raise Refused("invalid_phone", f"phone: {phone[:40]!r} is not a phone number")
+    return member(rt, svc.identify(phone, learn=False).id)
+
+
+def member(rt: Runtime, member_id: str) -> dict[str, Any]:
+    """A member's balance, tier, card, missions and the rewards they can redeem now."""
+    svc = rt.till.service
+    row = svc.identify(member_id, learn=False)
+    out = member_json(rt.till, row.id)
+    view = svc.view(row.id)
+    out["card_text"] = card_text(view.card_filled, view.card_size)
+    out["measure"] = view.measure
+    out["rewards"] = rewards(rt, row.id)
+    return out
+
+
+def enroll(rt: Runtime, fields: dict[str, Any]) -> dict[str, Any]:
+    """Enrol a member; the panel then shows them."""
+    svc = rt.till.service
+    row = svc.enroll(fields["phone"], fields.get("name"), fields.get("email"), fields.get("birthday"),
+                     fields.get("consent") or ())
+    out: dict[str, Any] = {"member": row.id, "phone": row.phone, "name": row.name}
+    if svc.keys.member_signing is not None:
+        out["card"] = svc.member_card(row.id)
+    rt.panel_member = row.id
+    rt.hub.publish("enrol", member=row.id, name=row.name)
+    return out
+
+
+def rewards(rt: Runtime, member_ref: str | None = None) -> list[dict[str, Any]]:
+    """The catalogue, marking what `member_ref` can redeem now when given."""
+    svc = rt.till.service
+    view = svc.view(resolve_member(rt, member_ref)) if member_ref else None
+    out = []
+    for r in rt.till.program.rewards:
+        item: dict[str, Any] = {"id": r.id, "name": r.name, "cost": r.cost, "tiers": sorted(r.tiers)}
+        if view is not None:
+            item["can_redeem"] = r.allowed_for(view.tier.id) and view.balance >= r.cost
+        out.append(item)
+    return out
+
+
+def redeem(rt: Runtime, member_ref: str, reward: str) -> dict[str, Any]:
+    """Redeem a reward for a member."""
+    member_id = resolve_member(rt, member_ref)
+    out = rt.till.service.redeem(member_id, reward).to_dict()
+    rt.hub.publish("redemption", member=member_id, reward=out.get("name", reward), stamps=out["stamps"],
+                   balance=out["balance"])
+    return out
+
+
+def claim(rt: Runtime, payload: str, member_ref: str) -> dict[str, Any]:
+    """Give a member the stamps of a receipt-claim QR, once."""
+    member_id = resolve_member(rt, member_ref)
+    out = rt.till.service.claim(payload, member_id).to_dict()
+    if rt.pending_claim and rt.pending_claim.get("payload") == payload:
+        rt.pending_claim = None
+    rt.panel_member = member_id
+    rt.hub.publish("claim", member=member_id, receipt=out.get("receipt"), stamps=out["stamps"],
+                   balance=out["balance"])
+    return out
+
+
+def reprint(rt: Runtime, receipt: str) -> dict[str, Any]:
+    """Queue a recorded sale's loyalty receipt again."""
+    row = rt.till.service.find_sale(receipt)
+    job = rt.reprint_job(row.seq)
+    if not rt.queue_receipt(row.key, job):
+        raise Refused("no_printer", "this till has no printer configured")
+    rt.hub.publish("print", receipt=row.receipt, job=job)
+    return {"receipt": row.receipt, "job": job, "queued": True}
+
+
+def panel_state(rt: Runtime) -> dict[str, Any]:
+    """Everything the cashier panel shows."""
+    current = rt.panel_member
+    shown = None
+    if current is not None:
+        try:
+            shown = member(rt, current)
+        except Refused:
+            shown = None
+    sales = [{"receipt": s.receipt, "member": s.member or s.claimed_by, "total": s.total,
+              "stamps": s.stamps, "refunded": s.refunded, "at": s.at}
+             for s in rt.till.store.recent_sales(8)]
+    for s in sales:
+        if s["member"]:
+            row = rt.till.store.member(s["member"])
+            s["name"] = row.name if row and row.name else s["member"][-6:]
+    awards = [e for e in reversed(rt.hub.recent)
+              if e["type"] in ("sale", "redemption", "claim", "refund", "enrol")][:8]
+    return {
+        "member": shown,
+        "scanned": rt.last_scan.peek() == current if current else False,
+        "pending_claim": rt.pending_claim,
+        "sales": sales,
+        "awards": awards,
+        "health": rt.health(),
+    }
