@@ -7,12 +7,14 @@ known length (or one byte); a truncated command ends the document. It never rais
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from tillstamp.drivers.escpos_commands import Reader, skip_unknown
 from tillstamp.drivers.text import ESC_T_TABLE
 
 Align = str  # "left" | "center" | "right"
+_CONTROL = re.compile(rb"[\x00-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -202,9 +204,8 @@ class _Decoder:
                 elif b == 0x0C:
                     self.end_line(force=False)
                 elif b >= 0x20:
-                    end = r.pos
-                    while end < len(r.data) and r.data[end] >= 0x20:
-                        end += 1
+                    found = _CONTROL.search(r.data, r.pos)  # the end of this run of text
+                    end = found.start() if found else len(r.data)
                     self.put_text(r.data[start:end], start)
                     r.pos = end
                 # other C0 bytes (CR, NUL, CAN...) print nothing

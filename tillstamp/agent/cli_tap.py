@@ -1,0 +1,130 @@
+"""Print tap commands for the `tillstamp` CLI: `tap parse` and `tap run`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..drivers.errors import DeviceConfigError
+from ..drivers.escpos_decode import Cut, Document, TextLine, decode
+from ..tap import NoMatch, ParsedReceipt, TapConfig, TapServer, TemplateError, resolve_templates
+from ..tap.extract import extract_any
+from ..tap.record import service_record
+from ..tap.server import TapConfigError
+from .cli import COMMON, Parser, UsageError, emit
+from .config import data_dir
+from .till import open_till
+
+
+def receipts_in(doc: Document) -> list[list[str]]:
+    """The text of each receipt in a document: the lines between cuts (and after the last)."""
+    out: list[list[str]] = [[]]
+    for block in doc.blocks:
+        if isinstance(block, Cut):
+            out.append([])
+        elif isinstance(block, TextLine):
+            out[-1].append(block.text)
+    return [lines for lines in out if any(s.strip() for s in lines)]
+
+
+def parse_job(data: bytes, template: str | None) -> ParsedReceipt:
+    """The first receipt in a job that a template reads; NoMatch if none does."""
+    templates = resolve_templates(template)
+    reasons = []
+    for lines in receipts_in(decode(data)) or [[]]:
+        try:
+            return extract_any(lines, templates)
+        except NoMatch as e:
+            reasons.append(str(e))
+    raise NoMatch("; ".join(dict.fromkeys(reasons)))
+
+
+def _human(d: dict[str, Any]) -> str:
+    head = f"receipt {d['receipt']}  {d['at'] or '(no date)'}  total {d['total']}  [{d['template']}]"
+    lines = [f"  {ln['qty']} x {ln['name']:<30} {ln['amount']:>10}" for ln in d["lines"]]
+    pays = [f"  paid {p['method']}: {p['amount']}" for p in d["payments"]]
+    return "\n".join([head, *lines, *pays])
+
+
+def cmd_tap_parse(args: argparse.Namespace) -> int:
+    """`tillstamp tap parse FILE.bin`: what a template reads from a print job."""
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"tap parse: {path}: {e.strerror}") from None
+    try:
+        parsed = parse_job(data, args.template)
+    except TemplateError as e:
+        raise UsageError(f"tap parse: {e}") from None
+    except NoMatch as e:
+        raise UsageError(f"tap parse: {path}: no template read a receipt ({e})") from None
+    emit(args, parsed.to_dict(), _human)
+    return 0
+
+
+def cmd_tap_run(args: argparse.Namespace) -> int:
+    """`tillstamp tap run`: proxy the POS's print jobs to the printer until interrupted."""
+    try:
+        templates = resolve_templates(args.template)
+    except TemplateError as e:
+        raise UsageError(f"tap run: {e}") from None
+    data = data_dir(getattr(args, "data", None))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    out_lock = threading.Lock()
+
+    def on_job(report: dict[str, Any]) -> None:
+        with out_lock:  # sessions run in several threads; one JSON line each, never interleaved
+            print(json.dumps(report, ensure_ascii=False), flush=True)
+
+    with open_till(data) as till:
+        cfg = TapConfig(listen=args.listen, printer=args.printer, folder=data / "tap",
+                        templates=templates, language=till.config.language)
+        # The tap's single record worker makes every Service call, one at a time.
+        server = TapServer(cfg, service_record(till.service), on_job=on_job)
+        try:
+            server.start()
+        except (DeviceConfigError, TapConfigError) as e:
+            raise UsageError(f"tap run: {e}") from None
+        except OSError as e:
+            raise UsageError(f"tap run: cannot listen on {args.listen}: {e.strerror}") from None
+        print(f"tillstamp tap on {server.url} -> {args.printer}", file=sys.stderr, flush=True)
+        done = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
+        try:
+            done.wait()
+        finally:
+            server.stop()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add `tap parse` and `tap run` to the CLI."""
+    tap = subparsers.add_parser(
+        "tap", help="the print tap: loyalty for a POS that can only print",
+        description="A transparent ESC/POS proxy between the POS and its receipt printer.",
+    ).add_subparsers(dest="sub", metavar="ACTION", required=True, parser_class=Parser)
+    p = tap.add_parser("parse", parents=[COMMON], help="show what a template reads from a print job",
+                       description="Decode an ESC/POS job and print what the template reads: receipt, "
+                                   "time, lines, total (minor units). Exit 2 when no template matches.")
+    p.add_argument("file", metavar="FILE.bin", help="a raw print job (e.g. one kept in DATA/tap/jobs)")
+    p.add_argument("--template", metavar="NAME|FILE", help="a shipped template's name or a .toml file "
+                   "(default: try every shipped template)")
+    p.set_defaults(func=cmd_tap_parse)
+    p = tap.add_parser("run", parents=[COMMON], help="proxy print jobs to the printer, recording sales",
+                       description="Listen where the POS prints, forward every job to the printer, record "
+                                   "each receipt once and print the loyalty block into it. One JSON line "
+                                   "per job on stdout.")
+    p.add_argument("--listen", required=True, metavar="URL", help="tcp://HOST:PORT or serial:///dev/ttyS1")
+    p.add_argument("--printer", required=True, metavar="URL",
+                   help="the real printer: escpos+tcp://HOST:9100, escpos+serial:///dev/ttyS0, file:///path")
+    p.add_argument("--template", metavar="NAME|FILE", help="template name or .toml file (default: all shipped)")
+    p.set_defaults(func=cmd_tap_run)
