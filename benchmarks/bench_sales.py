@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -58,7 +59,7 @@ def through_cli(data: Path, sales_file: Path, n: int) -> tuple[float, list[float
     proc.wait()
     if proc.returncode != 0 or len(stamps) != n:
         raise SystemExit(f"sale record failed: exit {proc.returncode}, {len(stamps)}/{n} results")
-    gaps = [(b - a) * 1000 for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(stamps)]
     # The first result carries interpreter start-up; the rate counts from it onwards.
     return (n - 1) / (stamps[-1] - stamps[0]), gaps
 

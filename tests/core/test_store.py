@@ -81,11 +81,10 @@ def test_outbox_is_a_read_position_over_the_ledger(service):
 def test_a_failed_write_rolls_back_everything(service):
     fill(service)
     before = service.store.count_events(), service.store.last_seq
-    with pytest.raises(RuntimeError):
-        with service.store.write():
-            service.store.conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('x', 'y')"
-            )
-            raise RuntimeError("power cut")
+    with pytest.raises(RuntimeError), service.store.write():
+        service.store.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('x', 'y')"
+        )
+        raise RuntimeError("power cut")
     assert (service.store.count_events(), service.store.last_seq) == before
     assert service.store.get_meta("x") is None

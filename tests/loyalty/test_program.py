@@ -6,10 +6,9 @@ import tomllib
 from fractions import Fraction
 
 import pytest
+from support import EXAMPLE_PROGRAM
 
 from tillstamp.loyalty.program import ProgramError, load_program, parse_program
-
-from support import EXAMPLE_PROGRAM
 
 
 def raw() -> dict:

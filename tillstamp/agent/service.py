@@ -18,7 +18,14 @@ from ..loyalty import tokens
 from ..loyalty.earning import compute_earn, eligible_lines, reversal_for_refund
 from ..loyalty.events import Event, canonical, derived_id, new_id
 from ..loyalty.program import Program
-from ..loyalty.projections import MemberView, due_expiries, due_missions, expiry_event, member_view, tier_at
+from ..loyalty.projections import (
+    MemberView,
+    due_expiries,
+    due_missions,
+    expiry_event,
+    member_view,
+    tier_at,
+)
 from ..loyalty.sale import Sale
 from .keys import Keys
 from .phone import PhoneError, looks_like_phone, normalize_phone
@@ -445,15 +452,16 @@ class Service:
             local = None
             if tok.terminal == self.terminal_id:
                 for row in self.store.sales_by_receipt(tok.receipt):
-                    e = self.store.sale_event(row.key)
-                    if e is not None and e.body.get("claim", {}).get("issued") == int(tok.issued.timestamp()):
-                        local = (row, e)
+                    sale_ev = self.store.sale_event(row.key)
+                    issued = int(tok.issued.timestamp())
+                    if sale_ev is not None and sale_ev.body.get("claim", {}).get("issued") == issued:
+                        local = (row, sale_ev)
             if local is not None:
-                row, e = local
+                row, sale_ev = local
                 if row.refunded >= row.total:
                     raise Refused("refunded", f"claim: receipt {tok.receipt} was refunded")
                 stamps -= reversal_for_refund(stamps, row.total, 0, row.refunded)
-                body.update(sale=row.key, total=row.total - row.refunded, lines=e.body["lines"])
+                body.update(sale=row.key, total=row.total - row.refunded, lines=sale_ev.body["lines"])
             now = self.now()
             history = self._expire(member, now)
             new = [Event(derived_id("claim", tok.token_id), ev.CLAIMED, now, member, stamps, tok.receipt, body)]

@@ -169,6 +169,7 @@ class Store:
         # another connection (the CLI beside a daemon) has written since we looked.
         self._cache: OrderedDict[str, list[Event]] = OrderedDict()
         self._seq = -1
+        self._hash = ""
         migrations.apply(self.db)
         self._refresh_tip()
 
@@ -207,7 +208,7 @@ class Store:
 
     def _refresh_tip(self) -> None:
         row = self.conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, self._hash = (row[0], row[1]) if row else (0, "")
+        seq, self._hash = (int(row[0]), str(row[1])) if row else (0, "")
         if seq != self._seq:
             self._cache.clear()
         self._seq = seq
@@ -257,7 +258,7 @@ class Store:
             )
             self._project(e)
             placed.append(e)
-            if e.member in self._cache:
+            if e.member is not None and e.member in self._cache:
                 self._cache[e.member].append(e)
         return placed
 
@@ -308,14 +309,19 @@ class Store:
     def _project(self, e: Event) -> None:
         """Update the projections for one event (the same code rebuilds them)."""
         c = self.conn
+        at = e.at.astimezone(dt.UTC).isoformat()
         if e.member:
             earned = e.stamps if e.kind in ev.EARNING_KINDS else 0
+            visit = e.kind in (ev.SALE, ev.CLAIMED)
+            # One statement per event: balance, lifetime earned, and the visit it may be.
             c.execute(
-                "INSERT INTO balances(member, balance, earned) VALUES (?, ?, ?) ON CONFLICT(member) "
-                "DO UPDATE SET balance = balance + excluded.balance, earned = earned + excluded.earned",
-                (e.member, e.stamps, earned),
+                "INSERT INTO balances(member, balance, earned, visits, last_visit) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(member) DO UPDATE SET balance = balance + excluded.balance, "
+                "earned = earned + excluded.earned, visits = visits + excluded.visits, "
+                "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND "
+                "(last_visit IS NULL OR last_visit < excluded.last_visit) THEN excluded.last_visit ELSE last_visit END",
+                (e.member, e.stamps, earned, int(visit), at if visit else None),
             )
-        at = e.at.astimezone(dt.UTC).isoformat()
         if e.kind in (ev.ENROLLED, ev.CONSENT) and "consent" in e.body:
             c.execute("UPDATE balances SET consent = ? WHERE member = ?", (canonical(e.body["consent"]).decode(), e.member))
         elif e.kind == ev.SALE:
@@ -323,8 +329,6 @@ class Store:
                 "INSERT INTO sales(key, receipt, member, seq, at, total, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (e.ref, e.body["receipt"], e.member, e.seq, at, e.body["total"], e.body["digest"]),
             )
-            if e.member:
-                self._visit(e.member, at)
         elif e.kind == ev.EARNED:
             c.execute("UPDATE sales SET stamps = stamps + ? WHERE key = ?", (e.stamps, e.ref))
         elif e.kind == ev.REFUNDED:
@@ -345,20 +349,11 @@ class Store:
                     "UPDATE sales SET claimed_by = ?, stamps = stamps + ? WHERE key = ?",
                     (e.member, e.stamps, e.body["sale"]),
                 )
-            self._visit(e.member, at)
-
-    def _visit(self, member: str | None, at: str) -> None:
-        self.conn.execute(
-            "UPDATE balances SET visits = visits + 1, "
-            "last_visit = CASE WHEN last_visit IS NULL OR last_visit < ? THEN ? ELSE last_visit END "
-            "WHERE member = ?",
-            (at, at, member),
-        )
 
     def projection_snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every projection row, sorted: two snapshots compare equal iff the projections do."""
         return {
-            t: sorted(self.conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)  # noqa: S608
+            t: sorted(self.conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
             for t in PROJECTION_TABLES
         }
 
@@ -368,7 +363,7 @@ class Store:
             raise StoreError("rebuild_projections() must run inside store.write()")
         self._cache.clear()
         for t in PROJECTION_TABLES:
-            self.conn.execute(f"DELETE FROM {t}")  # noqa: S608
+            self.conn.execute(f"DELETE FROM {t}")
         for r in self._rows("SELECT * FROM ledger ORDER BY seq", []):
             self._project(_event(r))
 

@@ -231,41 +231,41 @@ def parse_program(raw: dict[str, Any]) -> Program:
     """Validate a program already parsed from TOML (or JSON from head office)."""
     r = _Reader(raw, "")
     prog = r.table("program")
-    name = prog.str("name")
-    tz = prog.str("timezone", "Asia/Jakarta")
+    name = prog.text("name")
+    tz = prog.text("timezone", "Asia/Jakarta")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise ProgramError(f"program.timezone: unknown time zone {tz!r}") from None
 
     card_t = r.table("card")
-    card = Card(size=card_t.int("size", minimum=1), reward=card_t.str("reward"))
+    card = Card(size=card_t.integer("size", minimum=1), reward=card_t.text("reward"))
 
     earn = r.table("earn", required=False)
     visit = spend = None
     if earn.has("visit"):
         v = earn.table("visit")
-        visit = VisitRule(stamps=v.int("stamps", minimum=0), min_spend=v.int("min_spend", 0))
+        visit = VisitRule(stamps=v.integer("stamps", minimum=0), min_spend=v.integer("min_spend", 0))
     if earn.has("spend"):
         s = earn.table("spend")
         spend = SpendRule(
-            every=s.int("every", minimum=1), stamps=s.int("stamps", 1, minimum=1), cap=s.int("cap", 0)
+            every=s.integer("every", minimum=1), stamps=s.integer("stamps", 1, minimum=1), cap=s.integer("cap", 0)
         )
     items = []
     for it in earn.tables("items"):
-        sku, cat = it.opt_str("sku"), it.opt_str("category")
+        sku, cat = it.opt_text("sku"), it.opt_text("category")
         if (sku is None) == (cat is None):
             raise ProgramError(f"{it.path}: give exactly one of sku or category")
-        items.append(ItemRule(stamps=it.int("stamps", minimum=1), sku=sku, category=cat))
+        items.append(ItemRule(stamps=it.integer("stamps", minimum=1), sku=sku, category=cat))
     bonuses = []
     for b in earn.tables("bonus"):
-        days = tuple(d.lower()[:3] for d in b.list("days", []))
+        days = tuple(d.lower()[:3] for d in b.items("days", []))
         for d in days:
             if d not in DAYS:
                 raise ProgramError(f"{b.path}.days: {d!r} is not a day ({', '.join(DAYS)})")
         bonuses.append(
             Bonus(
-                name=b.str("name"),
+                name=b.text("name"),
                 multiplier=b.fraction("multiplier", minimum=Fraction(1)),
                 days=days,
                 start_time=b.time("from"),
@@ -276,8 +276,8 @@ def parse_program(raw: dict[str, Any]) -> Program:
         )
     ex = earn.table("exclude", required=False)
     exclusions = Exclusions(
-        skus=frozenset(ex.list("skus", [])),
-        categories=frozenset(ex.list("categories", ["reward", "giftcard"])),
+        skus=frozenset(ex.items("skus", [])),
+        categories=frozenset(ex.items("categories", ["reward", "giftcard"])),
     )
     if visit is None and spend is None and not items:
         raise ProgramError("earn: the program has no earning rule (visit, spend or items)")
@@ -286,9 +286,9 @@ def parse_program(raw: dict[str, Any]) -> Program:
     for t in r.tables("tiers"):
         tiers.append(
             Tier(
-                id=t.str("id"),
-                name=t.str("name"),
-                threshold=t.int("threshold", minimum=0),
+                id=t.text("id"),
+                name=t.text("name"),
+                threshold=t.integer("threshold", minimum=0),
                 multiplier=t.fraction("multiplier", Fraction(1), minimum=Fraction(1)),
             )
         )
@@ -307,18 +307,18 @@ def parse_program(raw: dict[str, Any]) -> Program:
     tr = r.table("tiering", required=False)
     tiering = Tiering(
         qualify_on=tr.choice("qualify_on", ("stamps", "spend"), "stamps"),
-        window_months=tr.int("window_months", 12, minimum=1),
+        window_months=tr.integer("window_months", 12, minimum=1),
         downgrade=tr.choice("downgrade", ("period_end", "immediate"), "period_end"),
     )
 
     rewards = []
     for rw in r.tables("rewards"):
-        allowed = frozenset(rw.list("tiers", []))
+        allowed = frozenset(rw.items("tiers", []))
         unknown = allowed - tier_ids
         if unknown:
-            raise ProgramError(f"{rw.path}.tiers: unknown tier {sorted(unknown)[0]!r}")
+            raise ProgramError(f"{rw.path}.tiers: unknown tier {min(unknown)!r}")
         rewards.append(
-            Reward(id=rw.str("id"), name=rw.str("name"), cost=rw.int("cost", minimum=1), tiers=allowed)
+            Reward(id=rw.text("id"), name=rw.text("name"), cost=rw.integer("cost", minimum=1), tiers=allowed)
         )
     if len({rw.id for rw in rewards}) != len(rewards):
         raise ProgramError("rewards: reward ids must be unique")
@@ -336,12 +336,12 @@ def parse_program(raw: dict[str, Any]) -> Program:
         kind = m.choice("kind", MISSION_KINDS)
         missions.append(
             Mission(
-                id=m.str("id"),
-                name=m.str("name"),
+                id=m.text("id"),
+                name=m.text("name"),
                 kind=kind,
-                target=m.int("target", minimum=1),
-                stamps=m.int("stamps", 0, minimum=0),
-                badge=m.opt_str("badge"),
+                target=m.integer("target", minimum=1),
+                stamps=m.integer("stamps", 0, minimum=0),
+                badge=m.opt_text("badge"),
                 period=m.choice("period", PERIODS, defaults[kind]),
             )
         )
@@ -349,20 +349,20 @@ def parse_program(raw: dict[str, Any]) -> Program:
         raise ProgramError("missions: mission ids must be unique")
 
     e = r.table("expiry", required=False)
-    expiry = Expiry(months=e.int("months", 0, minimum=0), warn_days=e.int("warn_days", 30, minimum=0))
+    expiry = Expiry(months=e.integer("months", 0, minimum=0), warn_days=e.integer("warn_days", 30, minimum=0))
     o = r.table("offline", required=False)
     offline = OfflineCaps(
-        max_per_member=o.int("max_per_member", 20, minimum=0),
-        max_per_terminal=o.int("max_per_terminal", 200, minimum=0),
-        max_offline_hours=o.int("max_offline_hours", 72, minimum=0),
-        max_clock_skew_s=o.int("max_clock_skew_s", 300, minimum=0),
+        max_per_member=o.integer("max_per_member", 20, minimum=0),
+        max_per_terminal=o.integer("max_per_terminal", 200, minimum=0),
+        max_offline_hours=o.integer("max_offline_hours", 72, minimum=0),
+        max_clock_skew_s=o.integer("max_clock_skew_s", 300, minimum=0),
     )
     c = r.table("claim", required=False)
-    claim = ClaimPolicy(valid_days=c.int("valid_days", 7, minimum=1), url=c.str("url", ClaimPolicy.url))
+    claim = ClaimPolicy(valid_days=c.integer("valid_days", 7, minimum=1), url=c.text("url", ClaimPolicy.url))
     return Program(
         name=name,
-        version=prog.int("version", 1, minimum=1),
-        currency=prog.str("currency", "IDR"),
+        version=prog.integer("version", 1, minimum=1),
+        currency=prog.text("currency", "IDR"),
         timezone=tz,
         card=card,
         visit=visit,
@@ -419,16 +419,16 @@ class _Reader:
             raise ProgramError(f"{self._key(key)}: expected {what}, got {val!r}")
         return val
 
-    def str(self, key: str, default: Any = None) -> str:
+    def text(self, key: str, default: Any = None) -> str:
         val = self._get(key, _REQUIRED if default is None else default, str, "text")
         if not val.strip():
             raise ProgramError(f"{self._key(key)}: must not be empty")
         return val
 
-    def opt_str(self, key: str) -> str | None:
+    def opt_text(self, key: str) -> str | None:
         return self._get(key, None, str, "text")
 
-    def int(self, key: str, default: Any = None, minimum: int | None = None) -> int:
+    def integer(self, key: str, default: Any = None, minimum: int | None = None) -> int:
         val = self._get(key, _REQUIRED if default is None else default, int, "a whole number")
         if minimum is not None and val < minimum:
             raise ProgramError(f"{self._key(key)}: must be at least {minimum}, got {val}")
@@ -441,11 +441,11 @@ class _Reader:
             raise ProgramError(f"{self._key(key)}: must be at least {float(minimum):g}, got {val}")
         return frac
 
-    def list(self, key: str, default: Any = None) -> list[Any]:
+    def items(self, key: str, default: Any = None) -> list[Any]:
         return list(self._get(key, _REQUIRED if default is None else default, list, "a list"))
 
     def choice(self, key: str, choices: tuple[str, ...], default: Any = None) -> str:
-        val = self.str(key, default)
+        val = self.text(key, default)
         if val not in choices:
             raise ProgramError(f"{self._key(key)}: {val!r} is not one of {', '.join(choices)}")
         return val

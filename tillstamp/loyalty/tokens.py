@@ -244,5 +244,5 @@ def load_private_pem(data: bytes) -> Ed25519PrivateKey:
     """An Ed25519 private key from PEM."""
     key = serialization.load_pem_private_key(data, password=None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("not an Ed25519 private key")
+        raise TypeError("not an Ed25519 private key")
     return key
