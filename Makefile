@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 soak: $(STAMP)
-	$(BIN)/python -m pytest -q -m soak -p no:cacheprovider -o addopts=""
+	$(BIN)/python -m pytest -q -m soak
 
 lint: $(STAMP)
 	$(BIN)/ruff check tillstamp tests benchmarks
