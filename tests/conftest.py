@@ -12,6 +12,7 @@ from tillstamp.agent.service import Service
 from tillstamp.agent.store import Store, open_store
 from tillstamp.loyalty.program import Program, load_program
 
+
 @pytest.fixture
 def program() -> Program:
     return load_program(EXAMPLE_PROGRAM)

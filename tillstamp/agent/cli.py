@@ -37,8 +37,8 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+def _common() -> Parser:
+    p = Parser(add_help=False)
     p.add_argument("--data", default=argparse.SUPPRESS, metavar="DIR", help="data folder (default: $TILLSTAMP_HOME or ~/.tillstamp)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
     return p
@@ -73,9 +73,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.hq or args.code:
         if not (args.hq and args.code):
             raise UsageError("init: --hq and --code go together")
-        from ..sync import enroll  # noqa: PLC0415 - sync is optional until a till enrols
+        from . import cli_sync
 
-        result = enroll.init_with_hq(data, hq=args.hq, code=args.code, store_name=args.store_name or "")
+        result = cli_sync.init_with_hq(data, hq=args.hq, code=args.code, store_name=args.store_name or "")
         emit(args, result, _kv)
         return 0
     if not (args.store and args.terminal):
@@ -147,7 +147,7 @@ def _show_member(d: dict[str, Any]) -> str:
 
 
 def cmd_member_card(args: argparse.Namespace) -> int:
-    import qrcode  # noqa: PLC0415 - only this command draws images
+    import qrcode
 
     with _till(args) as till:
         member = till.service.identify(args.member).id
@@ -388,11 +388,11 @@ def build_parser() -> Parser:
 
 def _extensions() -> list[Any]:
     """Command groups that live beside their code (devices, sync, POS plugin, demo)."""
-    import importlib  # noqa: PLC0415
+    import importlib
 
     found = []
     for name in ("tillstamp.agent.cli_devices", "tillstamp.agent.cli_agent", "tillstamp.sync.cli",
-                 "tillstamp.pos_plugin.cli"):
+                 "tillstamp.agent.cli_sync", "tillstamp.pos_plugin.cli", "tillstamp.agent.cli_tap"):
         try:
             found.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
@@ -425,4 +425,4 @@ def run() -> None:
     sys.exit(main())
 
 
-__all__ = ["main", "run", "build_parser", "emit", "COMMON", "Parser", "UsageError", "dt"]
+__all__ = ["COMMON", "Parser", "UsageError", "build_parser", "dt", "emit", "main", "run"]

@@ -13,6 +13,7 @@ from .config import CONFIG_NAME, ConfigError, TillConfig, load_config, render_co
 from .keys import Keys
 from .service import Service
 from .store import Store, open_store
+from .sync_store import SyncStore, attach_sync
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Till:
     program: Program
     keys: Keys
     service: Service
+    sync: SyncStore | None = None  # set when the till is enrolled with head office
 
     def close(self) -> None:
         """Close the database."""
@@ -54,7 +56,8 @@ def open_till(data: Path, *, clock: Callable[[], dt.datetime] | None = None, con
         store, program, keys, store_id=cfg.store, terminal_id=cfg.terminal,
         daily_receipts=cfg.daily_receipts, **kwargs,
     )
-    return Till(cfg, store, program, keys, service)
+    sync = attach_sync(store, service, keys, cfg.hq_url)
+    return Till(cfg, store, service.program, keys, service, sync)
 
 
 def init_till(

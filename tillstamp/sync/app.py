@@ -1,0 +1,137 @@
+"""The HQ sync endpoint as an ASGI app (FastAPI, with OpenAPI at /docs and /openapi.json).
+
+    POST /v1/enroll   one-time code -> terminal id, store, member keys, program  (unsigned)
+    POST /v1/push     a batch of the terminal's events (gzip JSON)              (signed)
+    GET  /v1/pull     ?cursor=N&limit=M: a page of the change feed              (signed)
+    GET  /v1/time     HQ's clock, for a till to measure its offset             (unsigned)
+
+Every answer, refusals included, carries HQ's clock in `X-HQ-Time` (Unix ms).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from . import protocol as p
+from .hq import AuthFailed, BadBatch, Hq
+from .hq_store import CursorGone, EnrollRefused, GapError, QuarantineError
+
+_ERRORS = {"400": {"model": p.ErrorBody}, "401": {"model": p.ErrorBody}, "403": {"model": p.ErrorBody},
+           "409": {"model": p.ErrorBody}}
+
+
+def _error(status: int, code: str, message: str, expected: int | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(p.ErrorBody(error=code, message=message, expected=expected).model_dump(),
+                        status_code=status, headers=headers)
+
+
+def _gunzip(body: bytes, encoding: str) -> bytes:
+    if encoding != "gzip":
+        return body
+    d = zlib.decompressobj(wbits=31)
+    out = d.decompress(body, p.MAX_BODY_BYTES)
+    if d.unconsumed_tail:  # a decompression bomb would pass this only at our expense
+        raise BadBatch(f"body inflates beyond {p.MAX_BODY_BYTES} bytes")
+    return out
+
+
+def create_app(hq: Hq) -> FastAPI:
+    """The ASGI app serving `hq`."""
+    app = FastAPI(title="tillstamp HQ sync", version=p.VERSION,
+                  description="Push events from tills, pull the change feed. See docs/SYNC.md.")
+
+    @app.middleware("http")
+    async def hq_time(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers[p.H_HQ_TIME] = str(int(hq.clock().timestamp() * 1000))
+        return response
+
+    @app.exception_handler(AuthFailed)
+    async def _auth(_: Request, e: AuthFailed) -> JSONResponse:
+        return _error(e.status, e.code, str(e))
+
+    @app.exception_handler(BadBatch)
+    async def _bad(_: Request, e: BadBatch) -> JSONResponse:
+        return _error(400, "bad_batch", str(e))
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(_: Request, e: ValidationError) -> JSONResponse:
+        return _error(422, "invalid", str(e).splitlines()[0] + f" ({e.error_count()} errors)")
+
+    @app.exception_handler(GapError)
+    async def _gap(_: Request, e: GapError) -> JSONResponse:
+        return _error(409, "gap", str(e), expected=e.expected)
+
+    @app.exception_handler(QuarantineError)
+    async def _quarantine(_: Request, e: QuarantineError) -> JSONResponse:
+        return _error(409, "quarantined", str(e))
+
+    @app.exception_handler(CursorGone)
+    async def _gone(_: Request, e: CursorGone) -> JSONResponse:
+        return _error(410, "cursor_gone", str(e))
+
+    @app.exception_handler(EnrollRefused)
+    async def _enroll(_: Request, e: EnrollRefused) -> JSONResponse:
+        return _error(403, "enroll_refused", str(e))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    @app.exception_handler(psycopg.OperationalError)
+    async def _busy(_: Request, e: Exception) -> JSONResponse:
+        # The database is busy or away: a till should simply come back a little later.
+        return _error(503, "unavailable", f"database unavailable: {type(e).__name__}", headers={"Retry-After": "1"})
+
+    async def signed(request: Request) -> tuple[Any, bytes]:
+        body = await request.body()
+        if len(body) > p.MAX_BODY_BYTES:
+            raise BadBatch("body too large")
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        term = await run_in_threadpool(hq.authenticate, request.method, path, request.headers, body)
+        return term, body
+
+    @app.get("/v1/time", summary="HQ's clock")
+    def get_time() -> dict[str, Any]:
+        now = hq.clock()
+        return {"hq_time": now.isoformat(), "hq_time_ms": int(now.timestamp() * 1000)}
+
+    @app.post("/v1/enroll", response_model=p.EnrollResponse, responses=_ERRORS, summary="Enrol a till")
+    def enroll(req: p.EnrollRequest) -> p.EnrollResponse:
+        return hq.enroll(req)
+
+    @app.post("/v1/push", response_model=p.PushResponse, responses=_ERRORS, summary="Push a batch of events",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": p.PushRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
+    async def push(request: Request) -> p.PushResponse:
+        term, body = await signed(request)
+        raw = _gunzip(body, request.headers.get("content-encoding", ""))
+        req = p.PushRequest.model_validate_json(raw)
+        return await run_in_threadpool(hq.push, term, req)
+
+    @app.get("/v1/pull", response_model=p.PullResponse, responses={**_ERRORS, "410": {"model": p.ErrorBody}},
+             summary="A page of the change feed")
+    async def pull(request: Request, cursor: int = Query(0, ge=0), limit: int = Query(200, ge=1, le=1000)) -> Any:
+        term, _ = await signed(request)
+        return await run_in_threadpool(hq.pull, term, cursor, limit)
+
+    return app
+
+
+def hq_time_ms() -> int:
+    """Now in Unix milliseconds (for callers without an HQ clock)."""
+    return int(time.time() * 1000)
+
+
+def utc(ms: int) -> dt.datetime:
+    """An aware datetime from Unix milliseconds."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)

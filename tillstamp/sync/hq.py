@@ -1,0 +1,215 @@
+"""Head office's sync service: enrolment, request authentication, push ingest and the pull
+feed, over an `HqStore`. Balances, tiers and overdrafts come from `loyalty`, the same
+functions the tills use, so HQ and tills agree on what the events mean.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..loyalty import events as ev
+from ..loyalty import tokens
+from ..loyalty.events import Event, canonical, derived_id
+from ..loyalty.program import Program, parse_program
+from ..loyalty.projections import balance, tier_at
+from . import protocol as p
+from .hq_store import HQ_TERMINAL, EnrollRefused, HqStore, StagedEvent, TerminalRow
+
+
+class AuthFailed(Exception):
+    """A request that is not accepted as coming from the terminal it names."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class BadBatch(ValueError):
+    """A push whose content is malformed (400)."""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Hq:
+    """The HQ side of sync over one store."""
+
+    def __init__(self, store: HqStore, *, clock: Callable[[], dt.datetime] = _utcnow,
+                 window_s: int = p.WINDOW_S, page_size: int = 200):
+        self.store = store
+        self.clock = clock
+        self.window_s = window_s
+        self.page_size = page_size
+        self._program: tuple[int, Program] | None = None
+
+    # -- keys, codes, program -----------------------------------------------------------
+
+    def signing_key(self) -> tokens.Ed25519PrivateKey:
+        """HQ's member-card key, created on first use."""
+        pem = self.store.signing_key()
+        if pem is None:
+            key = tokens.new_private_key()
+            pub = key.public_key()
+            self.store.add_member_key(tokens.key_id(pub), tokens.public_bytes(pub).hex(),
+                                      tokens.private_pem(key).decode(), self.clock())
+            pem = self.store.signing_key()
+            assert pem is not None
+        return tokens.load_private_pem(pem.encode())
+
+    def new_code(self, store: str, terminal: str | None = None) -> str:
+        """A one-time enrolment code for a till of `store` (optionally with a fixed terminal id)."""
+        for what, val in (("store", store), ("terminal", terminal)):
+            if val is not None and (not val or len(val) > 32 or not all(c.isalnum() or c in "-_" for c in val)):
+                raise ValueError(f"--{what}: use 1-32 letters, digits, '-' or '_'")
+        self.signing_key()
+        code = secrets.token_hex(8).upper()
+        self.store.create_code(code, store, terminal, self.clock())
+        return code
+
+    def publish_program(self, source: dict[str, Any]) -> int:
+        """Validate and publish a program; tills pick it up from the feed."""
+        parse_program(source)  # refuse a bad program before any till sees it
+        return self.store.publish_program(source, self.clock())
+
+    def program(self) -> Program | None:
+        """The current program, parsed once per version."""
+        got = self.store.program()
+        if got is None:
+            return None
+        if self._program is None or self._program[0] != got[0]:
+            self._program = (got[0], parse_program(got[1]))
+        return self._program[1]
+
+    def enroll(self, req: p.EnrollRequest) -> p.EnrollResponse:
+        """Register a till's key with a one-time code and tell it its ids and what to trust."""
+        public = tokens.public_from_bytes(bytes.fromhex(req.public_key))
+        if not p.check_signature(public, req.proof, b"TS1-ENROLL\n" + req.code.encode()):
+            raise AuthFailed(401, "bad_proof", "enrolment: the proof is not signed by the key being registered")
+        self.signing_key()
+        now = self.clock()
+        row = self.store.enroll(req.code, terminal=req.terminal, store=req.store, public_key=req.public_key, now=now)
+        if req.member_key:  # cards printed by the till while it ran alone keep working everywhere
+            pub = tokens.public_from_bytes(bytes.fromhex(req.member_key))
+            self.store.add_member_key(tokens.key_id(pub), req.member_key, None, now)
+        prog = self.store.program()
+        return p.EnrollResponse(terminal=row.id, store=row.store, member_keys=self.store.member_keys(),
+                                program=prog[1] if prog else None, program_version=prog[0] if prog else 0)
+
+    # -- authentication -----------------------------------------------------------------
+
+    def authenticate(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> TerminalRow:
+        """The terminal a signed request comes from; AuthFailed (401) otherwise."""
+        terminal_id = headers.get(p.H_TERMINAL.lower()) or headers.get(p.H_TERMINAL)
+        time_s = headers.get(p.H_TIME.lower()) or headers.get(p.H_TIME)
+        nonce = headers.get(p.H_NONCE.lower()) or headers.get(p.H_NONCE)
+        sig = headers.get(p.H_SIGNATURE.lower()) or headers.get(p.H_SIGNATURE)
+        if not (terminal_id and time_s and nonce and sig) or not time_s.isdigit() or not 8 <= len(nonce) <= 64:
+            raise AuthFailed(401, "unsigned", "request is not signed (X-Tillstamp-* headers)")
+        term = self.store.terminal(terminal_id)
+        if term is None:
+            raise AuthFailed(401, "unknown_terminal", f"terminal {terminal_id} is not enrolled")
+        public = tokens.public_from_bytes(bytes.fromhex(term.public_key))
+        if not p.check_signature(public, sig, p.signing_text(method, path, terminal_id, int(time_s), nonce, body)):
+            raise AuthFailed(401, "bad_signature", "request signature does not verify")
+        now = self.clock()
+        offset = int(time_s) / 1000 - now.timestamp()
+        if abs(offset) > self.window_s:
+            raise AuthFailed(401, "clock_skew", f"request time is {offset:+.0f}s from HQ time; "
+                                                f"sign with HQ time (see X-HQ-Time)")
+        if not self.store.note_request(terminal_id, nonce, int(time_s), now, round(offset, 3), self.window_s):
+            raise AuthFailed(401, "replayed", "this request was already received (nonce reused)")
+        return term
+
+    # -- push ---------------------------------------------------------------------------
+
+    def push(self, term: TerminalRow, req: p.PushRequest) -> p.PushResponse:
+        """Ingest a batch: only this terminal's own events of its own store, in order."""
+        staged = []
+        prev = None
+        for w in req.events:
+            if w.terminal != term.id:
+                raise AuthFailed(403, "other_terminal", f"event {w.id} belongs to terminal {w.terminal}, not {term.id}")
+            if w.store != term.store:
+                raise AuthFailed(403, "other_store", f"event {w.id} is for store {w.store}, terminal is in {term.store}")
+            if prev is not None and w.seq != prev + 1:
+                raise BadBatch(f"events must be in sequence without holes: {prev} then {w.seq}")
+            prev = w.seq
+            if w.kind not in ev.KINDS:
+                raise BadBatch(f"event {w.id}: unknown kind {w.kind!r}")
+            data = w.model_dump()
+            try:
+                e = Event.from_wire(data)
+            except ValueError as err:
+                raise BadBatch(f"event {w.id}: {err}") from None
+            wire = e.to_wire()
+            staged.append(StagedEvent(
+                id=e.id, terminal=e.terminal, store=e.store, seq=e.seq, kind=e.kind, member=e.member,
+                at=wire["at"], stamps=e.stamps, ref=e.ref, body=canonical(e.body).decode(),
+                digest=hashlib.sha256(canonical(wire)).hexdigest(),
+            ))
+        members = [m.model_dump() for m in req.members]
+        result = self.store.ingest(term.id, staged, members, self.clock(), self._compensate)
+        return p.PushResponse(terminal=term.id, acked=result.acked, inserted=result.inserted,
+                              duplicates=result.duplicates, adjustments=len(result.adjustments))
+
+    def _compensate(self, member: str, events: list[Event]) -> Event | None:
+        """Rule 7: an overdraft found after a merge is paid back by HQ, never by dropping events."""
+        deficit = -balance(events)
+        if deficit <= 0:
+            return None
+        last = events[-1].id if events else ""
+        return Event(
+            id=derived_id("overdraft", member, last), kind=ev.ADJUSTED, at=self.clock(), member=member,
+            stamps=deficit, ref="overdraft", body={"reason": "overdraft", "deficit": deficit, "after": last},
+        )
+
+    # -- pull ---------------------------------------------------------------------------
+
+    def pull(self, term: TerminalRow, cursor: int, limit: int | None = None) -> p.PullResponse:
+        """A page of the change feed; member entries carry a snapshot with this terminal's watermark."""
+        limit = max(1, min(limit or self.page_size, 1000))
+        page = self.store.feed_page(term.id, cursor, limit)
+        program = self.program()
+        now = self.clock()
+        changes = []
+        for row in page.rows:
+            data = row.payload
+            if row.kind == "member":
+                member = row.key.split(":", 1)[1]
+                events = page.events.get(member, [])
+                data = {
+                    "member": member,
+                    "watermark": page.watermark,
+                    "events": [e.to_wire() for e in events],
+                    "balance": balance(events),
+                    "tier": tier_at(program, events, now).id if program else None,
+                    "pii": page.members.get(member),
+                }
+            changes.append(p.Change(seq=row.seq, kind=row.kind, key=row.key, data=data))  # type: ignore[arg-type]
+        nxt = page.rows[-1].seq if page.rows else cursor
+        return p.PullResponse(cursor=cursor, next=nxt, more=len(page.rows) == limit, reset=cursor == 0,
+                              watermark=page.watermark, changes=changes)
+
+    def stats(self) -> dict[str, Any]:
+        """What `hq stats` prints."""
+        return self.store.stats()
+
+
+def load_json_or_toml(text: str) -> dict[str, Any]:
+    """A program file's data (TOML, or JSON as HQ stores it)."""
+    import tomllib
+
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        return dict(json.loads(text))
+    return tomllib.loads(text)
+
+
+__all__ = ["HQ_TERMINAL", "AuthFailed", "BadBatch", "EnrollRefused", "Hq", "load_json_or_toml"]

@@ -1,0 +1,118 @@
+"""HQ storage on SQLite: the default for one shop or a small chain.
+
+One connection behind a lock (SQLite has one writer anyway), WAL and synchronous=FULL so an
+acknowledged push survives a crash; schema in named `sqlite_utils` migrations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlite_utils import Database, Migrations
+
+from .hq_store import COUNTERS, EVENT_COLS, SqlHqStore, StagedEvent
+
+migrations = Migrations("tillstamp.hq")
+
+
+@migrations()
+def m001_hq(db: Database) -> None:
+    for sql in SCHEMA:
+        db.execute(sql)
+    for name in COUNTERS:
+        db.execute("INSERT INTO counters(name, value) VALUES (?, 0)", [name])
+
+
+SCHEMA = (
+    """CREATE TABLE terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
+        acked INTEGER NOT NULL DEFAULT 0, last_seen TEXT, clock_offset_s REAL, enrolled_at TEXT NOT NULL,
+        quarantined INTEGER NOT NULL DEFAULT 0) STRICT""",
+    """CREATE TABLE codes (code TEXT PRIMARY KEY, store TEXT NOT NULL, terminal TEXT,
+        created_at TEXT NOT NULL, used_at TEXT) STRICT""",
+    """CREATE TABLE nonces (terminal TEXT NOT NULL, nonce TEXT NOT NULL, at_ms INTEGER NOT NULL,
+        PRIMARY KEY (terminal, nonce)) STRICT""",
+    """CREATE TABLE positions (terminal TEXT NOT NULL, seq INTEGER NOT NULL, event_id TEXT NOT NULL,
+        digest TEXT NOT NULL, PRIMARY KEY (terminal, seq)) STRICT""",
+    """CREATE TABLE events (gseq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+        terminal TEXT NOT NULL, store TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, member TEXT,
+        at TEXT NOT NULL, stamps INTEGER NOT NULL, ref TEXT, body TEXT NOT NULL, digest TEXT NOT NULL) STRICT""",
+    "CREATE INDEX events_member ON events(member, gseq)",
+    "CREATE TABLE balances (member TEXT PRIMARY KEY, balance INTEGER NOT NULL) STRICT",
+    """CREATE TABLE members (id TEXT PRIMARY KEY, phone TEXT, name TEXT, email TEXT, birthday TEXT,
+        origin TEXT NOT NULL, enrolled_at TEXT, updated_at TEXT NOT NULL) STRICT""",
+    "CREATE TABLE erasures (member TEXT PRIMARY KEY, at TEXT NOT NULL) STRICT",
+    """CREATE TABLE feed (key TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, kind TEXT NOT NULL,
+        payload TEXT NOT NULL, at TEXT NOT NULL) STRICT""",
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT",
+    "CREATE TABLE programs (version INTEGER PRIMARY KEY, source TEXT NOT NULL, at TEXT NOT NULL) STRICT",
+    """CREATE TABLE member_keys (kid TEXT PRIMARY KEY, public_key TEXT NOT NULL, private_pem TEXT,
+        at TEXT NOT NULL) STRICT""",
+    """CREATE TABLE alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, terminal TEXT,
+        member TEXT, detail TEXT NOT NULL, at TEXT NOT NULL) STRICT""",
+    """CREATE TABLE quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, terminal TEXT NOT NULL,
+        seq INTEGER NOT NULL, held_digest TEXT, received TEXT NOT NULL, at TEXT NOT NULL) STRICT""",
+    # The ledger at HQ is append-only too: corrections are new (HQ) events.
+    """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
+)
+
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq INTEGER, kind TEXT, "
+    "member TEXT, at TEXT, stamps INTEGER, ref TEXT, body TEXT, digest TEXT)"
+)
+
+
+class SqliteHqStore(SqlHqStore):
+    """HQ storage in one SQLite file (or memory)."""
+
+    def __init__(self, path: str):
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        if path != ":memory:":
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA busy_timeout=30000")
+        self._lock = threading.RLock()
+        with self._lock:
+            migrations.apply(Database(self.conn))
+            self.conn.execute(_STAGING)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            c = self.conn.cursor()
+            c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def _stage_and_insert(self, c: Any, rows: Sequence[StagedEvent]) -> list[tuple[str | None, int]]:
+        cols = ", ".join(EVENT_COLS)
+        c.execute("DELETE FROM staging")
+        c.executemany(f"INSERT INTO staging({cols}) VALUES ({', '.join('?' * len(EVENT_COLS))})",
+                      [r.row() for r in rows])
+        c.execute("INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest FROM staging")
+        # WHERE true: SQLite needs it to parse ON CONFLICT after INSERT ... SELECT.
+        out = c.execute(f"INSERT INTO events({cols}) SELECT {cols} FROM staging WHERE true ORDER BY seq "
+                        "ON CONFLICT(id) DO NOTHING RETURNING member, stamps").fetchall()
+        c.execute("DELETE FROM staging")
+        return out
+
+    def _add_balances(self, c: Any, deltas: dict[str, int]) -> dict[str, int]:
+        out = {}
+        for member in sorted(deltas):
+            row = c.execute("INSERT INTO balances(member, balance) VALUES (?, ?) ON CONFLICT(member) "
+                            "DO UPDATE SET balance = balance + excluded.balance RETURNING balance",
+                            (member, deltas[member])).fetchone()
+            out[member] = int(row[0])
+        return out

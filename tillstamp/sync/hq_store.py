@@ -1,0 +1,554 @@
+"""HQ storage: one interface, two backends (SQLite by default, PostgreSQL at scale).
+
+`SqlHqStore` holds the SQL both backends share (written with `?` placeholders; the
+PostgreSQL backend rewrites them), and every business write is one transaction. The
+backends add only what differs: connections, transactions, schema, and the bulk paths
+(executemany vs COPY into a staging table, both followed by INSERT ... ON CONFLICT DO NOTHING).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..loyalty.events import Event, canonical
+
+HQ_TERMINAL = "HQ"
+EVENT_COLS = ("id", "terminal", "store", "seq", "kind", "member", "at", "stamps", "ref", "body", "digest")
+
+
+class HqStoreError(Exception):
+    """A refusal decided by stored state (mapped to an HTTP status by the app)."""
+
+    code = "conflict"
+
+
+class GapError(HqStoreError):
+    """The batch does not start at the next sequence HQ expects."""
+
+    code = "gap"
+
+    def __init__(self, expected: int):
+        super().__init__(f"sequence gap: HQ expects seq {expected} next")
+        self.expected = expected
+
+
+class QuarantineError(HqStoreError):
+    """The same (terminal, seq) arrived with different content; kept aside, never applied."""
+
+    code = "quarantined"
+
+    def __init__(self, terminal: str, seqs: Sequence[int]):
+        first = f" (seq {seqs[0]}..{seqs[-1]})" if seqs else ""
+        super().__init__(f"terminal {terminal} is quarantined: content differs from what HQ holds{first}")
+        self.seqs = list(seqs)
+
+
+class EnrollRefused(HqStoreError):
+    """A one-time code that is unknown, used, or does not fit the till's ids."""
+
+    code = "enroll_refused"
+
+
+class CursorGone(HqStoreError):
+    """The pull cursor is older than the feed keeps."""
+
+    code = "cursor_gone"
+
+
+@dataclass(frozen=True)
+class TerminalRow:
+    """A terminal enrolled at HQ."""
+
+    id: str
+    store: str
+    public_key: str
+    acked: int
+    last_seen: str | None
+    clock_offset_s: float | None
+    quarantined: bool
+
+
+@dataclass(frozen=True)
+class StagedEvent:
+    """A validated event ready to store; `body` is canonical JSON, `digest` its content hash."""
+
+    id: str
+    terminal: str
+    store: str
+    seq: int
+    kind: str
+    member: str | None
+    at: str
+    stamps: int
+    ref: str | None
+    body: str
+    digest: str
+
+    def row(self) -> tuple[Any, ...]:
+        """Values in EVENT_COLS order."""
+        return tuple(getattr(self, c) for c in EVENT_COLS)
+
+
+@dataclass
+class IngestResult:
+    """What one ingest did."""
+
+    acked: int
+    inserted: int = 0
+    duplicates: int = 0
+    adjustments: list[Event] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """One feed entry as stored."""
+
+    seq: int
+    kind: str
+    key: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class FeedPage:
+    """A page of the feed, read in one snapshot with what is needed to build member snapshots."""
+
+    rows: list[FeedRow]
+    watermark: int
+    events: dict[str, list[Event]]
+    members: dict[str, dict[str, Any]]
+
+
+Compensate = Callable[[str, list[Event]], Event | None]
+
+
+class HqStore(Protocol):
+    """What the HQ service needs from storage."""
+
+    def close(self) -> None: ...
+    def create_code(self, code: str, store: str, terminal: str | None, now: dt.datetime) -> None: ...
+    def enroll(self, code: str, *, terminal: str | None, store: str | None, public_key: str,
+               now: dt.datetime) -> TerminalRow: ...
+    def terminal(self, terminal_id: str) -> TerminalRow | None: ...
+    def terminals(self) -> list[TerminalRow]: ...
+    def note_request(self, terminal_id: str, nonce: str, time_ms: int, now: dt.datetime,
+                     offset_s: float, window_s: int) -> bool: ...
+    def ingest(self, terminal_id: str, events: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
+               now: dt.datetime, compensate: Compensate) -> IngestResult: ...
+    def feed_page(self, terminal_id: str, cursor: int, limit: int) -> FeedPage: ...
+    def put_feed(self, kind: str, key: str, payload: dict[str, Any], now: dt.datetime) -> int: ...
+    def publish_program(self, source: dict[str, Any], now: dt.datetime) -> int: ...
+    def program(self) -> tuple[int, dict[str, Any]] | None: ...
+    def add_member_key(self, kid: str, public_hex: str, private_pem: str | None, now: dt.datetime) -> None: ...
+    def member_keys(self) -> dict[str, str]: ...
+    def signing_key(self) -> str | None: ...
+    def erase(self, member: str, now: dt.datetime) -> None: ...
+    def revoke(self, member: str, before: dt.datetime, now: dt.datetime) -> None: ...
+    def prune_feed(self, kinds: Sequence[str], before: dt.datetime) -> int: ...
+    def member_events(self, member: str) -> list[Event]: ...
+    def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, Event]]: ...
+    def balances(self) -> dict[str, int]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def alerts(self) -> list[dict[str, Any]]: ...
+    def quarantine(self) -> list[dict[str, Any]]: ...
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat()
+
+
+def event_from_row(r: Sequence[Any]) -> Event:
+    """An Event from a row selected as EVENT_COLS."""
+    d = dict(zip(EVENT_COLS, r, strict=True))
+    d["body"] = json.loads(d["body"])
+    return Event.from_wire(d)
+
+
+class SqlHqStore:
+    """The SQL shared by both backends. Subclasses provide `_tx` and the bulk hooks."""
+
+    FOR_UPDATE = ""
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    def _stage_and_insert(self, c: Any, rows: Sequence[StagedEvent]) -> list[tuple[str | None, int]]:
+        raise NotImplementedError  # pragma: no cover
+
+    def _add_balances(self, c: Any, deltas: dict[str, int]) -> dict[str, int]:
+        raise NotImplementedError  # pragma: no cover
+
+    def _any(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        """A `column IN (...)` condition and its parameters."""
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+    def _x(self, c: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        c.execute(sql, params)
+        return c
+
+    def _many(self, c: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            c.executemany(sql, rows)
+
+    # -- counters and feed ---------------------------------------------------------------
+
+    def _bump(self, c: Any, name: str, by: int = 1) -> int:
+        row = self._x(c, "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value", (by, name)).fetchone()
+        return int(row[0])
+
+    def _feed_put(self, c: Any, entries: Sequence[tuple[str, str, dict[str, Any]]], now: dt.datetime) -> int:
+        """Upsert feed entries (kind, key, payload); a key keeps only its newest entry."""
+        if not entries:
+            return 0
+        # Taking the counter row last serialises feed writers until commit, so a reader
+        # never stores a cursor past an entry that commits later with a smaller seq.
+        top = self._bump(c, "feed", len(entries))
+        at = _iso(now)
+        rows = [(key, top - len(entries) + i + 1, kind, canonical(p).decode() if p else "{}", at)
+                for i, (kind, key, p) in enumerate(entries)]
+        self._upsert_feed(c, rows)
+        return top
+
+    def _upsert_feed(self, c: Any, rows: Sequence[tuple[str, int, str, str, str]]) -> None:
+        self._many(c, "INSERT INTO feed(key, seq, kind, payload, at) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT(key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
+                      "payload = excluded.payload, at = excluded.at", rows)
+
+    def put_feed(self, kind: str, key: str, payload: dict[str, Any], now: dt.datetime) -> int:
+        """Publish one feed entry."""
+        with self._tx() as c:
+            return self._feed_put(c, [(kind, key, payload)], now)
+
+    # -- enrolment -----------------------------------------------------------------------
+
+    def create_code(self, code: str, store: str, terminal: str | None, now: dt.datetime) -> None:
+        """Record a one-time enrolment code for a store (and optionally a terminal id)."""
+        with self._tx() as c:
+            self._x(c, "INSERT INTO codes(code, store, terminal, created_at) VALUES (?, ?, ?, ?)",
+                    (code, store, terminal, _iso(now)))
+
+    def enroll(self, code: str, *, terminal: str | None, store: str | None, public_key: str,
+               now: dt.datetime) -> TerminalRow:
+        """Use a code once: register the terminal's key and decide its ids."""
+        with self._tx() as c:
+            row = self._x(c, "SELECT store, terminal, used_at FROM codes WHERE code = ?" + self.FOR_UPDATE,
+                          (code,)).fetchone()
+            if row is None or row[2] is not None:
+                raise EnrollRefused("enrolment code unknown or already used")
+            code_store, code_terminal = row[0], row[1]
+            if store is not None and store != code_store:
+                raise EnrollRefused(f"this code is for store {code_store}, the till belongs to {store}")
+            if terminal and code_terminal and terminal != code_terminal:
+                raise EnrollRefused(f"this code is for terminal {code_terminal}, the till is {terminal}")
+            tid = terminal or code_terminal
+            if tid is None:
+                n = self._bump(c, "terminal")
+                tid = f"{code_store}-T{n}"
+            if tid == HQ_TERMINAL or self._x(c, "SELECT 1 FROM terminals WHERE id = ?", (tid,)).fetchone():
+                raise EnrollRefused(f"terminal id {tid} is already enrolled")
+            self._x(c, "INSERT INTO terminals(id, store, public_key, acked, enrolled_at, quarantined) "
+                       "VALUES (?, ?, ?, 0, ?, 0)", (tid, code_store, public_key, _iso(now)))
+            self._x(c, "UPDATE codes SET used_at = ?, terminal = ? WHERE code = ?", (_iso(now), tid, code))
+            self._feed_put(c, [("terminal_key", f"terminal:{tid}",
+                                {"terminal": tid, "store": code_store, "public_key": public_key})], now)
+        t = self.terminal(tid)
+        assert t is not None
+        return t
+
+    def terminal(self, terminal_id: str) -> TerminalRow | None:
+        """An enrolled terminal."""
+        with self._tx(write=False) as c:
+            row = self._x(c, "SELECT id, store, public_key, acked, last_seen, clock_offset_s, quarantined "
+                             "FROM terminals WHERE id = ?", (terminal_id,)).fetchone()
+        return _terminal(row) if row else None
+
+    def terminals(self) -> list[TerminalRow]:
+        """Every enrolled terminal."""
+        with self._tx(write=False) as c:
+            rows = self._x(c, "SELECT id, store, public_key, acked, last_seen, clock_offset_s, quarantined "
+                              "FROM terminals ORDER BY id").fetchall()
+        return [_terminal(r) for r in rows]
+
+    def note_request(self, terminal_id: str, nonce: str, time_ms: int, now: dt.datetime,
+                     offset_s: float, window_s: int) -> bool:
+        """Remember a request's nonce (False: seen before, a replay) and the terminal's clock."""
+        now_ms = int(now.timestamp() * 1000)
+        with self._tx() as c:
+            cur = self._x(c, "INSERT INTO nonces(terminal, nonce, at_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                          (terminal_id, nonce, time_ms))
+            if cur.rowcount != 1:
+                return False
+            self._x(c, "UPDATE terminals SET last_seen = ?, clock_offset_s = ? WHERE id = ?",
+                    (_iso(now), offset_s, terminal_id))
+            if time_ms % 64 == 0:  # now and then, forget nonces that the time window refuses anyway
+                self._x(c, "DELETE FROM nonces WHERE at_ms < ?", (now_ms - 2 * window_s * 1000,))
+        return True
+
+    # -- ingest --------------------------------------------------------------------------
+
+    def ingest(self, terminal_id: str, events: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
+               now: dt.datetime, compensate: Compensate) -> IngestResult:
+        """Apply one batch in one transaction: idempotent on (terminal, seq), gaps refused."""
+        quarantined: list[int] = []
+        with self._tx() as c:
+            row = self._x(c, "SELECT acked, quarantined FROM terminals WHERE id = ?" + self.FOR_UPDATE,
+                          (terminal_id,)).fetchone()
+            acked, blocked = int(row[0]), bool(row[1])
+            if blocked:
+                raise QuarantineError(terminal_id, [])
+            if events[0].seq > acked + 1:
+                raise GapError(acked + 1)
+            old = [e for e in events if e.seq <= acked]
+            if old:
+                held = dict(self._x(c, "SELECT seq, digest FROM positions WHERE terminal = ? AND seq BETWEEN ? AND ?",
+                                    (terminal_id, old[0].seq, old[-1].seq)).fetchall())
+                bad = [e for e in old if held.get(e.seq) != e.digest]
+                if bad:
+                    self._quarantine(c, terminal_id, bad, held, now)
+                    quarantined = [e.seq for e in bad]
+            if not quarantined:
+                result = self._apply(c, terminal_id, [e for e in events if e.seq > acked], members, now, compensate)
+                result.duplicates += len(old)
+                result.acked = max(acked, result.acked)
+        if quarantined:  # committed above: the evidence is kept, then the push is refused
+            raise QuarantineError(terminal_id, quarantined)
+        return result
+
+    def _quarantine(self, c: Any, terminal_id: str, bad: Sequence[StagedEvent], held: dict[int, str],
+                    now: dt.datetime) -> None:
+        rows = [(terminal_id, e.seq, held.get(e.seq), canonical(dict(zip(EVENT_COLS, e.row(), strict=True))).decode(),
+                 _iso(now)) for e in bad]
+        self._many(c, "INSERT INTO quarantine(terminal, seq, held_digest, received, at) VALUES (?, ?, ?, ?, ?)", rows)
+        self._x(c, "UPDATE terminals SET quarantined = 1 WHERE id = ?", (terminal_id,))
+        self._alert(c, "quarantine", terminal_id, None,
+                    {"seqs": [e.seq for e in bad][:50], "count": len(bad)}, now)
+
+    def _alert(self, c: Any, kind: str, terminal: str | None, member: str | None, detail: dict[str, Any],
+               now: dt.datetime) -> None:
+        self._x(c, "INSERT INTO alerts(kind, terminal, member, detail, at) VALUES (?, ?, ?, ?, ?)",
+                (kind, terminal, member, canonical(detail).decode(), _iso(now)))
+
+    def _apply(self, c: Any, terminal_id: str, new: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
+               now: dt.datetime, compensate: Compensate) -> IngestResult:
+        if not new:
+            return IngestResult(acked=0)
+        inserted = self._stage_and_insert(c, new)
+        deltas: dict[str, int] = {}
+        for member, stamps in inserted:
+            if member:
+                deltas[member] = deltas.get(member, 0) + int(stamps)
+        touched = sorted({e.member for e in new if e.member} | {m["id"] for m in members})
+        erased: set[str] = set()
+        if touched:
+            cond, params = self._any("member", touched)
+            erased = {r[0] for r in self._x(c, f"SELECT member FROM erasures WHERE {cond}", params).fetchall()}
+        live = [m for m in members if m["id"] not in erased]
+        self._many(c, "INSERT INTO members(id, phone, name, email, birthday, origin, enrolled_at, updated_at) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                      "phone = coalesce(excluded.phone, members.phone), name = coalesce(excluded.name, members.name), "
+                      "email = coalesce(excluded.email, members.email), "
+                      "birthday = coalesce(excluded.birthday, members.birthday), updated_at = excluded.updated_at",
+                   [(m["id"], m.get("phone"), m.get("name"), m.get("email"), m.get("birthday"),
+                     m.get("origin", "till"), m.get("enrolled_at"), _iso(now)) for m in sorted(live, key=lambda m: m["id"])])
+        result = IngestResult(acked=new[-1].seq, inserted=len(inserted), duplicates=len(new) - len(inserted))
+        balances = self._add_balances(c, deltas) if deltas else {}
+        for member in sorted(m for m, b in balances.items() if b < 0):
+            adj = compensate(member, self._member_events(c, member))
+            if adj is not None:
+                self._insert_hq_event(c, adj)
+                self._add_balances(c, {member: adj.stamps})
+                self._alert(c, "overdraft", terminal_id, member, {"deficit": adj.stamps, "event": adj.id}, now)
+                result.adjustments.append(adj)
+        feed = [("member", f"member:{m}", {}) for m in touched if m not in erased]
+        self._feed_put(c, feed, now)
+        self._x(c, "UPDATE terminals SET acked = ? WHERE id = ?", (result.acked, terminal_id))
+        return result
+
+    def _insert_hq_event(self, c: Any, e: Event) -> None:
+        seq = self._bump(c, "hq")
+        e = e.with_position(seq=seq, terminal=HQ_TERMINAL, store=HQ_TERMINAL)
+        w = e.to_wire()
+        import hashlib
+
+        digest = hashlib.sha256(canonical(w)).hexdigest()
+        self._x(c, f"INSERT INTO events({', '.join(EVENT_COLS)}) VALUES ({', '.join('?' * len(EVENT_COLS))}) "
+                   "ON CONFLICT(id) DO NOTHING",
+                (e.id, e.terminal, e.store, e.seq, e.kind, e.member, w["at"], e.stamps, e.ref,
+                 canonical(e.body).decode(), digest))
+
+    def _member_events(self, c: Any, member: str) -> list[Event]:
+        rows = self._x(c, f"SELECT {', '.join(EVENT_COLS)} FROM events WHERE member = ? ORDER BY gseq",
+                       (member,)).fetchall()
+        return [event_from_row(r) for r in rows]
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, Event]]:
+        """Every event at HQ in merge order, paged by HQ's global sequence (for exports)."""
+        with self._tx(write=False) as c:
+            rows = self._x(c, f"SELECT gseq, {', '.join(EVENT_COLS)} FROM events WHERE gseq > ? "
+                              "ORDER BY gseq LIMIT ?", (after, limit)).fetchall()
+        return [(int(r[0]), event_from_row(r[1:])) for r in rows]
+
+    def member_events(self, member: str) -> list[Event]:
+        """A member's events at HQ in merge order."""
+        with self._tx(write=False) as c:
+            return self._member_events(c, member)
+
+    def balances(self) -> dict[str, int]:
+        """Every member's merged balance (the running sum kept at ingest)."""
+        with self._tx(write=False) as c:
+            return {r[0]: int(r[1]) for r in self._x(c, "SELECT member, balance FROM balances").fetchall()}
+
+    # -- the pull feed -------------------------------------------------------------------
+
+    def feed_page(self, terminal_id: str, cursor: int, limit: int) -> FeedPage:
+        """Feed entries after `cursor`, with member events and PII, all from one snapshot."""
+        with self._tx(write=False) as c:
+            floor = int(self._x(c, "SELECT value FROM counters WHERE name = 'floor'").fetchone()[0])
+            if 0 < cursor < floor:
+                raise CursorGone(f"cursor {cursor} is older than the feed keeps ({floor}); pull from 0")
+            w = self._x(c, "SELECT acked FROM terminals WHERE id = ?", (terminal_id,)).fetchone()
+            rows = [FeedRow(int(r[0]), r[1], r[2], json.loads(r[3])) for r in self._x(
+                c, "SELECT seq, kind, key, payload FROM feed WHERE seq > ? ORDER BY seq LIMIT ?",
+                (cursor, limit)).fetchall()]
+            wanted = sorted({r.key.split(":", 1)[1] for r in rows if r.kind == "member"})
+            events: dict[str, list[Event]] = {m: [] for m in wanted}
+            members: dict[str, dict[str, Any]] = {}
+            if wanted:
+                cond, params = self._any("member", wanted)
+                for r in self._x(c, f"SELECT {', '.join(EVENT_COLS)} FROM events WHERE {cond} ORDER BY gseq",
+                                 params).fetchall():
+                    e = event_from_row(r)
+                    events[e.member or ""].append(e)
+                cond, params = self._any("id", wanted)
+                for r in self._x(c, f"SELECT id, phone, name, email, birthday, origin, enrolled_at FROM members "
+                                    f"WHERE {cond}", params).fetchall():
+                    members[r[0]] = dict(zip(("id", "phone", "name", "email", "birthday", "origin", "enrolled_at"),
+                                             r, strict=True))
+        return FeedPage(rows, int(w[0]) if w else 0, events, members)
+
+    def prune_feed(self, kinds: Sequence[str], before: dt.datetime) -> int:
+        """Drop old entries of these kinds; cursors below the new floor get 410. Returns the floor."""
+        with self._tx() as c:
+            cond, params = self._any("kind", list(kinds))
+            row = self._x(c, f"SELECT max(seq) FROM feed WHERE {cond} AND at < ?", [*params, _iso(before)]).fetchone()
+            if row and row[0] is not None:
+                self._x(c, f"DELETE FROM feed WHERE {cond} AND at < ?", [*params, _iso(before)])
+                self._x(c, "UPDATE counters SET value = ? WHERE name = 'floor' AND value < ?", (row[0], row[0]))
+            return int(self._x(c, "SELECT value FROM counters WHERE name = 'floor'").fetchone()[0])
+
+    # -- program, keys, erasure, revocation ---------------------------------------------
+
+    def publish_program(self, source: dict[str, Any], now: dt.datetime) -> int:
+        """Store a new program version and put it in the feed."""
+        with self._tx() as c:
+            version = self._bump(c, "program")
+            src = {**source, "program": {**source.get("program", {}), "version": version}}
+            self._x(c, "INSERT INTO programs(version, source, at) VALUES (?, ?, ?)",
+                    (version, canonical(src).decode(), _iso(now)))
+            self._feed_put(c, [("program", "program", {"version": version, "source": src})], now)
+        return version
+
+    def program(self) -> tuple[int, dict[str, Any]] | None:
+        """The newest program version and its source."""
+        with self._tx(write=False) as c:
+            row = self._x(c, "SELECT version, source FROM programs ORDER BY version DESC LIMIT 1").fetchone()
+        return (int(row[0]), json.loads(row[1])) if row else None
+
+    def add_member_key(self, kid: str, public_hex: str, private_pem: str | None, now: dt.datetime) -> None:
+        """Trust a member-card key (HQ's own, with its private half, or a till's former one)."""
+        with self._tx() as c:
+            if self._x(c, "SELECT 1 FROM member_keys WHERE kid = ?", (kid,)).fetchone():
+                return
+            self._x(c, "INSERT INTO member_keys(kid, public_key, private_pem, at) VALUES (?, ?, ?, ?)",
+                    (kid, public_hex, private_pem, _iso(now)))
+            self._feed_put(c, [("member_key", f"memberkey:{kid}", {"kid": kid, "public_key": public_hex})], now)
+
+    def member_keys(self) -> dict[str, str]:
+        """Every trusted member-card public key by key id."""
+        with self._tx(write=False) as c:
+            return dict(self._x(c, "SELECT kid, public_key FROM member_keys ORDER BY at").fetchall())
+
+    def signing_key(self) -> str | None:
+        """HQ's member-signing private key (PEM), if it has one yet."""
+        with self._tx(write=False) as c:
+            row = self._x(c, "SELECT private_pem FROM member_keys WHERE private_pem IS NOT NULL "
+                             "ORDER BY at LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def erase(self, member: str, now: dt.datetime) -> None:
+        """Scrub a member's PII for good; tills learn it from the feed and never re-create it."""
+        with self._tx() as c:
+            self._x(c, "DELETE FROM members WHERE id = ?", (member,))
+            self._x(c, "INSERT INTO erasures(member, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (member, _iso(now)))
+            self._feed_put(c, [("erased", f"member:{member}", {"member": member})], now)
+
+    def revoke(self, member: str, before: dt.datetime, now: dt.datetime) -> None:
+        """Revoke every card of a member issued up to `before`."""
+        with self._tx() as c:
+            self._feed_put(c, [("revoked", f"revoked:{member}", {"member": member, "before": _iso(before)})], now)
+
+    # -- reports -------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for `hq stats`."""
+        with self._tx(write=False) as c:
+            def one(sql: str) -> int:
+                return int(self._x(c, sql).fetchone()[0])
+            out = {
+                "events": one("SELECT count(*) FROM events"),
+                "sales": one("SELECT count(*) FROM events WHERE kind = 'sale.recorded'"),
+                "members": one("SELECT count(*) FROM balances"),
+                "quarantined": one("SELECT count(*) FROM quarantine"),
+                "alerts": one("SELECT count(*) FROM alerts"),
+                "adjustments": one("SELECT count(*) FROM events WHERE terminal = 'HQ'"),
+            }
+        out["terminals"] = [
+            {"terminal": t.id, "store": t.store, "acked": t.acked, "last_seen": t.last_seen,
+             "clock_offset_s": t.clock_offset_s, "quarantined": t.quarantined}
+            for t in self.terminals()
+        ]
+        return out
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert, oldest first."""
+        with self._tx(write=False) as c:
+            rows = self._x(c, "SELECT kind, terminal, member, detail, at FROM alerts ORDER BY id").fetchall()
+        return [{"kind": r[0], "terminal": r[1], "member": r[2], "detail": json.loads(r[3]), "at": r[4]} for r in rows]
+
+    def quarantine(self) -> list[dict[str, Any]]:
+        """Every quarantined event, with the digest HQ holds for its position."""
+        with self._tx(write=False) as c:
+            rows = self._x(c, "SELECT terminal, seq, held_digest, received, at FROM quarantine ORDER BY id").fetchall()
+        return [{"terminal": r[0], "seq": r[1], "held_digest": r[2], "received": json.loads(r[3]), "at": r[4]}
+                for r in rows]
+
+
+def _terminal(r: Sequence[Any]) -> TerminalRow:
+    return TerminalRow(r[0], r[1], r[2], int(r[3]), r[4], None if r[5] is None else float(r[5]), bool(r[6]))
+
+
+COUNTERS = ("feed", "hq", "program", "terminal", "floor")
+
+
+def open_hq_store(url: str) -> HqStore:
+    """Open HQ storage from a URL: sqlite:///rel.db, sqlite:////abs.db, sqlite:///:memory:, postgresql://..."""
+    if url.startswith("sqlite://"):
+        from .hq_sqlite import SqliteHqStore
+
+        # SQLAlchemy's convention: sqlite:///hq.db is relative, sqlite:////var/hq.db absolute.
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.removeprefix("sqlite://")
+        return SqliteHqStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        from .hq_pg import PgHqStore
+
+        return PgHqStore(url)
+    raise ValueError(f"--db {url!r}: expected sqlite:///PATH or postgresql://...")
