@@ -63,6 +63,36 @@ class Simulator:
                 tail = data[-2:] if data.endswith(b"\x10\x04") else data[-1:] if data.endswith(b"\x10") else b""
 
 
+class BareProxy:
+    """The least any proxy in Python does: copy bytes both ways, read nothing (the ceiling)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()[:2]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            conn, _ = self.sock.accept()
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, pos: socket.socket) -> None:
+        printer = socket.create_connection(self.upstream)
+        for s in (pos, printer):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def relay() -> None:
+            while data := printer.recv(1 << 16):
+                pos.sendall(data)
+
+        threading.Thread(target=relay, daemon=True).start()
+        with pos, printer:
+            while data := pos.recv(1 << 18):
+                printer.sendall(data)
+            printer.shutdown(socket.SHUT_WR)
+
+
 def receipt(no: str) -> bytes:
     """A 32-column Indonesian receipt drawn with python-escpos."""
     p = Dummy()
@@ -112,6 +142,7 @@ def main() -> None:
 
     sim = Simulator()
     direct = ("127.0.0.1", sim.port)
+    bare = BareProxy(direct).address
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "till"
@@ -142,11 +173,12 @@ def main() -> None:
 
                 for label, job in (("1 MB raster job", big_raster(1 << 20)),
                                    ("1 MB text job", big_text(1 << 20))):
-                    d = min(timed(direct, job) for _ in range(args.big))
-                    t = min(timed(tapped, job) for _ in range(args.big))
+                    d, b, t = (min(timed(a, job) for _ in range(args.big))
+                               for a in (direct, bare, tapped))
                     mb = len(job) / 1e6
                     rows.append((label, f"{mb / d:.0f} MB/s ({d * 1e3:.1f} ms)",
-                                 f"{mb / t:.0f} MB/s ({t * 1e3:.1f} ms)", f"x{d / t:.2f} of direct"))
+                                 f"{mb / t:.0f} MB/s ({t * 1e3:.1f} ms)",
+                                 f"x{d / t:.2f} of direct (bare proxy: {mb / b:.0f} MB/s, x{d / b:.2f})"))
 
     print(f"tap benchmark, {dt.date.today().isoformat()}, nproc {os.cpu_count()}, "
           f"{platform.machine()}, Python {platform.python_version()}\n")

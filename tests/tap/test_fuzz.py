@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 from typing import Any
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tillstamp.drivers.escpos_decode import decode
-from tillstamp.tap.framing import Framer
+from tillstamp.tap import framing
+from tillstamp.tap.framing import Framer, Mark
 from tillstamp.tap.handler import ReceiptHandler
 from tillstamp.tap.jobs import JobReport
 from tillstamp.tap.session import Session, SessionSettings
@@ -140,3 +143,108 @@ def test_tap_inserts_only_the_block_into_receipts(junk, qty, points, truncate):
         assert decode(block).qr == [reports[0].claim]
     else:
         assert block == b""
+
+
+# -- the two walkers ---------------------------------------------------------------------
+# Streams built from whole commands, as a POS sends them: text and line ends, the style
+# commands the framer remembers (with any argument, lead bytes included), feeds, images and
+# codes whose data is full of bytes that look like cuts and status queries, real cuts,
+# status queries, resets, and now and then a stray byte that shifts everything after it.
+LOOKALIKES = st.sampled_from([b"\x1dV\x00", b"\x1dVA\x03", b"\x1bi", b"\x1bm", b"\x10\x04\x01",
+                              b"\x1dr\x01", b"\x1da\x01", b"\x1b@", b"\x1bE\x01"])
+DATA = st.lists(st.one_of(LOOKALIKES, st.binary(max_size=6)), max_size=12).map(b"".join)
+
+
+def _raster(body: bytes) -> bytes:
+    return b"\x1dv0\x00" + len(body).to_bytes(2, "little") + b"\x01\x00" + body
+
+
+def _column(body: bytes) -> bytes:
+    return b"\x1b*\x00" + len(body).to_bytes(2, "little") + body
+
+
+def _qr(body: bytes) -> bytes:
+    return b"\x1d(k" + (len(body) + 3).to_bytes(2, "little") + b"1P0" + body
+
+
+PIECE = st.one_of(
+    st.text("abc XYZ-.:0123456789", min_size=1, max_size=40).map(str.encode),
+    st.just(b"\n"), st.just(b"\r\n"), st.just(b"\t"),
+    st.builds(lambda c, n: b"\x1b" + c + bytes([n]), st.sampled_from([b"!", b"E", b"-", b"a", b"t", b"d", b"J"]),
+              st.integers(0, 255)),
+    st.builds(lambda n: b"\x1d!" + bytes([n]), st.integers(0, 255)),
+    st.sampled_from([b"\x1b@", b"\x1dV\x00", b"\x1dVB\x05", b"\x1bi", b"\x1bm", b"\x10\x04\x01",
+                     b"\x1dr\x01", b"\x1da\x00", b"\x1bp\x00\x19\xfa", b"\x1b3\x1b", b"\x1b\x1b"]),
+    st.builds(_raster, DATA), st.builds(_column, DATA), st.builds(_qr, DATA),
+    st.binary(min_size=1, max_size=3),
+)
+COMMANDS = st.lists(PIECE, max_size=120).map(b"".join)
+RECEIPTS = st.builds(lambda a, b: a + SAMPLE.read_bytes() + b, COMMANDS, COMMANDS)
+
+
+def frame(data: bytes, chunks: list[bytes], stretch_min: int) -> tuple[list[Mark], list[int], tuple]:
+    fr, marks, safe = Framer(stretch_min=stretch_min), [], []
+    for part in chunks:
+        s, m = fr.feed(part)
+        marks += m
+        safe.append(s)
+    end = (fr.state, fr.mid_line, fr.text_since_cut, fr.text_bytes, fr.last_text >= 0)
+    return marks, safe, end
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(COMMANDS, RECEIPTS, STREAMS), st.lists(st.integers(0, 20_000), max_size=8))
+def test_stretch_walker_gives_what_the_exact_walker_gives(data, points):
+    chunks = chunked(data, points)
+    exact = frame(data, chunks, stretch_min=1 << 40)  # one command at a time
+    assert frame(data, chunks, stretch_min=0) == exact  # numpy stretches wherever it can
+    assert frame(data, chunks, stretch_min=64) == exact  # both, with back-off in between
+    whole = frame(data, [data], stretch_min=0)
+    assert [(m.kind, m.offset, m.data) for m in whole[0]] == [(m.kind, m.offset, m.data) for m in exact[0]]
+    assert whole[2][:3] == exact[2][:3]  # state, line and text flags do not depend on chunking
+    assert [m.offset for m in exact[0] if m.kind == "cut"] == [c.offset for c in decode(data).cuts]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(DATA, min_size=1, max_size=40), st.lists(st.integers(0, 50_000), max_size=8))
+def test_cut_bytes_inside_image_and_code_data_are_never_a_cut(bodies, points):
+    # Images and QR payloads made of cut commands, status queries and resets, then one cut.
+    data = b"\x1b@Logo\n" + b"".join(w(b) for b in bodies for w in (_raster, _column, _qr)) \
+        + b"Thanks\n\x1dV\x00"
+    for stretch_min in (0, 1 << 40):
+        marks = frame(data, chunked(data, points), stretch_min)[0]
+        assert [(m.kind, m.offset) for m in marks] == [("cut", len(data) - 3)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(COMMANDS, RECEIPTS), st.lists(st.integers(0, 20_000), max_size=6), st.booleans())
+def test_tap_forwards_command_streams_unchanged(data, points, gaps):
+    printed, reports = run_session(chunked(data, points), claim, gaps)
+    if not any(r.inserted for r in reports):
+        assert printed == data
+    else:  # the sample's receipt read: its block went in before its cut, nothing else changed
+        cut = next(m.offset for m in frame(data, [data], 0)[0]
+                   if m.kind == "cut" and m.offset >= data.find(SAMPLE.read_bytes()))
+        assert printed.startswith(data[:cut]) and printed.endswith(data[cut:])
+
+
+def test_big_jobs_take_the_stretch_walker_and_match_the_exact_one():
+    line = b"\x1bE\x01Kopi Gayo 250 g\x1bE\x00      12 x 85.000     1.020.000\n"
+    image = _raster(b"\x1dV\x00\x1bi" * 13_000)
+    data = b"\x1b@\x1ba\x01" + line * 5_000 + image + b"\x1b!\x10" + line * 5_000 + b"\x1dV\x00"
+    chunks = chunked(data, list(range(0, len(data), 65_536)))
+    marks = frame(data, chunks, stretch_min=Framer.stretch_min)[0]
+    assert frame(data, chunks, stretch_min=1 << 40)[0] == marks
+    (cut,) = marks
+    assert cut.offset == len(data) - 3 and not cut.mid_line
+    assert cut.state == (b"\x1ba\x01", b"\x1b!\x10", b"\x1bE\x00")  # in the order last sent
+    assert cut.text == 10_000 * (len(line) - 6)  # text and line ends, not commands
+
+
+def test_stretch_lengths_are_the_exact_walkers():
+    rnd = random.Random(5)
+    for code in np.flatnonzero(framing._LENGTHS):
+        lead, c = divmod(int(code), 256)
+        for _ in range(20):
+            args = bytes(rnd.randrange(256) for _ in range(16))
+            assert framing.measure(bytes([lead, c]) + args, 0) == framing._LENGTHS[code], hex(code)

@@ -25,6 +25,8 @@ from tillstamp.drivers.errors import DeviceConfigError, DeviceUnavailable
 from tillstamp.drivers.printer import Printer, open_printer
 from tillstamp.drivers.urls import parse_url
 
+_READ = 1 << 18  # bytes per socket read
+
 
 class Pipe(Protocol):
     """A byte pipe: `recv` gives None when nothing came within `timeout`, b"" once closed."""
@@ -54,12 +56,13 @@ class SocketPipe:
             raise DeviceUnavailable(f"send failed: {e}") from e
 
     def recv(self, timeout: float) -> bytes | None:
-        """Up to 64 KiB, None after `timeout` seconds of silence, b"" when closed."""
+        """Up to 256 KiB, None after `timeout` seconds of silence, b"" when closed."""
         try:
             ready, _, _ = select.select([self.sock], [], [], timeout)
             if not ready:
                 return None
-            return self.sock.recv(65536)
+            # Large reads: a 1 MB job is a few trips through the proxy's Python, not sixteen.
+            return self.sock.recv(_READ)
         except (OSError, ValueError):  # reset by peer, or closed under us by stop()
             return b""
 

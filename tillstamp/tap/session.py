@@ -80,12 +80,24 @@ class _Job:
     seg: int  # absolute offset where the current receipt (segment) starts
     page: bytes  # code page in force at `seg`
     raw: bytearray = field(default_factory=bytearray)
-    out: bytearray = field(default_factory=bytearray)  # what the printer gets: raw + blocks
+    # What the printer gets is `raw` with these blocks inserted (offsets into raw); built only
+    # when a job must be spooled, so a large job is not copied a second time.
+    blocks: list[tuple[int, bytes]] = field(default_factory=list)
     last_at: float = 0.0
     cuts: int = 0
-    texts: int = 0  # the framer's text count when the job began
     keys: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+
+    def out(self, raw: bytes) -> bytes:
+        """What the printer gets: `raw` (this job's bytes) with the blocks inserted."""
+        if not self.blocks:
+            return raw
+        parts, at = [], 0
+        for offset, block in self.blocks:
+            parts += [raw[at:offset], block]
+            at = offset
+        parts.append(raw[at:])
+        return b"".join(parts)
 
 
 JobDone = Callable[[JobReport, bytes, bytes], None]
@@ -112,6 +124,8 @@ class Session:
         self.passthrough = False
         self.total_in = 0  # bytes received from the POS on this connection
         self.sent = 0  # of those, bytes forwarded (or spooled) so far
+        self._chunk = b""  # the chunk being taken, and its offset: forwarded whole if it can be
+        self._chunk_at = 0
         self.job: _Job | None = None
         self._relay: threading.Thread | None = None
         self._relay_stop = threading.Event()
@@ -194,6 +208,7 @@ class Session:
         job = self.job or self._new_job()
         job.raw += chunk
         job.last_at = self.clock()
+        self._chunk, self._chunk_at = chunk, self.total_in
         self.total_in += len(chunk)
         job.report.bytes_in += len(chunk)
         if self.passthrough:
@@ -233,8 +248,7 @@ class Session:
         if self.printer is None:
             report.printed = False
             report.error = f"printer offline: {self.offline_reason}"
-        self.job = _Job(report, base=self.total_in, seg=self.total_in, page=self.framer.page(),
-                        texts=self.framer.texts)
+        self.job = _Job(report, base=self.total_in, seg=self.total_in, page=self.framer.page())
         return self.job
 
     def _maybe_idle(self) -> None:
@@ -251,14 +265,16 @@ class Session:
         job = self.job
         if job is None or offset <= self.sent:
             return
-        data = bytes(job.raw[self.sent - job.base : offset - job.base])
+        if self.sent == self._chunk_at and offset == self.total_in:
+            data = self._chunk  # the common case: all of what just came, without a copy
+        else:
+            data = bytes(memoryview(job.raw)[self.sent - job.base : offset - job.base])
         self.sent = offset
         self._send(data)
 
     def _send(self, data: bytes) -> None:
         job = self.job
         assert job is not None
-        job.out += data
         job.report.bytes_out += len(data)
         if self.printer is not None:
             try:
@@ -271,9 +287,9 @@ class Session:
         """A receipt ends here (at `cut`, or at the end of a job): read it, insert its block."""
         job = self.job
         assert job is not None
-        end = cut.offset if cut is not None else self.total_in
+        start, end = job.seg, cut.offset if cut is not None else self.total_in
         text = cut.text if cut is not None else self.framer.text_bytes
-        data = job.page + bytes(job.raw[job.seg - job.base : end - job.base])
+        page = job.page
         if cut is not None:
             job.cuts += 1
             job.seg = cut.offset + len(cut.data)
@@ -281,6 +297,7 @@ class Session:
         if text > self.settings.max_receipt_text:
             job.errors.append(f"not read: {text} bytes of text is too long for a receipt")
             return
+        data = page + memoryview(job.raw)[start - job.base : end - job.base]
         try:
             lines = decode(data).text
             if not any(s.strip() for s in lines):
@@ -314,6 +331,7 @@ class Session:
         entry["inserted"] = bool(block) and key not in job.keys
         job.keys.add(key)
         if entry["inserted"]:
+            job.blocks.append((self.sent - job.base, block))
             self._send(block)
         r.receipts.append(entry)
         if len(r.receipts) == 1:
@@ -338,5 +356,6 @@ class Session:
             job.report.error = "; ".join(e for e in [job.report.error, *job.errors] if e)
         self.job = None
         # A connection that only asked for status (DLE EOT) printed nothing: not a job.
-        if job.cuts or self.framer.texts > job.texts or job.report.parsed:
-            self.on_job(job.report, bytes(job.raw), bytes(job.out))
+        if job.cuts or self.framer.last_text >= job.base or job.report.parsed:
+            raw = bytes(job.raw)
+            self.on_job(job.report, raw, job.out(raw))
