@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from ..loyalty import tokens
-from ..sync.client import RequestsTransport, RetryPolicy, SyncClient, Transport, enroll, errors
+from ..sync.client import (
+    MAX_BYTES,
+    MAX_EVENTS,
+    RequestsTransport,
+    RetryPolicy,
+    SyncClient,
+    Transport,
+    enroll,
+    errors,
+)
 from .cli import COMMON, EXAMPLE_PROGRAM, Parser, UsageError, emit
 from .config import CONFIG_NAME, ConfigError, data_dir, load_config, render_config
 from .keys import Keys
@@ -175,7 +184,8 @@ def register(sub: Any) -> None:
         p = group.add_parser(name, parents=[COMMON], help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("--attempts", type=int, default=4, help="tries per request before giving up (default 4)")
         p.add_argument("--timeout", type=float, default=30.0, help="hard limit per request, seconds (default 30)")
-        p.add_argument("--batch", type=int, default=1000, help="events per batch (default 1000)")
+        p.add_argument("--batch", type=int, default=MAX_EVENTS,
+                       help=f"most events per batch (default {MAX_EVENTS}; a batch also stops at {MAX_BYTES >> 20} MiB)")
         if name == "push":
             p.add_argument("--retry-parked", action="store_true", help="retry a batch head office refused before")
         p.set_defaults(func=func)

@@ -10,9 +10,11 @@ with its cursor; the push cursor only moves forward, to what HQ acknowledged.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from ..loyalty import tokens
 from ..loyalty.events import Event, canonical
 from ..loyalty.program import OfflineCaps, Program, parse_program
 from ..sync.client import RequestsTransport, RetryPolicy, SyncClient, SyncLoop, Transport, errors, p
+from ..sync.wire import LedgerRow
 from .keys import Keys
 from .service import Refused, Service
 from .store import MemberRow, Store
@@ -87,6 +90,7 @@ class SyncStore:
         self.clock = clock
         migrations.apply(store.db)
         self.terminal = store.get_meta("terminal") or ""
+        self._path = next((r[2] for r in store.conn.execute("PRAGMA database_list") if r[1] == "main"), "")
         if keys is not None:
             self._load_keys(keys)
 
@@ -123,17 +127,45 @@ class SyncStore:
         row = self.store.conn.execute("SELECT max(seq) FROM ledger").fetchone()
         return int(row[0] or 0)
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own for the outbox, so it sees committed rows only and may be
+        used from the push thread while the till writes (a shared connection would show
+        another thread's open transaction). An in-memory database has only its one."""
+        if not self._path:
+            yield self.store.conn
+            return
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            conn.execute("PRAGMA query_only=1")
+            yield conn
+        finally:
+            conn.close()
+
+    def ledger_rows(self, after: int, limit: int) -> Iterator[LedgerRow]:
+        """The outbox: ledger rows with seq > after, in order, streamed from a cursor."""
+        with self._reading() as conn:
+            cur = conn.execute(
+                "SELECT seq, id, kind, member, at, stamps, ref, body, terminal, store, hash FROM ledger "
+                "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+            try:
+                for row in cur:
+                    yield LedgerRow._make(row)
+            finally:
+                cur.close()
+
     def pending(self, after: int, limit: int) -> Sequence[Event]:
-        """The outbox: events with seq > after, in order."""
+        """Events with seq > after, in order (as Events; the client reads `ledger_rows`)."""
         return self.store.events(after_seq=after, limit=limit)
 
     def members_changed(self, after: int, upto: int) -> Sequence[dict[str, Any]]:
         """PII rows to travel with events (after, upto]; never an erased member's."""
-        erased = {r[0] for r in self.store.conn.execute("SELECT member FROM erasures")}
-        return [
-            {k: getattr(m, k) for k in ("id", "phone", "name", "email", "birthday", "origin", "enrolled_at")}
-            for m in self.store.members_changed(after, upto) if m.id not in erased
-        ]
+        cols = ("id", "phone", "name", "email", "birthday", "origin", "enrolled_at")
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(cols)} FROM members WHERE changed_seq > ? AND changed_seq <= ? "
+                "AND id NOT IN (SELECT member FROM erasures) ORDER BY changed_seq", (after, upto)).fetchall()
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def ack(self, seq: int, *, hq_time: dt.datetime | None, local_time: dt.datetime) -> None:
         """Move the push cursor to HQ's acknowledgement; it never moves back."""

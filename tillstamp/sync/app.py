@@ -115,8 +115,7 @@ def create_app(hq: Hq) -> FastAPI:
     async def push(request: Request) -> p.PushResponse:
         term, body = await signed(request)
         raw = _gunzip(body, request.headers.get("content-encoding", ""))
-        req = p.PushRequest.model_validate_json(raw)
-        return await run_in_threadpool(hq.push, term, req)
+        return await run_in_threadpool(hq.push_raw, term, raw)
 
     @app.get("/v1/pull", response_model=p.PullResponse, responses={**_ERRORS, "410": {"model": p.ErrorBody}},
              summary="A page of the change feed")

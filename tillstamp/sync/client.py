@@ -8,13 +8,15 @@ person looks; retryable failures back off (exponential, jittered, honouring Retr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import gzip
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -23,12 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ValidationError
 
 from ..loyalty import tokens
-from ..loyalty.events import Event
 from . import errors
 from . import protocol as p
 from .transport import InProcessTransport, Reply, RequestsTransport, Transport, check
+from .wire import LedgerRow, event_json
 
 log = logging.getLogger(__name__)
+MAX_EVENTS = 10_000  # per batch; HQ accepts up to protocol.MAX_BATCH_EVENTS
+MAX_BYTES = 4 << 20  # of JSON per batch, before gzip; HQ accepts up to protocol.MAX_BODY_BYTES
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -45,8 +49,12 @@ class Outbox(Protocol):
         """The newest sequence in the ledger."""
         ...
 
-    def pending(self, after: int, limit: int) -> Sequence[Event]:
-        """Up to `limit` events with seq > after, in order."""
+    def ledger_rows(self, after: int, limit: int) -> Iterator[LedgerRow]:
+        """Up to `limit` ledger rows with seq > after, in order, streamed (closing it ends the read).
+
+        Called from the client's prefetch thread: it must read committed rows only, and not
+        through a connection another thread is writing with.
+        """
         ...
 
     def members_changed(self, after: int, upto: int) -> Sequence[dict[str, Any]]:
@@ -118,16 +126,27 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class PushReport:
-    """What a push did."""
+    """What a push did, and how long it took."""
 
     pushed: int
     acked: int
     waiting: int
     batches: int
+    seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"pushed": self.pushed, "acked": self.acked, "waiting": self.waiting, "batches": self.batches}
+        return {"pushed": self.pushed, "acked": self.acked, "waiting": self.waiting, "batches": self.batches,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A push body ready to send (gzip JSON) and the sequences it carries."""
+
+    body: bytes
+    first: int
+    last: int
 
 
 @dataclass(frozen=True)
@@ -153,15 +172,15 @@ class SyncClient:
 
     def __init__(self, transport: Transport, outbox: Outbox, key: Ed25519PrivateKey, *,
                  policy: RetryPolicy | None = None, clock: Callable[[], dt.datetime] = _utcnow,
-                 sleep: Callable[[float], None] = time.sleep, max_events: int = 1000,
-                 max_bytes: int = 1 << 20, page_size: int = 200):
+                 sleep: Callable[[float], None] = time.sleep, max_events: int = MAX_EVENTS,
+                 max_bytes: int = MAX_BYTES, page_size: int = 200):
         self.transport = transport
         self.outbox = outbox
         self.key = key
         self.policy = policy or RetryPolicy()
         self.clock = clock
         self.sleep = sleep
-        self.max_events = max_events
+        self.max_events = max(1, min(max_events, p.MAX_BATCH_EVENTS))
         self.max_bytes = max_bytes
         self.page_size = page_size
 
@@ -198,54 +217,89 @@ class SyncClient:
 
     # -- push ---------------------------------------------------------------------------
 
-    def _batch(self, after: int) -> tuple[bytes, int, int] | None:
-        events = self.outbox.pending(after, self.max_events)
-        if not events:
-            return None
-        parts: list[str] = []
-        size = 0
-        for e in events:
-            text = json.dumps(e.to_wire(), ensure_ascii=False, separators=(",", ":"))
-            if parts and size + len(text) > self.max_bytes:
-                break
-            parts.append(text)
-            size += len(text) + 1
-        first, last = events[0].seq, events[len(parts) - 1].seq
-        members = json.dumps(list(self.outbox.members_changed(first - 1, last)), ensure_ascii=False)
-        raw = ('{"events":[' + ",".join(parts) + '],"members":' + members + "}").encode()
-        return gzip.compress(raw, compresslevel=1), first, last
+    def _batch(self, after: int) -> Batch | None:
+        """The next body after `after`: at most `max_events` events and about `max_bytes` of JSON.
 
-    def push_batch(self) -> int:
-        """Push the next batch; returns how many events HQ newly acknowledged (0: nothing waiting)."""
+        Rows stream from the ledger straight into JSON (the body is stored canonical and
+        travels verbatim) and into the compressor 64 KiB at a time, so the till holds one
+        compressed batch and a small buffer, never the backlog or a whole JSON text.
+        """
+        gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip framing, level 1
+        out = [gz.compress(b'{"events":[')]
+        buf: list[str] = []
+        pending = size = 0
+        last = after
+        tip = ""
+        with contextlib.closing(self.outbox.ledger_rows(after, self.max_events)) as rows:  # type: ignore[type-var]
+            for r in rows:
+                text = event_json(r)
+                if last > after and size + len(text) > self.max_bytes:
+                    break
+                buf.append(text if last == after else "," + text)
+                size += len(text) + 1
+                pending += len(text) + 1
+                last, tip = r.seq, r.hash
+                if pending >= 1 << 16:
+                    out.append(gz.compress("".join(buf).encode()))
+                    buf.clear()
+                    pending = 0
+        if last == after:
+            return None
+        members = json.dumps(list(self.outbox.members_changed(after, last)), ensure_ascii=False)
+        buf.append('],"members":' + members + ',"hash":"' + tip + '"}')
+        out.append(gz.compress("".join(buf).encode()))
+        out.append(gz.flush())
+        return Batch(b"".join(out), after + 1, last)
+
+    def _push(self, batch: Batch) -> int:
+        """Send one batch; the cursor moves to what HQ acknowledges. Returns how far it moved."""
         before = self.outbox.acked()
-        batch = self._batch(before)
-        if batch is None:
-            return 0
-        body, first, last = batch
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
         try:
-            reply, resp = self._retrying(lambda: self._send("POST", "/v1/push", body, headers), p.PushResponse)
+            reply, resp = self._retrying(lambda: self._send("POST", "/v1/push", batch.body, headers), p.PushResponse)
         except errors.Rejected as e:
-            self.outbox.park(first, last, e, self.clock())
+            self.outbox.park(batch.first, batch.last, e, self.clock())
             raise
         self.outbox.ack(resp.acked, hq_time=reply.hq_time, local_time=self.clock())
         return max(0, self.outbox.acked() - before)
 
+    def push_batch(self) -> int:
+        """Push the next batch; returns how many events HQ newly acknowledged (0: nothing waiting)."""
+        batch = self._batch(self.outbox.acked())
+        return 0 if batch is None else self._push(batch)
+
     def push(self, *, max_batches: int | None = None, retry_parked: bool = False) -> PushReport:
-        """Push until the outbox is drained (or `max_batches`); the cursor follows HQ's acks."""
+        """Push until the outbox is drained (or `max_batches`); the cursor follows HQ's acks.
+
+        One batch is in flight at a time (HQ refuses a batch that does not start right after
+        what it holds); the next body is read, encoded and compressed in a second thread
+        meanwhile, from the sequence the batch in flight ends at. If HQ acknowledges anything
+        else, that body is dropped and the next one is built from HQ's acknowledgement.
+        """
         if self.outbox.parked() is not None:
             if not retry_parked:
                 raise errors.Parked(f"pushing is parked: {self.outbox.parked()}")
             self.outbox.unpark()
+        start = time.perf_counter()
         pushed = batches = 0
-        while max_batches is None or batches < max_batches:
-            n = self.push_batch()
-            if n == 0:
-                break
-            pushed += n
-            batches += 1
+        with ThreadPoolExecutor(1, thread_name_prefix="tillstamp-push") as pool:
+            nxt = pool.submit(self._batch, self.outbox.acked())
+            while max_batches is None or batches < max_batches:
+                batch = nxt.result()
+                if batch is None:
+                    break
+                nxt = pool.submit(self._batch, batch.last)
+                n = self._push(batch)
+                if n == 0:
+                    break
+                pushed += n
+                batches += 1
+                if self.outbox.acked() != batch.last:  # HQ holds something else: rebuild from its ack
+                    nxt.result()
+                    nxt = pool.submit(self._batch, self.outbox.acked())
         acked = self.outbox.acked()
-        return PushReport(pushed, acked, max(0, self.outbox.last_seq() - acked), batches)
+        return PushReport(pushed, acked, max(0, self.outbox.last_seq() - acked), batches,
+                          time.perf_counter() - start)
 
     # -- pull ---------------------------------------------------------------------------
 

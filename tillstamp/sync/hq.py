@@ -6,7 +6,6 @@ functions the tills use, so HQ and tills agree on what the events mean.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import secrets
 from collections.abc import Callable, Mapping
@@ -14,11 +13,12 @@ from typing import Any
 
 from ..loyalty import events as ev
 from ..loyalty import tokens
-from ..loyalty.events import Event, canonical, derived_id
+from ..loyalty.events import Event, derived_id
 from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import balance, tier_at
 from . import protocol as p
-from .hq_store import HQ_TERMINAL, EnrollRefused, HqStore, StagedEvent, TerminalRow
+from .hq_store import HQ_TERMINAL, BadChain, EnrollRefused, HqStore, TerminalRow
+from .wire import WireBatch, WireError, decode_events, decode_push
 
 
 class AuthFailed(Exception):
@@ -130,32 +130,34 @@ class Hq:
     # -- push ---------------------------------------------------------------------------
 
     def push(self, term: TerminalRow, req: p.PushRequest) -> p.PushResponse:
+        """Ingest a batch given as a model (tests, tools); the app uses `push_raw`."""
+        events = decode_events([w.model_dump() for w in req.events])
+        return self.ingest(term, WireBatch(events, [m.model_dump() for m in req.members], req.hash))
+
+    def push_raw(self, term: TerminalRow, raw: bytes) -> p.PushResponse:
+        """Ingest a push body as received (inflated): one json.loads, a typed check per event."""
+        try:
+            batch = decode_push(raw)
+        except WireError as e:
+            raise BadBatch(str(e)) from None
+        return self.ingest(term, batch)
+
+    def ingest(self, term: TerminalRow, batch: WireBatch) -> p.PushResponse:
         """Ingest a batch: only this terminal's own events of its own store, in order."""
-        staged = []
-        prev = None
-        for w in req.events:
-            if w.terminal != term.id:
-                raise AuthFailed(403, "other_terminal", f"event {w.id} belongs to terminal {w.terminal}, not {term.id}")
-            if w.store != term.store:
-                raise AuthFailed(403, "other_store", f"event {w.id} is for store {w.store}, terminal is in {term.store}")
-            if prev is not None and w.seq != prev + 1:
-                raise BadBatch(f"events must be in sequence without holes: {prev} then {w.seq}")
-            prev = w.seq
-            if w.kind not in ev.KINDS:
-                raise BadBatch(f"event {w.id}: unknown kind {w.kind!r}")
-            data = w.model_dump()
-            try:
-                e = Event.from_wire(data)
-            except ValueError as err:
-                raise BadBatch(f"event {w.id}: {err}") from None
-            wire = e.to_wire()
-            staged.append(StagedEvent(
-                id=e.id, terminal=e.terminal, store=e.store, seq=e.seq, kind=e.kind, member=e.member,
-                at=wire["at"], stamps=e.stamps, ref=e.ref, body=canonical(e.body).decode(),
-                digest=hashlib.sha256(canonical(wire)).hexdigest(),
-            ))
-        members = [m.model_dump() for m in req.members]
-        result = self.store.ingest(term.id, staged, members, self.clock(), self._compensate)
+        events = batch.events
+        prev = events[0].seq - 1
+        for e in events:
+            if e.terminal != term.id:
+                raise AuthFailed(403, "other_terminal", f"event {e.id} belongs to terminal {e.terminal}, not {term.id}")
+            if e.store != term.store:
+                raise AuthFailed(403, "other_store", f"event {e.id} is for store {e.store}, terminal is in {term.store}")
+            if e.seq != prev + 1:
+                raise BadBatch(f"events must be in sequence without holes: {prev} then {e.seq}")
+            prev = e.seq
+        try:
+            result = self.store.ingest(term.id, events, batch.members, self.clock(), self._compensate, tip=batch.tip)
+        except BadChain as e:
+            raise BadBatch(str(e)) from None
         return p.PushResponse(terminal=term.id, acked=result.acked, inserted=result.inserted,
                               duplicates=result.duplicates, adjustments=len(result.adjustments))
 

@@ -1,9 +1,9 @@
 """HQ storage on PostgreSQL, for a chain with many tills.
 
 Each request borrows a connection from a small pool. Ingest COPYs the batch into a
-per-connection temporary staging table, then moves it with INSERT ... SELECT ... ON
-CONFLICT DO NOTHING (RETURNING what was really inserted): one round trip per step, whatever
-the batch size. The terminal row is locked FOR UPDATE, so pushes of one terminal apply in
+per-connection temporary staging table; the shared SQL of `SqlHqStore` then moves it with
+INSERT ... SELECT ... ON CONFLICT DO NOTHING and derives balances and feed entries from it:
+a handful of statements per batch, whatever its size. The terminal row is locked FOR UPDATE, so pushes of one terminal apply in
 order while different terminals ingest in parallel.
 """
 
@@ -50,8 +50,9 @@ SCHEMA = (
 )
 
 _STAGING = (
-    "CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
-    "member TEXT, at TEXT, stamps BIGINT, ref TEXT, body TEXT, digest TEXT) ON COMMIT DELETE ROWS"
+    ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
+     "member TEXT, at TEXT, stamps BIGINT, ref TEXT, body TEXT, digest TEXT) ON COMMIT DELETE ROWS"),
+    "CREATE TEMP TABLE IF NOT EXISTS touched (member TEXT PRIMARY KEY) ON COMMIT DELETE ROWS",
 )
 
 
@@ -74,7 +75,8 @@ class PgHqStore(SqlHqStore):
 
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self.url, autocommit=True)
-        conn.execute(_STAGING)
+        for sql in _STAGING:
+            conn.execute(sql)
         self._all.append(conn)
         return conn
 
@@ -115,17 +117,10 @@ class PgHqStore(SqlHqStore):
     def _any(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]
 
-    def _stage_and_insert(self, c: Any, rows: Sequence[StagedEvent]) -> list[tuple[str | None, int]]:
-        cols = ", ".join(EVENT_COLS)
-        with c.copy(f"COPY staging ({cols}) FROM STDIN") as copy:
+    def _stage(self, c: Any, rows: Sequence[StagedEvent]) -> None:
+        with c.copy(f"COPY staging ({', '.join(EVENT_COLS)}) FROM STDIN") as copy:
             for r in rows:
-                copy.write_row(r.row())
-        c.execute("INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest FROM staging")
-        c.execute(f"INSERT INTO events({cols}) SELECT {cols} FROM staging ORDER BY seq "
-                  "ON CONFLICT(id) DO NOTHING RETURNING member, stamps")
-        out = c.fetchall()
-        c.execute("DELETE FROM staging")  # ON COMMIT also empties it; a second batch in one tx must not see these
-        return out
+                copy.write_row(r)
 
     def _upsert_feed(self, c: Any, rows: Sequence[tuple[str, int, str, str, str]]) -> None:
         # One statement for the whole batch instead of a round trip per member.
@@ -136,13 +131,3 @@ class PgHqStore(SqlHqStore):
             "kind = excluded.kind, payload = excluded.payload, at = excluded.at",
             [list(col) for col in cols],
         )
-
-    def _add_balances(self, c: Any, deltas: dict[str, int]) -> dict[str, int]:
-        members = sorted(deltas)
-        c.execute(
-            "INSERT INTO balances(member, balance) SELECT m, d FROM unnest(%s::text[], %s::bigint[]) AS t(m, d) "
-            "ORDER BY m ON CONFLICT(member) DO UPDATE SET balance = balances.balance + excluded.balance "
-            "RETURNING member, balance",
-            (members, [deltas[m] for m in members]),
-        )
-        return {r[0]: int(r[1]) for r in c.fetchall()}

@@ -61,8 +61,9 @@ SCHEMA = (
 )
 
 _STAGING = (
-    "CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq INTEGER, kind TEXT, "
-    "member TEXT, at TEXT, stamps INTEGER, ref TEXT, body TEXT, digest TEXT)"
+    ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq INTEGER, kind TEXT, "
+     "member TEXT, at TEXT, stamps INTEGER, ref TEXT, body TEXT, digest TEXT)"),
+    "CREATE TEMP TABLE IF NOT EXISTS touched (member TEXT PRIMARY KEY)",
 )
 
 
@@ -78,7 +79,8 @@ class SqliteHqStore(SqlHqStore):
         self._lock = threading.RLock()
         with self._lock:
             migrations.apply(Database(self.conn))
-            self.conn.execute(_STAGING)
+            for sql in _STAGING:
+                self.conn.execute(sql)
 
     def close(self) -> None:
         """Close the connection."""
@@ -96,23 +98,7 @@ class SqliteHqStore(SqlHqStore):
                 raise
             c.execute("COMMIT")
 
-    def _stage_and_insert(self, c: Any, rows: Sequence[StagedEvent]) -> list[tuple[str | None, int]]:
-        cols = ", ".join(EVENT_COLS)
+    def _stage(self, c: Any, rows: Sequence[StagedEvent]) -> None:
         c.execute("DELETE FROM staging")
-        c.executemany(f"INSERT INTO staging({cols}) VALUES ({', '.join('?' * len(EVENT_COLS))})",
-                      [r.row() for r in rows])
-        c.execute("INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest FROM staging")
-        # WHERE true: SQLite needs it to parse ON CONFLICT after INSERT ... SELECT.
-        out = c.execute(f"INSERT INTO events({cols}) SELECT {cols} FROM staging WHERE true ORDER BY seq "
-                        "ON CONFLICT(id) DO NOTHING RETURNING member, stamps").fetchall()
-        c.execute("DELETE FROM staging")
-        return out
-
-    def _add_balances(self, c: Any, deltas: dict[str, int]) -> dict[str, int]:
-        out = {}
-        for member in sorted(deltas):
-            row = c.execute("INSERT INTO balances(member, balance) VALUES (?, ?) ON CONFLICT(member) "
-                            "DO UPDATE SET balance = balance + excluded.balance RETURNING balance",
-                            (member, deltas[member])).fetchone()
-            out[member] = int(row[0])
-        return out
+        c.executemany(f"INSERT INTO staging({', '.join(EVENT_COLS)}) VALUES ({', '.join('?' * len(EVENT_COLS))})",
+                      rows)

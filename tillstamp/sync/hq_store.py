@@ -13,9 +13,10 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..loyalty.events import Event, canonical
+from .wire import Incoming, chain
 
 HQ_TERMINAL = "HQ"
 EVENT_COLS = ("id", "terminal", "store", "seq", "kind", "member", "at", "stamps", "ref", "body", "digest")
@@ -54,6 +55,12 @@ class EnrollRefused(HqStoreError):
     code = "enroll_refused"
 
 
+class BadChain(HqStoreError):
+    """The pushed events do not hash to the ledger hash the till sent: nothing is stored."""
+
+    code = "bad_chain"
+
+
 class CursorGone(HqStoreError):
     """The pull cursor is older than the feed keeps."""
 
@@ -73,9 +80,9 @@ class TerminalRow:
     quarantined: bool
 
 
-@dataclass(frozen=True)
-class StagedEvent:
-    """A validated event ready to store; `body` is canonical JSON, `digest` its content hash."""
+class StagedEvent(NamedTuple):
+    """An event ready to store, in EVENT_COLS order; `body` is canonical JSON, `digest` the
+    till's ledger hash for its position (see `wire`). A tuple, so it is its own row."""
 
     id: str
     terminal: str
@@ -91,7 +98,7 @@ class StagedEvent:
 
     def row(self) -> tuple[Any, ...]:
         """Values in EVENT_COLS order."""
-        return tuple(getattr(self, c) for c in EVENT_COLS)
+        return tuple(self)
 
 
 @dataclass
@@ -138,8 +145,8 @@ class HqStore(Protocol):
     def terminals(self) -> list[TerminalRow]: ...
     def note_request(self, terminal_id: str, nonce: str, time_ms: int, now: dt.datetime,
                      offset_s: float, window_s: int) -> bool: ...
-    def ingest(self, terminal_id: str, events: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
-               now: dt.datetime, compensate: Compensate) -> IngestResult: ...
+    def ingest(self, terminal_id: str, events: Sequence[Incoming], members: Sequence[dict[str, Any]],
+               now: dt.datetime, compensate: Compensate, *, tip: str | None = None) -> IngestResult: ...
     def feed_page(self, terminal_id: str, cursor: int, limit: int) -> FeedPage: ...
     def put_feed(self, kind: str, key: str, payload: dict[str, Any], now: dt.datetime) -> int: ...
     def publish_program(self, source: dict[str, Any], now: dt.datetime) -> int: ...
@@ -181,10 +188,8 @@ class SqlHqStore:
         raise NotImplementedError
         yield
 
-    def _stage_and_insert(self, c: Any, rows: Sequence[StagedEvent]) -> list[tuple[str | None, int]]:
-        raise NotImplementedError  # pragma: no cover
-
-    def _add_balances(self, c: Any, deltas: dict[str, int]) -> dict[str, int]:
+    def _stage(self, c: Any, rows: Sequence[StagedEvent]) -> None:
+        """Put the batch in the (empty) temporary `staging` table: the one backend-specific bulk step."""
         raise NotImplementedError  # pragma: no cover
 
     def _any(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
@@ -295,29 +300,38 @@ class SqlHqStore:
 
     # -- ingest --------------------------------------------------------------------------
 
-    def ingest(self, terminal_id: str, events: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
-               now: dt.datetime, compensate: Compensate) -> IngestResult:
-        """Apply one batch in one transaction: idempotent on (terminal, seq), gaps refused."""
+    def ingest(self, terminal_id: str, events: Sequence[Incoming], members: Sequence[dict[str, Any]],
+               now: dt.datetime, compensate: Compensate, *, tip: str | None = None) -> IngestResult:
+        """Apply one batch in one transaction: idempotent on (terminal, seq), gaps refused.
+
+        Each position's digest is the till's ledger hash, chained from the digest HQ holds
+        for the position before the batch; `tip` (the till's hash of the last event), when
+        sent, must equal the end of that chain, or nothing is stored (BadChain).
+        """
         quarantined: list[int] = []
+        first, last = events[0].seq, events[-1].seq
         with self._tx() as c:
             row = self._x(c, "SELECT acked, quarantined FROM terminals WHERE id = ?" + self.FOR_UPDATE,
                           (terminal_id,)).fetchone()
             acked, blocked = int(row[0]), bool(row[1])
             if blocked:
                 raise QuarantineError(terminal_id, [])
-            if events[0].seq > acked + 1:
+            if first > acked + 1:
                 raise GapError(acked + 1)
-            old = [e for e in events if e.seq <= acked]
-            if old:
-                held = dict(self._x(c, "SELECT seq, digest FROM positions WHERE terminal = ? AND seq BETWEEN ? AND ?",
-                                    (terminal_id, old[0].seq, old[-1].seq)).fetchall())
-                bad = [e for e in old if held.get(e.seq) != e.digest]
-                if bad:
-                    self._quarantine(c, terminal_id, bad, held, now)
-                    quarantined = [e.seq for e in bad]
-            if not quarantined:
-                result = self._apply(c, terminal_id, [e for e in events if e.seq > acked], members, now, compensate)
-                result.duplicates += len(old)
+            held = dict(self._x(c, "SELECT seq, digest FROM positions WHERE terminal = ? AND seq BETWEEN ? AND ?",
+                                (terminal_id, first - 1, min(last, acked))).fetchall()) if first <= acked + 1 else {}
+            digests = chain(held.get(first - 1, ""), [e.content for e in events])
+            if tip is not None and digests[-1] != tip:
+                raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{last})")
+            n_old = max(0, min(last, acked) - first + 1)
+            bad = [i for i in range(n_old) if held.get(events[i].seq) != digests[i]]
+            if bad:
+                self._quarantine(c, terminal_id, [_staged(events[i], digests[i]) for i in bad], held, now)
+                quarantined = [events[i].seq for i in bad]
+            else:
+                new = [_staged(e, d) for e, d in zip(events[n_old:], digests[n_old:], strict=True)]
+                result = self._apply(c, terminal_id, new, members, now, compensate)
+                result.duplicates += n_old
                 result.acked = max(acked, result.acked)
         if quarantined:  # committed above: the evidence is kept, then the push is refused
             raise QuarantineError(terminal_id, quarantined)
@@ -325,8 +339,7 @@ class SqlHqStore:
 
     def _quarantine(self, c: Any, terminal_id: str, bad: Sequence[StagedEvent], held: dict[int, str],
                     now: dt.datetime) -> None:
-        rows = [(terminal_id, e.seq, held.get(e.seq), canonical(dict(zip(EVENT_COLS, e.row(), strict=True))).decode(),
-                 _iso(now)) for e in bad]
+        rows = [(terminal_id, e.seq, held.get(e.seq), canonical(e._asdict()).decode(), _iso(now)) for e in bad]
         self._many(c, "INSERT INTO quarantine(terminal, seq, held_digest, received, at) VALUES (?, ?, ?, ?, ?)", rows)
         self._x(c, "UPDATE terminals SET quarantined = 1 WHERE id = ?", (terminal_id,))
         self._alert(c, "quarantine", terminal_id, None,
@@ -339,18 +352,30 @@ class SqlHqStore:
 
     def _apply(self, c: Any, terminal_id: str, new: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
                now: dt.datetime, compensate: Compensate) -> IngestResult:
+        """Store new events with set operations over `staging`: a handful of statements per batch."""
         if not new:
             return IngestResult(acked=0)
-        inserted = self._stage_and_insert(c, new)
-        deltas: dict[str, int] = {}
-        for member, stamps in inserted:
-            if member:
-                deltas[member] = deltas.get(member, 0) + int(stamps)
-        touched = sorted({e.member for e in new if e.member} | {m["id"] for m in members})
-        erased: set[str] = set()
-        if touched:
-            cond, params = self._any("member", touched)
-            erased = {r[0] for r in self._x(c, f"SELECT member FROM erasures WHERE {cond}", params).fetchall()}
+        self._stage(c, new)
+        cols = ", ".join(EVENT_COLS)
+        self._x(c, "INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest "
+                   "FROM staging")
+        # WHERE true: SQLite needs it to parse ON CONFLICT after INSERT ... SELECT.
+        inserted = self._x(c, f"INSERT INTO events({cols}) SELECT {cols} FROM staging WHERE true ORDER BY seq "
+                              "ON CONFLICT(id) DO NOTHING").rowcount
+        # Only events really inserted move balances: an id kept from another terminal's copy
+        # is stored under that terminal's position, so the join on (id, terminal, seq) skips it.
+        balances = self._x(
+            c, "INSERT INTO balances(member, balance) SELECT s.member, sum(s.stamps) FROM staging s "
+               "JOIN events e ON e.id = s.id AND e.terminal = s.terminal AND e.seq = s.seq "
+               "WHERE s.member IS NOT NULL GROUP BY s.member ORDER BY s.member "
+               "ON CONFLICT(member) DO UPDATE SET balance = balances.balance + excluded.balance "
+               "RETURNING member, balance").fetchall() if inserted else []
+        pii = sorted({m["id"] for m in members})
+        erased: set[str] = {r[0] for r in self._x(
+            c, "SELECT member FROM erasures WHERE member IN (SELECT member FROM staging)").fetchall()}
+        if pii:
+            cond, params = self._any("member", pii)
+            erased |= {r[0] for r in self._x(c, f"SELECT member FROM erasures WHERE {cond}", params).fetchall()}
         live = [m for m in members if m["id"] not in erased]
         self._many(c, "INSERT INTO members(id, phone, name, email, birthday, origin, enrolled_at, updated_at) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -359,19 +384,37 @@ class SqlHqStore:
                       "birthday = coalesce(excluded.birthday, members.birthday), updated_at = excluded.updated_at",
                    [(m["id"], m.get("phone"), m.get("name"), m.get("email"), m.get("birthday"),
                      m.get("origin", "till"), m.get("enrolled_at"), _iso(now)) for m in sorted(live, key=lambda m: m["id"])])
-        result = IngestResult(acked=new[-1].seq, inserted=len(inserted), duplicates=len(new) - len(inserted))
-        balances = self._add_balances(c, deltas) if deltas else {}
-        for member in sorted(m for m, b in balances.items() if b < 0):
+        result = IngestResult(acked=new[-1].seq, inserted=inserted, duplicates=len(new) - inserted)
+        for member, bal in sorted(balances):
+            if int(bal) >= 0:
+                continue
             adj = compensate(member, self._member_events(c, member))
             if adj is not None:
                 self._insert_hq_event(c, adj)
-                self._add_balances(c, {member: adj.stamps})
+                self._x(c, "UPDATE balances SET balance = balance + ? WHERE member = ?", (adj.stamps, member))
                 self._alert(c, "overdraft", terminal_id, member, {"deficit": adj.stamps, "event": adj.id}, now)
                 result.adjustments.append(adj)
-        feed = [("member", f"member:{m}", {}) for m in touched if m not in erased]
-        self._feed_put(c, feed, now)
+        self._feed_members(c, [m for m in pii if m not in erased], now)
+        self._x(c, "DELETE FROM staging")  # a second batch in the same transaction must not see these
         self._x(c, "UPDATE terminals SET acked = ? WHERE id = ?", (result.acked, terminal_id))
         return result
+
+    def _feed_members(self, c: Any, extra: Sequence[str], now: dt.datetime) -> None:
+        """A member feed entry for every member the batch touched (from `staging`) and `extra`, unless erased."""
+        self._x(c, "DELETE FROM touched")
+        self._x(c, "INSERT INTO touched(member) SELECT DISTINCT member FROM staging WHERE member IS NOT NULL "
+                   "AND member NOT IN (SELECT member FROM erasures)")
+        self._many(c, "INSERT INTO touched(member) VALUES (?) ON CONFLICT DO NOTHING", [(m,) for m in extra])
+        n = int(self._x(c, "SELECT count(*) FROM touched").fetchone()[0])
+        if not n:
+            return
+        # Taking the counter row last serialises feed writers until commit (see _feed_put).
+        base = self._bump(c, "feed", n) - n
+        self._x(c, "INSERT INTO feed(key, seq, kind, payload, at) "
+                   "SELECT 'member:' || member, ? + row_number() OVER (ORDER BY member), 'member', '{}', ? "
+                   "FROM touched WHERE true ON CONFLICT(key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
+                   "payload = excluded.payload, at = excluded.at", (base, _iso(now)))
+        self._x(c, "DELETE FROM touched")
 
     def _insert_hq_event(self, c: Any, e: Event) -> None:
         seq = self._bump(c, "hq")
@@ -530,6 +573,10 @@ class SqlHqStore:
             rows = self._x(c, "SELECT terminal, seq, held_digest, received, at FROM quarantine ORDER BY id").fetchall()
         return [{"terminal": r[0], "seq": r[1], "held_digest": r[2], "received": json.loads(r[3]), "at": r[4]}
                 for r in rows]
+
+
+def _staged(e: Incoming, digest: str) -> StagedEvent:
+    return StagedEvent(e.id, e.terminal, e.store, e.seq, e.kind, e.member, e.at, e.stamps, e.ref, e.body, digest)
 
 
 def _terminal(r: Sequence[Any]) -> TerminalRow:

@@ -29,7 +29,7 @@ H_NONCE = "X-Tillstamp-Nonce"
 H_SIGNATURE = "X-Tillstamp-Signature"
 H_HQ_TIME = "X-HQ-Time"
 WINDOW_S = 300
-MAX_BATCH_EVENTS = 5000
+MAX_BATCH_EVENTS = 20_000
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 Id = Field(min_length=1, max_length=64)
@@ -67,10 +67,16 @@ class WireMember(BaseModel):
 
 
 class PushRequest(BaseModel):
-    """A batch of one terminal's events in sequence order, with the member rows they changed."""
+    """A batch of one terminal's events in sequence order, with the member rows they changed.
+
+    `hash` is the till's ledger hash of the last event (optional): HQ checks that the events
+    it received chain to it. HQ decodes events with `wire.decode_push`, not with this model,
+    which documents the format (OpenAPI) and builds pushes in tests.
+    """
 
     events: list[WireEvent] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
     members: list[WireMember] = Field(default_factory=list)
+    hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class PushResponse(BaseModel):
