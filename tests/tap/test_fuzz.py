@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,13 +74,14 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
-def run_session(chunks: list[bytes], record: Any, gaps: bool = False) -> tuple[bytes, list[JobReport]]:
+def run_session(chunks: list[bytes], record: Any, gaps: bool = False,
+                stall: float = 30.0) -> tuple[bytes, list[JobReport]]:
     printer = MemoryPrinter()
     reports: list[JobReport] = []
     handler = ReceiptHandler(TEMPLATES, record, width=32, record_timeout=2.0)
     session = Session(ScriptedPos(chunks, gaps), lambda: printer, handler,
                       on_job=lambda r, raw, out: reports.append(r), new_job_id=lambda: "j",
-                      stop=threading.Event(), settings=SessionSettings(cut_idle=0, idle=0))
+                      stop=threading.Event(), settings=SessionSettings(cut_idle=0, idle=0, stall=stall))
     try:
         session.run()
     finally:
@@ -248,3 +250,27 @@ def test_stretch_lengths_are_the_exact_walkers():
         for _ in range(20):
             args = bytes(rnd.randrange(256) for _ in range(16))
             assert framing.measure(bytes([lead, c]) + args, 0) == framing._LENGTHS[code], hex(code)
+
+
+@pytest.mark.parametrize("split", [1, 2])
+def test_a_pause_inside_a_cut_does_not_end_the_job_there(split):
+    # The POS writes GS | V 0 with a pause between: the job may not end mid-command, or the
+    # rest of the cut would open the next job and the sample's block would land before it.
+    data = b"\x1dV\x00" + SAMPLE.read_bytes()
+    printed, reports = run_session(chunked(data, [split]), claim, gaps=True)
+    cut = next(m.offset for m in frame(data, [data], 0)[0] if m.kind == "cut" and m.offset >= 3)
+    assert any(r.inserted for r in reports)
+    assert printed.startswith(data[:cut]) and printed.endswith(data[cut:])
+
+
+def test_a_job_stalled_inside_a_command_ends_after_the_stall_and_loses_nothing():
+    # Stalled for good inside a raster image header: the job ends anyway, every byte is
+    # forwarded, and the next job is framed from a clean start.
+    stalled = b"\x1b@Hello\n\x1dv0"
+    data = stalled + b"\x1b@" + SAMPLE.read_bytes()
+    printed, reports = run_session(chunked(data, [len(stalled)]), claim, gaps=True, stall=0)
+    assert len(reports) == 2 and not reports[0].inserted and reports[1].inserted
+    cut = len(stalled) + 2 + next(m.offset for m in frame(SAMPLE.read_bytes(), [SAMPLE.read_bytes()], 0)[0]
+                                  if m.kind == "cut")
+    assert printed.startswith(data[:cut]) and printed.endswith(data[cut:])
+    assert len(printed) > len(data)  # the sample's block went in, nothing was dropped

@@ -79,6 +79,18 @@ class Framer:
         """Printable text came after the last cut."""
         return self.last_text > self.last_cut
 
+    @property
+    def mid_command(self) -> bool:
+        """A command's header or data is only partly here: a job cannot end inside it."""
+        return self.pos < self._base + len(self._buf) or self._skip_to > self.pos
+
+    def abandon_command(self) -> None:
+        """Forget a partial command (the POS gave up in the middle): what follows is new."""
+        self.pos = self._base + len(self._buf)
+        self._skip_to = self.pos
+        del self._buf[:]
+        self._base = self.pos
+
     def feed(self, chunk: bytes) -> tuple[int, list[Mark]]:
         """Classify `chunk`; returns (offset before which every command is complete, marks)."""
         self._buf += chunk

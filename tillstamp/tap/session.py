@@ -44,6 +44,7 @@ class SessionSettings:
 
     cut_idle: float = 0.3  # silence after a cut that ends the job
     idle: float = 5.0  # silence that ends a job without a cut
+    stall: float = 30.0  # silence inside a command before the job is ended anyway
     poll: float = 0.05  # how often an idle session looks at the clock and the stop flag
     linger: float = 1.0  # after the POS closes, how long printer answers are still relayed
     max_job_bytes: int = 32_000_000  # beyond this a job is forwarded raw, not read
@@ -257,7 +258,14 @@ class Session:
             return
         after_cut = job.cuts > 0 and not self.framer.text_since_cut
         limit = self.settings.cut_idle if after_cut else self.settings.idle
+        # A POS may pause inside a command (a cut split across two writes): ending the job
+        # there would carry the rest of the command into the next job and misplace its block.
+        stuck = self.framer.mid_command
+        if stuck:
+            limit = max(limit, self.settings.stall)
         if self.clock() - job.last_at >= limit:
+            if stuck:
+                self.framer.abandon_command()
             self._end_job()
 
     # -- bytes out ----------------------------------------------------------------------
