@@ -9,10 +9,13 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tillstamp.drivers.receipt import Receipt
 
 from tillstamp.drivers.errors import DeviceConfigError, DeviceError, DeviceUnavailable
 from tillstamp.drivers.events import ScanEvent, StateEvent
-from tillstamp.drivers.receipt import ExpiringStamps, MissionProgress, Receipt, SaleLine
 
 Subparsers = argparse._SubParsersAction  # argparse exposes no public name for it
 
@@ -137,6 +140,9 @@ def cmd_print_preview(args: argparse.Namespace) -> int:
 
 
 def sample_receipt(width: int = 48) -> Receipt:
+    # Imported here: python-escpos takes ~0.3 s to load, which every other command would pay.
+    from tillstamp.drivers.receipt import ExpiringStamps, MissionProgress, Receipt, SaleLine
+
     """A sample receipt exercising every section (accents, card, tier, missions, QR)."""
 
     at = datetime.now(timezone(timedelta(hours=7)))

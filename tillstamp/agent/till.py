@@ -7,13 +7,16 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 from ..loyalty.program import Program, load_program
 from .config import CONFIG_NAME, ConfigError, TillConfig, load_config, render_config
 from .keys import Keys
 from .service import Service
 from .store import Store, open_store
-from .sync_store import SyncStore, attach_sync
+
+if TYPE_CHECKING:
+    from .sync_store import SyncStore
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Till:
         """Close the database."""
         self.store.close()
 
-    def __enter__(self) -> Till:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,7 +59,12 @@ def open_till(data: Path, *, clock: Callable[[], dt.datetime] | None = None, con
         store, program, keys, store_id=cfg.store, terminal_id=cfg.terminal,
         daily_receipts=cfg.daily_receipts, **kwargs,
     )
-    sync = attach_sync(store, service, keys, cfg.hq_url)
+    sync = None
+    if cfg.hq_url:
+        # Imported only for an enrolled till: the sync client pulls in requests and tenacity.
+        from .sync_store import attach_sync
+
+        sync = attach_sync(store, service, keys, cfg.hq_url)
     return Till(cfg, store, service.program, keys, service, sync)
 
 

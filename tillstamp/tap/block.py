@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from escpos.printer import Dummy
-
 from tillstamp.drivers.text import choose_codepage
 
 # ESC ! 0, GS ! 0, ESC E 0, ESC - 0, ESC a 0, ESC t 0: every setting the block may touch.
@@ -55,6 +53,9 @@ def render_block(result: Mapping[str, Any], *, language: str = "id", width: int 
     lines = block_lines(result, language)
     if lines is None:
         return b""
+    # Imported here: python-escpos takes ~0.3 s to load, which `tap parse` does not need.
+    from escpos.printer import Dummy
+
     printer = Dummy()
     page = choose_codepage(printer.profile.profile_data.get("codePages"))
     raw = printer._raw  # Dummy has no public raw write (see drivers.receipt)

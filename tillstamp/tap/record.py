@@ -3,16 +3,13 @@
 The tap never holds a Service itself. `tillstamp tap run` passes `service_record(service)`,
 which the tap's single worker thread calls one at a time; the agent passes a callable that
 hands the same function to its writer thread (`lambda d: rt.writer.call(rec, d)`).
-`MemberWindow` is "who was scanned at this till in the last N seconds" for a runtime that
-wants the tap's own window rather than its last-scan memory.
+"Who was scanned at this till just now" is the runtime's `LastScan` (its `peek` and
+`take`), passed in as callables, so the agent has one memory of the last scan.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from tillstamp.loyalty.sale import Sale, parse_sale
@@ -37,32 +34,3 @@ def service_record(service: SaleService) -> Record:
         return service.record_sale(parse_sale(sale, now=service.now())).to_dict()
 
     return record
-
-
-class MemberWindow:
-    """The member identified at this till within the last `window_s` seconds, if any."""
-
-    def __init__(self, window_s: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window_s = window_s
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._member: str | None = None
-        self._at = 0.0
-
-    def seen(self, member: str) -> None:
-        """A member QR was scanned now."""
-        with self._lock:
-            self._member, self._at = member, self.clock()
-
-    def __call__(self) -> str | None:
-        """The member, while the scan is recent enough."""
-        with self._lock:
-            if self._member is not None and self.clock() - self._at > self.window_s:
-                self._member = None
-            return self._member
-
-    def take(self, member: str) -> None:
-        """Forget the member once a receipt used it."""
-        with self._lock:
-            if self._member == member:
-                self._member = None
