@@ -26,8 +26,11 @@ class Clock:
 
 
 
-def sale_dict(receipt: str, *, member: str | None = None, at: str | None = None, lines=None) -> dict:
-    """A valid sale as the POS sends it."""
+MONDAY_9AM = "2026-11-23T09:00:00+07:00"  # outside every bonus window of the example program
+
+
+def sale_dict(receipt: str, *, member: str | None = None, at: str | None = MONDAY_9AM, lines=None) -> dict:
+    """A valid sale as the POS sends it; a fixed time by default, so no test depends on the hour."""
     lines = lines or [{"sku": "KOPI-SUSU", "name": "Es Kopi Susu", "category": "coffee", "qty": 2, "price": 25000}]
     d = {"receipt": receipt, "lines": lines, "total": sum(ln["qty"] * ln["price"] for ln in lines)}
     if member:

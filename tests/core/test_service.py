@@ -132,7 +132,7 @@ def test_expired_stamps_cannot_be_redeemed(service, budi, clock):
     assert service.view(budi.id).balance == 0
     assert service.store.balance(budi.id) == 6
     # ...and the next write for the member writes it off as an event.
-    record(service, sale_dict("R-0009", member=budi.id))
+    record(service, sale_dict("R-0009", member=budi.id, at=None))
     assert [e.stamps for e in service.store.member_events(budi.id) if e.kind == "stamps.expired"] == [-6]
     assert service.store.balance(budi.id) == 3
     assert ledger.verify(service.store).ok

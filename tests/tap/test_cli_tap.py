@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -107,7 +108,9 @@ def test_tap_run_bad_listen_exits_2(data_dir, capsys):
 
 def test_tap_section_starts_the_tap_for_the_agent(data_dir, printer):
     cfg_file = data_dir / "tillstamp.toml"
-    cfg_file.write_text(cfg_file.read_text() + f'\n[tap]\nlisten = "tcp://127.0.0.1:0"\n'
+    # `init` may already write a [tap] table (listen empty: off); replace it with ours.
+    text = re.sub(r"(?ms)^\[tap\]\n.*?(?=^\[|\Z)", "", cfg_file.read_text())
+    cfg_file.write_text(text + f'\n[tap]\nlisten = "tcp://127.0.0.1:0"\n'
                         f'printer = "{printer.url}"\ntemplate = "struk-id"\nmember_window_s = 60\n')
     cfg = load_config(data_dir)
     jobs: list[dict] = []

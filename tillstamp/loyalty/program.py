@@ -79,9 +79,7 @@ class Bonus:
         t = local.time().replace(tzinfo=None)
         if self.start_time and t < self.start_time:
             return False
-        if self.end_time and t >= self.end_time:
-            return False
-        return True
+        return not (self.end_time and t >= self.end_time)
 
 
 @dataclass(frozen=True)
