@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from agent.kit import free_port, make_till, sale, wait_for
+from tillstamp.drivers.escpos_decode import decode
 from tillstamp.pos_plugin.client import TillClient
 
 TILLSTAMP = [str(Path(sys.executable).parent / "tillstamp")]
@@ -75,6 +76,12 @@ def test_sigkill_during_a_sale_stream_loses_no_acknowledged_sale(tmp_path: Path)
     counts = _ledger_sales(data)
     assert acked and all(counts[r] == 1 for r in acked), "an acknowledged sale is missing or doubled"
     assert all(c == 1 for c in counts.values())
+    # Receipts are spooled after the answer; one more start prints what a kill left due.
+    proc = _start(data, port)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    printed = {t.split()[1] for t in decode((data / "receipts.bin").read_bytes()).text if t.startswith("No ")}
+    assert set(acked) <= printed, "an acknowledged sale's receipt was lost"
     verify = subprocess.run([*TILLSTAMP, "--data", str(data), "ledger", "verify"], check=False,
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.kit import make_till, sale
-from tillstamp.agent.receipts import build_receipt, card_text
+from tillstamp.agent.receipts import build_receipt, card_text, mission_text
 from tillstamp.agent.runtime import EventHub, LastScan, RuntimeStopped, Subscription, Writer
 from tillstamp.agent.till import open_till
 from tillstamp.drivers.escpos_decode import decode
@@ -74,6 +74,19 @@ def test_receipt_of_a_member_sale_and_of_a_guest_sale(tmp_path: Path) -> None:
         again = decode(render_receipt(build_receipt(svc, r2.key, store_name="Kopi Senja", language="en")))
         assert "Scan untuk klaim 3 stempel" in first.text and "Scan to claim 3 stamps" in again.text
         assert first.qr == again.qr == [r2.claim]  # a reprint carries the very same claim QR
+
+
+def test_a_spend_mission_prints_in_rupiah(tmp_path: Path) -> None:
+    with _till(tmp_path) as till:
+        svc = till.service
+        m = svc.enroll("0812-1111-2222", "Rina")
+        r = svc.record_sale(parse_sale(sale("R1", member=m.id, qty=4), now=svc.now()))
+        text = decode(render_receipt(build_receipt(svc, r.key, store_name="Kopi Senja", result=r),
+                                     width=32)).text
+        assert "- Belanja Rp 500.000 sebulan" in text  # too long for one line with its progress:
+        assert "Rp 100.000 / Rp 500.000".rjust(32) in text  # the name above, the progress below
+    assert mission_text("spend_target", 162000, 500000) == "Rp 162.000 / Rp 500.000"
+    assert mission_text("visits_in_week", 1, 3) == "1/3"
 
 
 def test_card_text() -> None:

@@ -60,6 +60,9 @@ def test_panel_follows_scans_enrols_and_redeems(agent, page, tmp_path: Path) -> 
     expect(page.locator("#member")).to_contain_text("baru discan")
     expect(page.locator("#member .card")).to_contain_text("/10")
     expect(page.locator(".sales")).to_contain_text("Rp 100.000")
+    expect(page.locator(".missions")).to_contain_text("Rp 300.000 / Rp 500.000")  # spend, in Rupiah
+    expect(page.locator(".devices")).to_contain_text("tidak dipasang")  # device states speak Indonesian
+    expect(page.locator(".devices")).not_to_contain_text("open")
     assert card
 
     # Redeem a reward with the button; the balance drops by its cost.
@@ -72,6 +75,7 @@ def test_panel_follows_scans_enrols_and_redeems(agent, page, tmp_path: Path) -> 
     page.click("nav.lang >> text=EN")
     expect(page.locator("#member")).to_contain_text("just scanned")
     expect(page.locator("aside h2")).to_have_text("Enrol a new member")
+    expect(page.locator(".devices")).to_contain_text("not fitted")
     shots = os.environ.get("TILLSTAMP_SCREENSHOTS")
     page.screenshot(path=str(Path(shots) / "panel-en.png") if shots else str(tmp_path / "panel-en.png"),
                     full_page=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import COMMON, Parser, UsageError, emit
-from .config import data_dir, load_config
+from .config import ConfigError, TillConfig, data_dir, load_config
 
 log = logging.getLogger("tillstamp.agent")
 
@@ -55,6 +55,7 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     listen = args.listen or cfg.listen
     host, _ = parse_listen(listen)
     check_bind(host, cfg.api_key)  # before any device starts or anything listens
+    check_tap(cfg)
     configure_logging(data, logging.DEBUG if args.verbose else logging.INFO)
     rt = setup(AgentOptions(data=data, config=config, listen=listen))
     try:
@@ -68,6 +69,19 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
     finally:
         rt.shutdown()
     return 0
+
+
+def check_tap(cfg: TillConfig) -> None:
+    """Refuse a wrong `[tap]` section before anything starts (ConfigError: exit 2)."""
+    section = cfg.extra.get("tap") or {}
+    if not section.get("listen"):
+        return
+    from tillstamp.tap import TapConfigError, tap_config
+
+    try:
+        tap_config(section, cfg.data, default_printer=cfg.printer, language=cfg.language)
+    except TapConfigError as e:
+        raise ConfigError(f"tillstamp.toml: {e}") from None
 
 
 def cmd_print_reprint(args: argparse.Namespace) -> int:

@@ -122,4 +122,44 @@ api_key = {_q(cfg.api_key)}
 
 [hq]
 url = {_q(cfg.hq_url)}          # head office sync endpoint; empty: this till runs alone
-"""
+
+{_tap_section(cfg.extra.get("tap") or {})}"""
+
+
+# The [tap] keys `tillstamp init` writes, with their defaults and what they mean (docs/TAP.md).
+_TAP_KEYS: tuple[tuple[str, object, str], ...] = (
+    ("printer", "escpos+tcp://192.168.1.50:9100", "the real printer; default: [devices] printer"),
+    ("template", "auto", "a shipped name, a .toml path (relative to this folder), or auto"),
+    ("member_window_s", 120, "a member scanned this recently gets the printed receipt's stamps"),
+    ("width", 48, "32 (58 mm) or 48 (80 mm) columns"),
+    ("offline", "spool", "printer away: spool prints it later; keep only keeps the job"),
+)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    return _q(str(value))
+
+
+LISTEN_HELP = "tcp://0.0.0.0:9100 (the port a network printer listens on) or serial:///dev/ttyS1"
+
+
+def _tap_section(tap: dict[str, Any]) -> str:
+    """The [tap] table: the values set in `tap`, the other keys as commented defaults."""
+    lines = [
+        "[tap]",
+        "# The print tap (docs/TAP.md): the POS prints to the agent, which records each receipt's sale",
+        "# and prints the loyalty block into it before forwarding it to the printer. Empty listen: off.",
+        f"listen = {_q(str(tap.get('listen', '')))}    # {LISTEN_HELP}",
+    ]
+    for key, default, why in _TAP_KEYS:
+        if key in tap:
+            lines.append(f"{key} = {_toml_value(tap[key])}    # {why}")
+        else:
+            lines.append(f"# {key} = {_toml_value(default)}    # {why}")
+    known = {"listen", *(k for k, _, _ in _TAP_KEYS)}
+    lines += [f"{key} = {_toml_value(value)}" for key, value in tap.items() if key not in known]
+    return "\n".join(lines) + "\n"

@@ -82,8 +82,21 @@ class Watcher:
         raise DemoError(f"no {what} within {timeout:.0f} s")
 
 
-def _prepare(work: Path, out: Path) -> tuple[Path, dict[str, Any], int, int]:
-    """A till that opened yesterday: Rina is a member with some stamps already."""
+def demo_morning(now: dt.datetime) -> dt.date:
+    """The day of the scripted morning: today once its 08:31 is past in Jakarta, else yesterday
+    (a sale is never dated in the future)."""
+    local = now.astimezone(JAKARTA)
+    return local.date() if local.time() >= dt.time(8, 40) else local.date() - dt.timedelta(days=1)
+
+
+def at(day: dt.date, hhmm: str) -> str:
+    """`HH:MM` on `day` in Jakarta, as the ISO 8601 time a POS sends in a sale's `at`."""
+    hour, minute = map(int, hhmm.split(":"))
+    return dt.datetime.combine(day, dt.time(hour, minute), JAKARTA).isoformat()
+
+
+def _prepare(work: Path, out: Path, day: dt.date) -> tuple[Path, dict[str, Any], int, int]:
+    """A till that opened the day before: Rina is a member with some stamps already."""
     data = work / "till"
     init_till(data, store="JKT-KMG", terminal="KASIR-1", program=EXAMPLE_PROGRAM,
               store_name="Kopi Senja Kemang", printer=f"file://{(out / 'receipts.bin').resolve()}")
@@ -91,10 +104,10 @@ def _prepare(work: Path, out: Path) -> tuple[Path, dict[str, Any], int, int]:
 
     with open_till(data) as till:
         rina = till.service.enroll("0812-1111-2222", "Rina Wijaya", consent=["whatsapp"])
-        yesterday = (dt.datetime.now(JAKARTA) - dt.timedelta(days=1)).replace(hour=8, minute=10)
+        yesterday = day - dt.timedelta(days=1)
         for n in range(2):
             till.service.record_sale(parse_sale({
-                "receipt": f"K-09{n}", "member": rina.id, "at": (yesterday + dt.timedelta(minutes=n)).isoformat(),
+                "receipt": f"K-09{n}", "member": rina.id, "at": at(yesterday, f"08:1{n}"),
                 "lines": [{"sku": "KOPI-SUSU-AREN", "name": "Kopi Susu Aren", "qty": 2, "price": 28000}],
                 "total": 56000}, now=till.service.now()))
         card = till.service.member_card(rina.id)
@@ -108,8 +121,9 @@ def _prepare(work: Path, out: Path) -> tuple[Path, dict[str, Any], int, int]:
     return data, {"rina": rina.id}, master, slave
 
 
-def _script(api: Any, rt: Runtime, watch: Watcher, master: int, people: dict[str, Any]) -> list[str]:
-    """The morning, step by step; returns the story as lines."""
+def _script(api: Any, rt: Runtime, watch: Watcher, master: int, people: dict[str, Any],
+            day: dt.date) -> list[str]:
+    """The morning, step by step; returns the story as lines. Sales carry their scripted time."""
     story: list[str] = []
     line = [{"sku": "KOPI-SUSU-AREN", "name": "Kopi Susu Aren", "qty": 1, "price": 28000}]
 
@@ -118,18 +132,18 @@ def _script(api: Any, rt: Runtime, watch: Watcher, master: int, people: dict[str
 
     scan = watch.wait(lambda e: e["type"] == "scan" and e.get("kind") == "member", "camera scan")
     say(f"07:02 Rina shows her member QR to the camera ({scan['source'].split('://')[0]})")
-    r = api.record_sale({"receipt": "K-0101", "member": "@scan", "lines": line + [
+    r = api.record_sale({"receipt": "K-0101", "at": at(day, "07:03"), "member": "@scan", "lines": line + [
         {"sku": "CROISSANT", "name": "Croissant Mentega", "qty": 1, "price": 22000, "category": "pastry"}],
         "total": 50000})
     say(f"07:03 K-0101 Rp 50.000 for Rina: +{r['stamps_awarded']} stamps, balance {r['balance']}")
     budi = api.enroll(phone="0813-2222-3333", name="Budi Santoso", consent=["whatsapp", "sms"])
     people["budi"] = budi["member"]
     say(f"07:10 Budi enrols at the till (member {budi['member'][-6:]})")
-    r = api.record_sale({"receipt": "K-0102", "member": "0813 2222 3333", "lines": [
+    r = api.record_sale({"receipt": "K-0102", "at": at(day, "07:12"), "member": "0813 2222 3333", "lines": [
         {"sku": "ES-KOPI-SUSU", "name": "Es Kopi Susu", "qty": 3, "price": 25000},
         {"sku": "ROTI-BAKAR", "name": "Roti Bakar", "qty": 1, "price": 18000}], "total": 93000})
     say(f"07:12 K-0102 Rp 93.000 for Budi by phone: +{r['stamps_awarded']} stamps")
-    guest = api.record_sale({"receipt": "K-0103", "lines": [
+    guest = api.record_sale({"receipt": "K-0103", "at": at(day, "07:20"), "lines": [
         {"sku": "V60", "name": "Kopi V60 Gayo", "qty": 2, "price": 35000}], "total": 70000})
     say(f"07:20 K-0103 Rp 70.000, a guest: receipt QR to claim {guest['claim_stamps']} stamps later")
     sari = api.enroll(phone="+62 857 4444 5555", name="Sari Dewi", email="sari@example.id",
@@ -138,7 +152,8 @@ def _script(api: Any, rt: Runtime, watch: Watcher, master: int, people: dict[str
     os.write(master, sari["card"].encode() + b"\r")
     watch.wait(lambda e: e["type"] == "scan" and e.get("member") == sari["member"], "scanner scan")
     say("07:31 Sari enrols and scans her new card at the serial scanner")
-    r = api.record_sale({"receipt": "K-0104", "member": "@scan", "lines": line, "total": 28000})
+    r = api.record_sale({"receipt": "K-0104", "at": at(day, "07:32"), "member": "@scan", "lines": line,
+                         "total": 28000})
     say(f"07:32 K-0104 Rp 28.000 for Sari: +{r['stamps_awarded']} stamps")
     rewards = [x for x in api.rewards(member=people["rina"]) if x.get("can_redeem")]
     red = api.redeem(people["rina"], rewards[0]["id"])
@@ -189,16 +204,16 @@ def run_demo(out: Path | None = None, serve: bool = False, as_json: bool = False
     out.mkdir(parents=True, exist_ok=True)
     (out / "receipts.bin").unlink(missing_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tillstamp-demo-till-"))
-    data, people, master, slave = _prepare(work, out)
+    day = demo_morning(dt.datetime.now(dt.UTC))
+    data, people, master, slave = _prepare(work, out, day)
     rt = Runtime(open_till(data), AgentOptions(data=data, scan_ttl=120))
     watch = Watcher(rt)
     rt.start()
     server = BackgroundServer(rt).start()
     try:
         api = TillClient(server.url)
-        story = _script(api, rt, watch, master, people)
-        if rt.print_queue is not None:
-            rt.print_queue.flush(10)
+        story = _script(api, rt, watch, master, people, day)
+        rt.flush_prints(10)
         health = api.health()
         members = {who: api.member(mid) for who, mid in people.items()}
         if serve:
@@ -209,7 +224,8 @@ def run_demo(out: Path | None = None, serve: bool = False, as_json: bool = False
         os.close(master)
         os.close(slave)
     pngs = _receipts(out)
-    report = {"out": str(out), "data": str(data), "seconds": round(time.monotonic() - started, 1),
+    report = {"out": str(out), "data": str(data), "day": day.isoformat(),
+              "seconds": round(time.monotonic() - started, 1),
               "story": story, "receipts": [p.name for p in pngs], "devices": health["devices"],
               "outbox_waiting": health["outbox"]["waiting"], "members": members}
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -233,7 +249,7 @@ def _print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    console.rule("[bold]Kopi Senja Kemang — pagi ini / this morning")
+    console.rule(f"[bold]Kopi Senja Kemang — pagi {report['day']} / the morning of {report['day']}")
     for text in report["story"]:
         console.print(f"  {text}")
     table = Table(title="Members")

@@ -1,18 +1,34 @@
 """The loyalty receipt of a recorded sale: a drivers `Receipt` built from the ledger and the
-member's view, plus the print-job id that makes a queued receipt print once.
+member's view, the print-job id that makes a queued receipt print once, and the spooler that
+renders and spools receipts off the writer thread.
 
-Everything here reads the store, so it runs on the agent's writer thread like every other
-Service call.
+`build_receipt` reads the store, so it runs on the agent's writer thread like every other
+Service call; `ReceiptSpooler` only renders bytes and writes spool files, on its own thread.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import re
+import threading
+from collections.abc import Callable
 from typing import Literal
 
-from tillstamp.drivers.receipt import ExpiringStamps, MissionProgress, Receipt, SaleLine
+from tillstamp.drivers.errors import DeviceError
+from tillstamp.drivers.receipt import (
+    ExpiringStamps,
+    MissionProgress,
+    Receipt,
+    SaleLine,
+    render_receipt,
+)
+from tillstamp.drivers.spool import PrintQueue
+from tillstamp.drivers.text import format_rupiah
 
 from .service import Refused, SaleResult, Service
+
+log = logging.getLogger("tillstamp.agent")
 
 Language = Literal["id", "en"]
 
@@ -35,6 +51,13 @@ def job_id(kind: str, seq: int, attempt: int = 0) -> str:
     """A print-job id safe for the spool: the sale's ledger seq names its receipt."""
     base = f"{kind}-{seq}"
     return base if attempt == 0 else f"{base}-{attempt}"
+
+
+def mission_text(kind: str, progress: int, target: int) -> str:
+    """A mission's progress as printed and shown: `3/5`, or `Rp 162.000 / Rp 500.000` for spend."""
+    if kind == "spend_target":
+        return f"{format_rupiah(progress)} / {format_rupiah(target)}"
+    return f"{progress}/{target}"
 
 
 def safe_name(text: str) -> str:
@@ -95,6 +118,7 @@ def _member_fields(service: Service, member: str) -> dict[str, object]:
     row = service.store.member(member)
     view = service.view(member)
     zone = service.program.zone
+    kinds = {m.id: m.kind for m in service.program.missions}
     return {
         "member_name": (row.name if row and row.name else member[-6:]),
         "balance": view.balance,
@@ -103,8 +127,112 @@ def _member_fields(service: Service, member: str) -> dict[str, object]:
         "tier": view.tier.name,
         "next_tier": view.next_tier.name if view.next_tier else None,
         "to_next_tier": view.to_next_tier if view.next_tier else None,
-        "missions": tuple(MissionProgress(m.name, m.progress, m.target)
+        "missions": tuple(MissionProgress(m.name, m.progress, m.target,
+                                          mission_text(kinds.get(m.id, ""), m.progress, m.target))
                           for m in view.missions if not m.done and m.progress > 0),
         "expiring": tuple(ExpiringStamps(x.stamps, x.at.astimezone(zone).date()) for x in view.expiring),
     }
 
+
+
+class ReceiptSpooler:
+    """Renders receipts and spools them on its own thread, so no sale waits for the spool's fsyncs.
+
+    `due` is what a crash could lose: sales committed with a receipt promised that is not yet
+    durably in the spool. The runtime stores it (meta `receipts_due`) in each sale's own
+    transaction and again when the spooler goes idle; the next start prints what is left.
+    """
+
+    def __init__(self, print_queue: PrintQueue, *, width: int = 48,
+                 on_error: Callable[[str, str], None] = lambda receipt, error: None,
+                 on_idle: Callable[[], None] = lambda: None, idle_s: float = 1.0) -> None:
+        self.print_queue = print_queue
+        self.width = width
+        self.on_error = on_error
+        self.on_idle = on_idle
+        self.idle_s = idle_s
+        self._q: queue.SimpleQueue[tuple[int | None, str, Receipt] | None] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._due: dict[int, str] = {}  # sale seq -> sale key
+        self._waiting = 0
+        self._thread = threading.Thread(target=self._run, name="tillstamp-receipts", daemon=True)
+
+    def start(self) -> ReceiptSpooler:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    def expect(self, seq: int, key: str) -> None:
+        """Sale `seq` was committed with a receipt promised (call right after its commit)."""
+        with self._cond:
+            self._due[seq] = key
+
+    def forget(self, seq: int) -> None:
+        """Sale `seq` needs no receipt after all (it cannot be drawn)."""
+        with self._cond:
+            self._due.pop(seq, None)
+
+    def due(self) -> list[tuple[int, str]]:
+        """(seq, key) of the committed sales whose receipt is not durably spooled yet."""
+        with self._cond:
+            return sorted(self._due.items())
+
+    def submit(self, seq: int | None, job: str, receipt: Receipt) -> None:
+        """Render and spool `receipt` as print job `job` (of due sale `seq`); returns at once."""
+        with self._cond:
+            self._waiting += 1
+        self._q.put((seq, job, receipt))
+
+    def pending(self) -> int:
+        """Receipts handed over and not yet spooled."""
+        with self._cond:
+            return self._waiting
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted receipt is spooled; False after `timeout` seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._waiting == 0, timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Spool what was submitted, then end the thread."""
+        self._q.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        busy = False
+        while True:
+            try:
+                item = self._q.get(timeout=self.idle_s if busy else None)
+            except queue.Empty:
+                busy = False
+                self.on_idle()  # the due list is short again: let the runtime store it
+                continue
+            if item is None:
+                return
+            busy = True
+            try:
+                self._spool(*item)
+            except Exception:
+                # A bug here must not end the thread: the receipt stays due for the next start.
+                log.exception("receipt job %s failed", item[1])
+            finally:
+                with self._cond:
+                    self._waiting -= 1
+                    self._cond.notify_all()
+
+    def _spool(self, seq: int | None, job: str, receipt: Receipt) -> None:
+        try:
+            self.print_queue.submit(job, render_receipt(receipt, width=self.width))
+        except OSError as e:
+            # The disk refused it: it stays due, so the next start tries again.
+            log.error("receipt %s not spooled: %s", receipt.receipt_no, e)
+            self.on_error(receipt.receipt_no, str(e))
+            return
+        except (DeviceError, ValueError) as e:
+            # Retrying cannot fix a receipt that does not render: report it and move on.
+            log.error("receipt %s not printable: %s", receipt.receipt_no, e)
+            self.on_error(receipt.receipt_no, str(e))
+        if seq is not None:
+            with self._cond:
+                self._due.pop(seq, None)

@@ -6,8 +6,14 @@ Threads, and why each exists:
   wait on a Future; nothing else touches the database.
 - one *reader* thread per scanner/camera (drivers' `DeviceReader`): a scan is handed to the
   writer and never waits for it.
-- the *print queue* worker (drivers' `PrintQueue`): receipts are spooled after the sale is
-  committed, so an unplugged printer never blocks or loses a sale.
+- the *receipt spooler* (`receipts.ReceiptSpooler`): renders a committed sale's receipt and
+  spools it (file write, fsync, rename), so the next sale never waits for those fsyncs. The
+  sale's own transaction lists its receipt as due (meta `receipts_due`); a crash before the
+  spool leaves it listed, and the next start queues it again (at least once, never lost).
+- the *print queue* worker (drivers' `PrintQueue`): prints spooled receipts, so an unplugged
+  printer never blocks or loses a sale.
+- the optional *print tap* (`tillstamp.tap`, with `[tap] listen`): its threads proxy the POS's
+  print jobs; the sales it reads are recorded through the writer like any other.
 - the optional *sync* loop, when `[hq] url` is set and `tillstamp.sync` provides one.
 Nothing starts at import time.
 """
@@ -15,6 +21,7 @@ Nothing starts at import time.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import queue
 import threading
@@ -27,15 +34,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tillstamp.drivers.errors import DeviceConfigError, DeviceError
+from tillstamp.drivers.errors import DeviceConfigError
 from tillstamp.drivers.events import DeviceState, ScanEvent, StateEvent
 
 from ..loyalty import tokens
+from ..loyalty.sale import Sale
+from .receipts import ReceiptSpooler, build_receipt, job_id
+from .service import Refused, SaleResult
 from .till import Till, open_till
 
 log = logging.getLogger("tillstamp.agent")
 T = TypeVar("T")
 SCAN_TTL = 120.0  # seconds a scanned member stays "the last scan at this till"
+RECEIPTS_DUE = "receipts_due"  # meta: [[seq, key], ...] receipts promised, maybe not spooled yet
 
 
 class RuntimeStopped(RuntimeError):
@@ -222,9 +233,13 @@ class Runtime:
         self.devices: dict[str, DeviceStatus] = {}
         self.readers: list[Any] = []
         self.print_queue: Any = None
+        self.receipts: ReceiptSpooler | None = None
+        self.tap: Any = None  # a tillstamp.tap.TapServer when [tap] listen is set
+        self.tap_jobs: dict[str, Any] = {"jobs": 0, "recorded": 0, "errors": 0, "last": None}
         self.sync: Any = None
         self._lock = threading.Lock()
         self._stopped = False
+        self._due_written: str | None = None  # the receipts_due value last committed
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -243,6 +258,7 @@ class Runtime:
             for name, url in (("camera", cfg.camera), ("scanner", cfg.scanner)):
                 if url:
                     self._start_reader(name, url)
+            self._start_tap()
         self.sync = _start_sync(self)
         log.info("agent ready: store %s terminal %s", cfg.store, cfg.terminal)
         return self
@@ -253,6 +269,59 @@ class Runtime:
         self.devices["printer"] = DeviceStatus("printer", url)
         self.print_queue = PrintQueue(self.till.config.data / "spool", url,
                                       on_state=lambda e: self._on_state("printer", e))
+        self.receipts = ReceiptSpooler(
+            self.print_queue, width=printer_width(self.till.config.extra),
+            on_error=self._print_failed,
+            on_idle=self._store_due_later).start()
+        self.writer.call(self._print_due)
+
+    def _print_failed(self, receipt: str, error: str) -> None:
+        self.hub.publish("print", receipt=receipt, error=error)
+
+    def _start_tap(self) -> None:
+        from tillstamp.tap import TapConfigError, service_record, start_tap
+
+        section = self.till.config.extra.get("tap") or {}
+        if not section.get("listen"):
+            return
+        self.devices["tap"] = DeviceStatus("tap", str(section["listen"]))
+        record = service_record(self.till.service)
+        try:
+            self.tap = start_tap(self.till.config, lambda d: self.writer.call(self._tap_record, record, d),
+                                 current_member=self.last_scan.peek, member_used=self.last_scan.take,
+                                 on_job=self._tap_job)
+        except (TapConfigError, DeviceConfigError, OSError) as e:
+            # The POS API still takes sales; the tap needs a person (bad [tap] or port in use).
+            log.error("print tap %s: %s", section["listen"], e)
+            self._set_device("tap", DeviceState.FAILED.value, str(e))
+            return
+        if self.tap is None:
+            return
+        if "member_window_s" in section:
+            self.last_scan.ttl = self.tap.config.member_window_s
+        self.devices["tap"].url = self.tap.url
+        self._set_device("tap", DeviceState.OPEN.value, f"-> {self.tap.config.printer}")
+
+    def _tap_record(self, record: Callable[[dict[str, Any]], dict[str, Any]],
+                    sale: dict[str, Any]) -> dict[str, Any]:
+        """Record a sale the tap read (writer thread) and tell the panel, as for an API sale."""
+        out = record(sale)
+        if not out["duplicate"]:
+            if out["member"]:
+                self.panel_member = out["member"]
+            self.hub.publish("sale", receipt=out["receipt"], member=out["member"], total=sale["total"],
+                             stamps_awarded=out["stamps_awarded"], balance=out["balance"],
+                             claim_stamps=out.get("claim_stamps", 0), missions=out.get("missions", []),
+                             source="tap")
+        return out
+
+    def _tap_job(self, report: dict[str, Any]) -> None:
+        with self._lock:
+            self.tap_jobs["jobs"] += 1
+            self.tap_jobs["recorded"] += bool(report.get("parsed") and report.get("receipt"))
+            self.tap_jobs["errors"] += bool(report.get("error"))
+            self.tap_jobs["last"] = report
+        self.hub.publish("tap", **report)
 
     def _start_reader(self, name: str, url: str) -> None:
         from tillstamp.drivers.camera import camera_reader
@@ -276,10 +345,15 @@ class Runtime:
                 return
             self._stopped = True
         self.hub.close()
+        if self.tap is not None:
+            self.tap.stop()
         for reader in self.readers:
             reader.stop()
         if self.sync is not None:
             self.sync.stop()
+        if self.receipts is not None:
+            self.receipts.stop()  # every promised receipt into the spool...
+            self.writer.call(self._store_due)  # ...and the ledger told so
         if self.print_queue is not None:
             if not self.print_queue.flush(self.options.print_flush_timeout):
                 log.warning("printer not done: %d receipts stay spooled for the next start",
@@ -315,8 +389,6 @@ class Runtime:
         fut.add_done_callback(_log_failure)
 
     def _scan(self, payload: str, source: str) -> None:
-        from .service import Refused
-
         svc = self.till.service
         if tokens.CLAIM_PREFIX in payload.upper():
             try:
@@ -339,30 +411,96 @@ class Runtime:
         self.panel_member = row.id
         self.hub.publish("scan", kind="member", source=source, member=row.id, name=row.name)
 
-    # -- printing -------------------------------------------------------------------------
+    # -- sales and printing ---------------------------------------------------------------
 
-    def queue_receipt(self, key: str, job: str, result: Any = None) -> bool:
-        """Spool the loyalty receipt of sale `key` (writer thread); False when there is no printer."""
+    def record_sale(self, sale: Sale) -> SaleResult:
+        """Record a sale (writer thread); with a printer, its receipt is due in the same commit."""
+        store = self.till.store
+        due = None
+        with store.write():
+            result = self.till.service.record_sale(sale)
+            if self.receipts is not None and not result.duplicate:
+                # No extra fsync: the promise rides in the sale's own transaction.
+                due = json.dumps(self.receipts.due() + [(result.seq, result.key)])
+                store.set_meta(RECEIPTS_DUE, due)
+        if due is not None and self.receipts is not None:
+            self.receipts.expect(result.seq, result.key)
+            self._due_written = due
+        return result
+
+    def _build(self, key: str, result: SaleResult | None) -> Any:
+        cfg = self.till.config
+        return build_receipt(self.till.service, key, store_name=cfg.store_name or cfg.store,
+                             language=cfg.language, result=result)  # type: ignore[arg-type]
+
+    def queue_receipt(self, key: str, job: str, result: SaleResult | None = None) -> bool:
+        """Spool the loyalty receipt of sale `key` now (writer thread); False without a printer."""
         if self.print_queue is None:
             return False
         from tillstamp.drivers.receipt import render_receipt
 
-        from .receipts import build_receipt
-
-        cfg = self.till.config
-        receipt = build_receipt(self.till.service, key, store_name=cfg.store_name or cfg.store,
-                                language=cfg.language, result=result)  # type: ignore[arg-type]
-        self.print_queue.submit(job, render_receipt(receipt, width=printer_width(cfg.extra)))
+        receipt = self._build(key, result)
+        self.print_queue.submit(job, render_receipt(receipt, width=printer_width(self.till.config.extra)))
         return True
 
-    def print_after_sale(self, key: str, seq: int, result: Any) -> None:
-        """Queue a just-committed sale's receipt; a failure here is logged, never the sale's."""
+    def print_after_sale(self, key: str, seq: int, result: SaleResult | None) -> None:
+        """Hand a just-committed sale's receipt to the spooler; a failure is logged, never the sale's."""
+        if self.receipts is None:
+            return
         try:
-            self.queue_receipt(key, f"sale-{seq}", result)
-        except (DeviceError, OSError, ValueError) as e:
+            receipt = self._build(key, result)
+        except (Refused, ValueError) as e:
             # The sale is committed and acknowledged: a receipt problem must not undo that.
             log.error("receipt for %s not queued: %s", key, e)
-            self.hub.publish("print", receipt=result.receipt, error=str(e))
+            self.hub.publish("print", receipt=result.receipt if result else key, error=str(e))
+            self.receipts.forget(seq)  # it cannot be drawn from this ledger: nothing to retry
+            return
+        self.receipts.submit(seq, job_id("sale", seq), receipt)
+
+    def _print_due(self) -> None:
+        """Queue again the receipts a crash left between their sale's commit and the spool."""
+        spooler = self.receipts
+        if spooler is None:
+            return
+        raw = self.till.store.get_meta(RECEIPTS_DUE)
+        self._due_written = raw
+        try:
+            due = [(int(seq), str(key)) for seq, key in json.loads(raw or "[]")]
+        except (ValueError, TypeError) as e:
+            log.error("meta %s unreadable (%s): receipts it listed are not reprinted", RECEIPTS_DUE, e)
+            return
+        for seq, key in due:
+            # The job may still be in the spool (then this adds nothing) or printed already
+            # (then it prints again): at least once, never lost.
+            log.warning("receipt of sale %s was not known spooled at the last stop: queued again", key)
+            spooler.expect(seq, key)
+            self.print_after_sale(key, seq, None)
+
+    def _store_due(self) -> None:
+        """Commit the receipts still due (writer thread), when it changed since the last commit."""
+        if self.receipts is None:
+            return
+        value = json.dumps(self.receipts.due())
+        if value == self._due_written:
+            return
+        with self.till.store.write():
+            self.till.store.set_meta(RECEIPTS_DUE, value)
+        self._due_written = value
+
+    def _store_due_later(self) -> None:
+        try:
+            self.writer.submit(self._store_due).add_done_callback(_log_failure)
+        except RuntimeStopped:
+            return  # shutdown stores it itself
+
+    def flush_prints(self, timeout: float = 10.0) -> bool:
+        """Wait until every receipt is rendered, spooled and printed; False after `timeout`."""
+        deadline = time.monotonic() + timeout
+        if self.receipts is not None and not self.receipts.flush(timeout):
+            return False
+        if self.print_queue is None:
+            return True
+        return bool(self.print_queue.flush(max(0.0, deadline - time.monotonic())))
 
     def reprint_job(self, seq: int) -> str:
         """A fresh job id for a reprint (a reprint must not be merged with the first print)."""
@@ -381,23 +519,36 @@ class Runtime:
             devices.setdefault(name, {"url": url, "state": "none" if not url else "closed",
                                       "detail": "", "since": ""})
         pending = self.print_queue.pending() if self.print_queue is not None else []
+        rendering = self.receipts.pending() if self.receipts is not None else 0
         return {
             "status": "ok",
             "store": self.till.config.store,
             "terminal": self.till.config.terminal,
             "devices": devices,
-            "print_queue": {"pending": len(pending), "printer": self.till.config.printer or None},
+            "print_queue": {"pending": len(pending) + rendering, "printer": self.till.config.printer or None},
             "outbox": {"last_seq": store.last_seq, "acked": acked, "waiting": store.last_seq - acked,
                        "sync": _sync_state(self.sync)},
             "last_scan": self.last_scan.peek(),
+            "tap": self._tap_health(),
         }
+
+    def _tap_health(self) -> dict[str, Any] | None:
+        dev = self.devices.get("tap")
+        if dev is None:
+            return None
+        with self._lock:
+            stats = dict(self.tap_jobs)
+        spool = self.tap.queue.pending() if self.tap is not None and self.tap.queue is not None else []
+        return {"listen": dev.url, "state": dev.state, "detail": dev.detail,
+                "printer": self.tap.config.printer if self.tap is not None else None,
+                "member_window_s": self.last_scan.ttl, "spooled": len(spool), **stats}
 
 
 def _log_failure(fut: Future[Any]) -> None:
-    # Nobody waits on a scan's Future: a bug there must still show up in the log.
+    # Nobody waits on this Future (a scan, storing the due receipts): a bug must still be logged.
     error = fut.exception()
     if error is not None:
-        log.error("scan handling failed", exc_info=error)
+        log.error("background writer call failed", exc_info=error)
 
 
 def printer_width(raw: dict[str, Any]) -> int:

@@ -43,11 +43,12 @@ class SaleLine:
 
 @dataclass(frozen=True)
 class MissionProgress:
-    """Progress on one mission, e.g. "Beli 5 kopi" at 3 of 5."""
+    """Progress on one mission, e.g. "Beli 5 kopi" at 3 of 5; `text` overrides `3/5` (money)."""
 
     name: str
     progress: int
     target: int
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,13 @@ def _loyalty(w: _Writer, r: Receipt, words: dict[str, str]) -> None:
     if r.missions:
         w.line(words["missions"], bold=True)
         for m in r.missions:
-            w.line(two_columns(f"- {m.name}", f"{m.progress}/{m.target}", w.width))
+            progress = m.text or f"{m.progress}/{m.target}"
+            if len(m.name) + len(progress) + 3 > w.width:
+                # Too long for one line: cutting the name would leave "- Belanj Rp 162.000 /...".
+                w.line(f"- {m.name}"[: w.width])
+                w.line(progress.rjust(w.width))
+            else:
+                w.line(two_columns(f"- {m.name}", progress, w.width))
     if r.expiring:
         w.line(words["expiring"], bold=True)
         for e in r.expiring:

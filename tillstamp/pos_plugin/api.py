@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
 from ..agent.runtime import Runtime, RuntimeStopped, Subscription
 from ..agent.service import Refused
@@ -37,6 +39,7 @@ from .models import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("tillstamp.agent")
 KEY_HEADER = "X-API-Key"
 KEY_COOKIE = "tillstamp_key"
 NOT_FOUND = {"unknown_member", "unknown_sale", "unknown_reward", "no_scan"}
@@ -58,7 +61,7 @@ def status_for(reason: str) -> int:
 
 
 def _error(status: int, error: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
-    body = {"error": error, "message": message}
+    body: dict[str, Any] = {"error": error, "message": message}
     if details is not None:
         body["details"] = details
     return JSONResponse(body, status_code=status)
@@ -108,7 +111,13 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> 
         if not hmac.compare_digest(given.encode(), api_key.encode()):
             raise _Unauthorized()
 
+    async def key_dependency(request: Request) -> None:
+        # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread
+        # hop (and a GIL hand-over) on every request.
+        check_key(request)
+
     app.state.check_key = check_key
+    app.state.key_dependency = key_dependency
     app.state.run = run
 
     @app.exception_handler(Refused)
@@ -135,13 +144,23 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> 
     async def unavailable(_: Request, e: _Unavailable) -> JSONResponse:
         return _error(503, "stopping", str(e))
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(check_key)], responses=ERRORS)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(key_dependency)], responses=ERRORS)
+
+    async def print_later(result: Any) -> None:
+        # async: a plain function would be run in the thread pool, for a non-blocking submit.
+        try:
+            rt.writer.submit(ops.print_receipt, rt, result)
+        except RuntimeStopped:
+            log.info("receipt of %s stays due for the next start", result.receipt)
 
     @v1.post("/sales", response_model=SaleOut, response_model_exclude_unset=True, tags=["sales"])
     async def record_sale(sale: SaleIn) -> Any:
         """Record a sale exactly once, award its stamps and print its loyalty receipt."""
-        data = sale.model_dump(exclude_none=True)
-        return SaleOut(**await run(ops.record_sale, data))
+        done = await run(ops.record_sale, sale.model_dump(exclude_none=True))
+        # The answer goes out first; only then is the receipt drawn and spooled, so the POS
+        # never waits for it. `out` has SaleOut's keys already: no second validation pass.
+        return JSONResponse(done.out, background=BackgroundTask(print_later, done.result)
+                            if done.result is not None else None)
 
     @v1.post("/sales/{receipt}/refund", response_model=OutcomeOut, tags=["sales"])
     async def refund(receipt: str, body: Annotated[RefundIn | None, Body()] = None) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -33,7 +33,12 @@ class TillClient:
                  timeout: float = 10.0, session: requests.Session | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            # The agent is on this machine: an HTTP(S)_PROXY meant for the internet must not
+            # catch loopback calls, and requests would look proxies and .netrc up per request.
+            session.trust_env = urlsplit(self.url).hostname not in ("127.0.0.1", "localhost", "::1")
+        self.session = session
         if api_key:
             self.session.headers["X-API-Key"] = api_key
 
@@ -98,5 +103,5 @@ class TillClient:
                               headers={"Accept": "text/event-stream"}) as r:
             r.raise_for_status()
             for raw in r.iter_lines(chunk_size=1, decode_unicode=True):
-                if raw and raw.startswith("data:"):
+                if isinstance(raw, str) and raw.startswith("data:"):
                     yield json.loads(raw[5:].strip())

@@ -105,6 +105,7 @@ class MissionOut(BaseModel):
     progress: int
     target: int
     done: bool
+    text: str = Field(description="progress as shown: `2/3`, or `Rp 162.000 / Rp 500.000` for spend")
 
 
 class RewardOut(BaseModel):
@@ -179,3 +180,5 @@ class HealthOut(BaseModel):
     devices: dict[str, dict[str, Any]]
     print_queue: dict[str, Any]
     outbox: dict[str, Any]
+    tap: dict[str, Any] | None = Field(None, description=(
+        "the print tap with [tap] listen: listen, printer, state, jobs, recorded, errors, spooled, last"))

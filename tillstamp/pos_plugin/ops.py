@@ -6,12 +6,14 @@ read and write the store freely and returns JSON-ready data or raises `Refused`/
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from ..agent.cli import member_json
-from ..agent.receipts import card_text
+from ..agent.receipts import card_text, mission_text
 from ..agent.runtime import Runtime
-from ..agent.service import Refused
+from ..agent.service import Refused, SaleResult
 from ..loyalty.sale import parse_sale
 
 SCAN_REF = "@scan"
@@ -28,26 +30,43 @@ def resolve_member(rt: Runtime, ref: str) -> str:
     return rt.till.service.identify(ref).id
 
 
-def record_sale(rt: Runtime, data: dict[str, Any]) -> dict[str, Any]:
-    """Record a sale (exactly once), then queue its loyalty receipt; the result of `sale record`."""
+@dataclass(frozen=True)
+class Recorded:
+    """A recorded sale: the POS's answer, and the sale whose receipt is still to be printed."""
+
+    out: dict[str, Any]
+    result: SaleResult | None = None  # None for a duplicate: nothing new to print
+
+
+def record_sale(rt: Runtime, data: dict[str, Any]) -> Recorded:
+    """Record a sale exactly once; the answer is the result of `sale record`.
+
+    The receipt is listed as due in the sale's own commit (so a crash cannot lose it); the API
+    hands it to `print_receipt` once the answer is out.
+    """
     svc = rt.till.service
     scanned = None
     if isinstance(data.get("member"), str) and data["member"].strip() == SCAN_REF:
         scanned = resolve_member(rt, SCAN_REF)
         data = {**data, "member": scanned}
     sale = parse_sale(data, now=svc.now())
-    result = svc.record_sale(sale)
+    result = rt.record_sale(sale)
     out = result.to_dict()
-    if not result.duplicate:
-        if scanned is not None:
-            rt.last_scan.take(scanned)
-        rt.print_after_sale(result.key, result.seq, result)
-        if result.member:
-            rt.panel_member = result.member
-        rt.hub.publish("sale", receipt=result.receipt, member=result.member, total=sale.total,
-                       stamps_awarded=result.stamps_awarded, balance=result.balance,
-                       claim_stamps=result.claim_stamps, missions=list(result.missions))
-    return out
+    if result.duplicate:
+        return Recorded(out)
+    if scanned is not None:
+        rt.last_scan.take(scanned)
+    if result.member:
+        rt.panel_member = result.member
+    rt.hub.publish("sale", receipt=result.receipt, member=result.member, total=sale.total,
+                   stamps_awarded=result.stamps_awarded, balance=result.balance,
+                   claim_stamps=result.claim_stamps, missions=list(result.missions))
+    return Recorded(out, result)
+
+
+def print_receipt(rt: Runtime, result: SaleResult) -> None:
+    """Build a just-recorded sale's receipt and hand it to the spooler (after the answer)."""
+    rt.print_after_sale(result.key, result.seq, result)
 
 
 def refund(rt: Runtime, receipt: str, lines: dict[str, int] | None) -> dict[str, Any]:
@@ -75,6 +94,9 @@ def member(rt: Runtime, member_id: str) -> dict[str, Any]:
     out = member_json(rt.till, row.id)
     view = svc.view(row.id)
     out["card_text"] = card_text(view.card_filled, view.card_size)
+    kinds = {m.id: m.kind for m in rt.till.program.missions}
+    for x in out["missions"]:
+        x["text"] = mission_text(kinds.get(x["id"], ""), x["progress"], x["target"])
     out["measure"] = view.measure
     out["rewards"] = rewards(rt, row.id)
     return out
@@ -137,6 +159,12 @@ def reprint(rt: Runtime, receipt: str) -> dict[str, Any]:
     return {"receipt": row.receipt, "job": job, "queued": True}
 
 
+def _local_time(at: str, zone: Any, today: dt.date) -> str:
+    # The store's wall clock, as on the printed receipt; the date only when it is not today.
+    local = dt.datetime.fromisoformat(at).astimezone(zone)
+    return f"{local:%H:%M}" if local.date() == today else f"{local:%d/%m %H:%M}"
+
+
 def panel_state(rt: Runtime) -> dict[str, Any]:
     """Everything the cashier panel shows."""
     current = rt.panel_member
@@ -146,8 +174,11 @@ def panel_state(rt: Runtime) -> dict[str, Any]:
             shown = member(rt, current)
         except Refused:
             shown = None
-    sales = [{"receipt": s.receipt, "member": s.member or s.claimed_by, "total": s.total,
-              "stamps": s.stamps, "refunded": s.refunded, "at": s.at}
+    zone = rt.till.program.zone
+    today = dt.datetime.now(zone).date()
+    sales: list[dict[str, Any]] = [{"receipt": s.receipt, "member": s.member or s.claimed_by, "total": s.total,
+              "stamps": s.stamps, "refunded": s.refunded, "at": s.at,
+              "time": _local_time(s.at, zone, today)}
              for s in rt.till.store.recent_sales(8)]
     for s in sales:
         if s["member"]:
