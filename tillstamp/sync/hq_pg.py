@@ -122,6 +122,21 @@ class PgHqStore(SqlHqStore):
             for r in rows:
                 copy.write_row(r)
 
+    def _insert_events(self, c: Any) -> tuple[int, list[tuple[str, int]]]:
+        # One statement: the balances add up the rows the INSERT really inserted (RETURNING),
+        # instead of joining staging back to the whole events table (a scan that grows with it).
+        # The first row carries the count; the others are members whose balance went negative.
+        cols = ", ".join(EVENT_COLS)
+        rows = c.execute(
+            f"WITH ins AS (INSERT INTO events({cols}) SELECT {cols} FROM staging ORDER BY seq "
+            "ON CONFLICT(id) DO NOTHING RETURNING member, stamps), "
+            "bal AS (INSERT INTO balances(member, balance) SELECT member, sum(stamps) FROM ins "
+            "WHERE member IS NOT NULL GROUP BY member ORDER BY member "
+            "ON CONFLICT(member) DO UPDATE SET balance = balances.balance + excluded.balance "
+            "RETURNING member, balance) "
+            "SELECT NULL, count(*) FROM ins UNION ALL SELECT member, balance FROM bal WHERE balance < 0").fetchall()
+        return int(rows[0][1]), [(r[0], int(r[1])) for r in rows[1:]]
+
     def _upsert_feed(self, c: Any, rows: Sequence[tuple[str, int, str, str, str]]) -> None:
         # One statement for the whole batch instead of a round trip per member.
         cols = list(zip(*rows, strict=True))

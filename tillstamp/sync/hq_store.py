@@ -350,15 +350,10 @@ class SqlHqStore:
         self._x(c, "INSERT INTO alerts(kind, terminal, member, detail, at) VALUES (?, ?, ?, ?, ?)",
                 (kind, terminal, member, canonical(detail).decode(), _iso(now)))
 
-    def _apply(self, c: Any, terminal_id: str, new: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
-               now: dt.datetime, compensate: Compensate) -> IngestResult:
-        """Store new events with set operations over `staging`: a handful of statements per batch."""
-        if not new:
-            return IngestResult(acked=0)
-        self._stage(c, new)
+    def _insert_events(self, c: Any) -> tuple[int, list[tuple[str, int]]]:
+        """Insert `staging` into events (ON CONFLICT (id) DO NOTHING) and add the stamps of the
+        events really inserted to the running balances: (inserted, [(member, new balance)])."""
         cols = ", ".join(EVENT_COLS)
-        self._x(c, "INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest "
-                   "FROM staging")
         # WHERE true: SQLite needs it to parse ON CONFLICT after INSERT ... SELECT.
         inserted = self._x(c, f"INSERT INTO events({cols}) SELECT {cols} FROM staging WHERE true ORDER BY seq "
                               "ON CONFLICT(id) DO NOTHING").rowcount
@@ -370,6 +365,17 @@ class SqlHqStore:
                "WHERE s.member IS NOT NULL GROUP BY s.member ORDER BY s.member "
                "ON CONFLICT(member) DO UPDATE SET balance = balances.balance + excluded.balance "
                "RETURNING member, balance").fetchall() if inserted else []
+        return inserted, [(r[0], int(r[1])) for r in balances]
+
+    def _apply(self, c: Any, terminal_id: str, new: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
+               now: dt.datetime, compensate: Compensate) -> IngestResult:
+        """Store new events with set operations over `staging`: a handful of statements per batch."""
+        if not new:
+            return IngestResult(acked=0)
+        self._stage(c, new)
+        self._x(c, "INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest "
+                   "FROM staging")
+        inserted, balances = self._insert_events(c)
         pii = sorted({m["id"] for m in members})
         erased: set[str] = {r[0] for r in self._x(
             c, "SELECT member FROM erasures WHERE member IN (SELECT member FROM staging)").fetchall()}
@@ -385,9 +391,7 @@ class SqlHqStore:
                    [(m["id"], m.get("phone"), m.get("name"), m.get("email"), m.get("birthday"),
                      m.get("origin", "till"), m.get("enrolled_at"), _iso(now)) for m in sorted(live, key=lambda m: m["id"])])
         result = IngestResult(acked=new[-1].seq, inserted=inserted, duplicates=len(new) - inserted)
-        for member, bal in sorted(balances):
-            if int(bal) >= 0:
-                continue
+        for member, _bal in sorted(b for b in balances if int(b[1]) < 0):
             adj = compensate(member, self._member_events(c, member))
             if adj is not None:
                 self._insert_hq_event(c, adj)
