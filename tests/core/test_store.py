@@ -32,7 +32,7 @@ def test_migrations_are_named_and_idempotent(tmp_path):
     open_store(tmp_path / "a.db").close()
     store = open_store(tmp_path / "a.db")
     names = [r[0] for r in store.conn.execute("SELECT name FROM _sqlite_migrations ORDER BY rowid")]
-    assert names == ["m001_ledger", "m002_members", "m003_projections"]
+    assert names == ["m001_ledger", "m002_members", "m003_projections", "m004_fewer_pages_per_sale"]
 
 
 def test_ledger_refuses_updates_and_deletes(service):
@@ -88,3 +88,26 @@ def test_a_failed_write_rolls_back_everything(service):
         raise RuntimeError("power cut")
     assert (service.store.count_events(), service.store.last_seq) == before
     assert service.store.get_meta("x") is None
+
+
+def test_m004_keeps_every_projection_row(tmp_path):
+    import sqlite3 as sq
+
+    from sqlite_utils import Database
+
+    from tillstamp.agent.store import migrations
+
+    path = tmp_path / "old.db"
+    conn = sq.connect(path, isolation_level=None)
+    migrations.apply(Database(conn), stop_before="m004_fewer_pages_per_sale")
+    conn.execute("INSERT INTO balances(member, balance, earned, visits) VALUES ('M1', 7, 9, 2)")
+    conn.execute("INSERT INTO sales(key, receipt, member, seq, at, total, digest) "
+                 "VALUES ('S/R-1', 'R-1', 'M1', 2, '2026-11-23T02:00:00+00:00', 50000, 'd')")
+    conn.execute("INSERT INTO claims(token, member, seq) VALUES ('t', 'M1', 5)")
+    before = {t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("balances", "sales", "claims")}
+    conn.close()
+    store = open_store(path)
+    after = {t: store.conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("balances", "sales", "claims")}
+    assert after == before
+    assert store.conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'ledger_ref'").fetchone()[0] == 0
+    store.close()
