@@ -32,7 +32,7 @@ def configure_logging(data: Path, level: int = logging.INFO) -> None:
                                                     backupCount=5, encoding="utf-8")
     for handler in (console, rotating):
         handler.setFormatter(fmt)
-        handler._tillstamp = True  # type: ignore[attr-defined]
+        handler._tillstamp = True  # type: ignore[union-attr]  # marks our handlers for removal
         root.addHandler(handler)
     root.setLevel(level)
 

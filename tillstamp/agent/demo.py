@@ -42,7 +42,7 @@ def qr_video(path: Path, payloads: list[str], *, fps: int = 10) -> None:
     import qrcode
 
     size = (640, 480)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
     blank = np.full((size[1], size[0], 3), 235, np.uint8)
     try:
         for _ in range(3):

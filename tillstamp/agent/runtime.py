@@ -595,7 +595,9 @@ def _start_sync(rt: Runtime) -> Any:
     if sync is None:
         return None
     outbox = _OnWriter(sync, rt.writer)
-    loop = sync_store.SyncLoop(sync_store.client_for(till.store, till.keys, outbox, till.config.hq_url)).start()
+    # _OnWriter has SyncStore's methods, run on the writer thread; it is not a subclass.
+    client = sync_store.client_for(till.store, till.keys, outbox, till.config.hq_url)  # type: ignore[arg-type]
+    loop = sync_store.SyncLoop(client).start()
     log.info("sync with %s started", till.config.hq_url)
     return loop
 

@@ -115,13 +115,14 @@ def m004_fewer_pages_per_sale(db: Database) -> None:
     # projections are looked up by their text keys, so they are stored clustered on them.
     db.execute("DROP INDEX IF EXISTS ledger_ref")
     for table, columns, key in (
-        ("balances", "member TEXT PRIMARY KEY, balance INTEGER NOT NULL DEFAULT 0, earned INTEGER NOT NULL "
-         "DEFAULT 0, visits INTEGER NOT NULL DEFAULT 0, last_visit TEXT, consent TEXT NOT NULL DEFAULT '{}'",
-         "member"),
-        ("sales", "key TEXT PRIMARY KEY, receipt TEXT NOT NULL, member TEXT, seq INTEGER NOT NULL, "
-         "at TEXT NOT NULL, total INTEGER NOT NULL, digest TEXT NOT NULL, stamps INTEGER NOT NULL DEFAULT 0, "
-         "refunded INTEGER NOT NULL DEFAULT 0, reversed INTEGER NOT NULL DEFAULT 0, "
-         "refunded_lines TEXT NOT NULL DEFAULT '{}', claimed_by TEXT", "key"),
+        ("balances", ("member TEXT PRIMARY KEY, balance INTEGER NOT NULL DEFAULT 0, earned INTEGER NOT NULL "
+                      "DEFAULT 0, visits INTEGER NOT NULL DEFAULT 0, last_visit TEXT, "
+                      "consent TEXT NOT NULL DEFAULT '{}'"), "member"),
+        ("sales", ("key TEXT PRIMARY KEY, receipt TEXT NOT NULL, member TEXT, seq INTEGER NOT NULL, "
+                   "at TEXT NOT NULL, total INTEGER NOT NULL, digest TEXT NOT NULL, "
+                   "stamps INTEGER NOT NULL DEFAULT 0, refunded INTEGER NOT NULL DEFAULT 0, "
+                   "reversed INTEGER NOT NULL DEFAULT 0, refunded_lines TEXT NOT NULL DEFAULT '{}', "
+                   "claimed_by TEXT"), "key"),
         ("claims", "token TEXT PRIMARY KEY, member TEXT NOT NULL, seq INTEGER NOT NULL", "token"),
     ):
         db.execute(f"CREATE TABLE {table}_new ({columns}) STRICT, WITHOUT ROWID")

@@ -32,8 +32,9 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def _zxing(gray: np.ndarray, fast: bool = False) -> tuple[list[str], list[zxingcpp.Barcode]]:
-    found = zxingcpp.read_barcodes(gray, formats=QR_FORMATS, text_mode=zxingcpp.TextMode.Plain,
-                                   return_errors=True, try_rotate=not fast, try_invert=not fast)
+    found = zxingcpp.read_barcodes(
+        gray, formats=QR_FORMATS, text_mode=zxingcpp.TextMode.Plain,  # type: ignore[arg-type]  # stubs want BarcodeFormats
+        return_errors=True, try_rotate=not fast, try_invert=not fast)
     return [b.text for b in found if b.valid and b.text], [b for b in found if not b.valid]
 
 

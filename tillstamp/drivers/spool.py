@@ -184,7 +184,7 @@ class PrintQueue:
             retry=retry_if_exception_type(DeviceUnavailable),
             wait=self._wait,
             stop=lambda _state: self._stop.is_set(),
-            sleep=self._sleep,
+            sleep=self._sleep,  # type: ignore[arg-type]  # time.sleep or Event.wait: both take seconds
             before_sleep=self._before_sleep,
             reraise=True,
         )

@@ -328,7 +328,7 @@ def _tables() -> tuple[np.ndarray, dict[int, str]]:
     for lead in (DLE, ESC, FS, GS):
         for c in range(256):
             if (lead, c) not in exact:
-                lengths[lead << 8 | c] = measure(bytes([lead, c]) + bytes(16), 0)
+                lengths[lead << 8 | c] = measure(bytes([lead, c]) + bytes(16), 0) or 0
     slots = {ESC << 8 | c: slot for c, slot in _ESC_STATE.items()} | {GS << 8 | 0x21: "size"}
     return lengths, slots
 

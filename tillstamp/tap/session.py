@@ -332,7 +332,7 @@ class Session:
     def _note(self, job: _Job, key: str, total: int, template: str, result: dict[str, Any],
               block: bytes) -> None:
         r = job.report
-        entry = {"receipt": key, "total": total, "template": template,
+        entry: dict[str, Any] = {"receipt": key, "total": total, "template": template,
                  "duplicate": bool(result.get("duplicate")), "member": result.get("member"),
                  "stamps": int(result.get("stamps_awarded") or 0), "claim": result.get("claim")}
         # A second copy of the same receipt in one job (the merchant's copy) gets no block.
