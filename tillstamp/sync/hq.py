@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..loyalty import events as ev
@@ -18,7 +18,7 @@ from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import balance, tier_at
 from . import protocol as p
 from .hq_store import HQ_TERMINAL, BadChain, EnrollRefused, HqStore, TerminalRow
-from .wire import WireBatch, WireError, decode_events, decode_push
+from .wire import Incoming, WireBatch, WireError, decode_event, decode_events, split_push
 
 
 class AuthFailed(Exception):
@@ -32,6 +32,9 @@ class AuthFailed(Exception):
 
 class BadBatch(ValueError):
     """A push whose content is malformed (400)."""
+
+
+CHUNK = 2500  # events decoded per step when the store applies a batch chunk by chunk
 
 
 def _utcnow() -> dt.datetime:
@@ -135,17 +138,45 @@ class Hq:
         return self.ingest(term, WireBatch(events, [m.model_dump() for m in req.members], req.hash))
 
     def push_raw(self, term: TerminalRow, raw: bytes) -> p.PushResponse:
-        """Ingest a push body as received (inflated): one json.loads, a typed check per event."""
+        """Ingest a push body as received (inflated): one json.loads, a typed check per event.
+
+        A store with `ingest_chunks` (PostgreSQL) gets the events CHUNK at a time, decoded and
+        checked while it applies the previous chunk, all in one transaction."""
         try:
-            batch = decode_push(raw)
+            events, members, tip = split_push(raw)
         except WireError as e:
             raise BadBatch(str(e)) from None
-        return self.ingest(term, batch)
+        chunked = getattr(self.store, "ingest_chunks", None)
+        if chunked is None or len(events) <= CHUNK:
+            return self.ingest(term, WireBatch(self._decode(events, 0), members, tip))
+        first: list[int] = []
 
-    def ingest(self, term: TerminalRow, batch: WireBatch) -> p.PushResponse:
-        """Ingest a batch: only this terminal's own events of its own store, in order."""
-        events = batch.events
-        prev = events[0].seq - 1
+        def decode_chunk(k: int) -> list[Incoming]:
+            lo = k * CHUNK
+            out = self._decode(events[lo:lo + CHUNK], lo)
+            if not first:
+                first.append(out[0].seq)
+            self._check(term, out, first[0] + lo - 1)
+            return out
+
+        n_chunks = -(-len(events) // CHUNK)
+        try:
+            result = chunked(term.id, n_chunks, decode_chunk, members, self.clock(), self._compensate, tip=tip)
+        except BadChain as e:
+            raise BadBatch(str(e)) from None
+        return p.PushResponse(terminal=term.id, acked=result.acked, inserted=result.inserted,
+                              duplicates=result.duplicates, adjustments=len(result.adjustments))
+
+    @staticmethod
+    def _decode(events: Sequence[Any], start: int) -> list[Incoming]:
+        try:
+            return [decode_event(d, i) for i, d in enumerate(events, start)]
+        except WireError as e:
+            raise BadBatch(str(e)) from None
+
+    @staticmethod
+    def _check(term: TerminalRow, events: Sequence[Incoming], prev: int) -> None:
+        """Only this terminal's own events of its own store, in order after `prev`."""
         for e in events:
             if e.terminal != term.id:
                 raise AuthFailed(403, "other_terminal", f"event {e.id} belongs to terminal {e.terminal}, not {term.id}")
@@ -154,6 +185,11 @@ class Hq:
             if e.seq != prev + 1:
                 raise BadBatch(f"events must be in sequence without holes: {prev} then {e.seq}")
             prev = e.seq
+
+    def ingest(self, term: TerminalRow, batch: WireBatch) -> p.PushResponse:
+        """Ingest a batch: only this terminal's own events of its own store, in order."""
+        events = batch.events
+        self._check(term, events, events[0].seq - 1)
         try:
             result = self.store.ingest(term.id, events, batch.members, self.clock(), self._compensate, tip=batch.tip)
         except BadChain as e:

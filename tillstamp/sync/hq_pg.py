@@ -10,14 +10,31 @@ order while different terminals ingest in parallel.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 
-from .hq_store import COUNTERS, EVENT_COLS, SqlHqStore, StagedEvent
+from .hq_store import (
+    COUNTERS,
+    EVENT_COLS,
+    BadChain,
+    Compensate,
+    IngestResult,
+    QuarantineError,
+    SqlHqStore,
+    StagedEvent,
+    _staged,
+)
+from .wire import Incoming, chain
+
+# Decodes the next chunk of a push while PostgreSQL applies the current one (psycopg waits
+# for the server without the GIL). Pure Python work only: it never touches a connection.
+_DECODER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hq-decode")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
@@ -53,6 +70,8 @@ _STAGING = (
     ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
      "member TEXT, at TEXT, stamps BIGINT, ref TEXT, body TEXT, digest TEXT) ON COMMIT DELETE ROWS"),
     "CREATE TEMP TABLE IF NOT EXISTS touched (member TEXT PRIMARY KEY) ON COMMIT DELETE ROWS",
+    # stamps of the events inserted by each chunk of a batch, summed into balances once at its end
+    "CREATE TEMP TABLE IF NOT EXISTS pending (member TEXT NOT NULL, stamps BIGINT NOT NULL) ON COMMIT DELETE ROWS",
 )
 
 
@@ -105,6 +124,96 @@ class PgHqStore(SqlHqStore):
                     self._pool.put(conn)
                 else:
                     conn.close()
+
+    def ingest_chunks(self, terminal_id: str, n_chunks: int, decode_chunk: Callable[[int], list[Incoming]],
+                      members: Sequence[dict[str, Any]], now: dt.datetime, compensate: Compensate, *,
+                      tip: str | None = None) -> IngestResult:
+        """`ingest` for a batch given as `n_chunks` chunks that `decode_chunk(k)` decodes and checks.
+
+        One transaction, as `ingest`: chunk k+1 is decoded in a helper thread while the
+        statements of chunk k run; an error found in a later chunk (malformed event, other
+        terminal, chain tip) raises inside the transaction, so nothing of the batch is kept.
+        Overdrafts are judged once, on the balances after the last chunk. A resend (the batch
+        starts at or below acked) is decoded whole and takes the shared path."""
+        head = decode_chunk(0)
+        quarantined: list[int] = []
+        with self._tx() as c:
+            acked = self._lock_terminal(c, terminal_id, head[0].seq)
+            if head[0].seq <= acked:
+                events = head + [e for k in range(1, n_chunks) for e in decode_chunk(k)]
+                result, quarantined = self._ingest_locked(c, terminal_id, acked, events, members, now, compensate,
+                                                          tip)
+            else:
+                result = self._apply_chunks(c, terminal_id, head, n_chunks, decode_chunk, members, now, compensate,
+                                            tip)
+        if quarantined:  # committed above: the evidence is kept, then the push is refused
+            raise QuarantineError(terminal_id, quarantined)
+        return result
+
+    def _apply_chunks(self, c: Any, terminal_id: str, head: list[Incoming], n_chunks: int,
+                      decode_chunk: Callable[[int], list[Incoming]], members: Sequence[dict[str, Any]],
+                      now: dt.datetime, compensate: Compensate, tip: str | None) -> IngestResult:
+        first = head[0].seq
+        row = c.execute("SELECT digest FROM positions WHERE terminal = %s AND seq = %s",
+                        (terminal_id, first - 1)).fetchone()
+
+        def prep(events: list[Incoming], prev: str) -> tuple[list[StagedEvent], str, set[str | None]]:
+            digests = chain(prev, [e.content for e in events])
+            return ([_staged(e, d) for e, d in zip(events, digests, strict=True)], digests[-1],
+                    {e.member for e in events})
+
+        def decode_prep(k: int, prev: str) -> tuple[list[StagedEvent], str, set[str | None]]:
+            return prep(decode_chunk(k), prev)
+
+        staged, prev, seen = prep(head, row[0] if row else "")
+        touched: set[str | None] = set()
+        inserted = total = 0
+        for k in range(1, n_chunks + 1):
+            fut: Future[tuple[list[StagedEvent], str, set[str | None]]] | None = (
+                _DECODER.submit(decode_prep, k, prev) if k < n_chunks else None)
+            try:
+                inserted += self._apply_chunk(c, staged)
+            except BaseException:
+                if fut is not None:
+                    fut.cancel()
+                raise
+            total += len(staged)
+            touched |= seen
+            last = staged[-1].seq
+            if fut is not None:
+                staged, prev, seen = fut.result()  # a bad later chunk raises here: the transaction rolls back
+        if tip is not None and prev != tip:
+            raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{last})")
+        # Balances once for the batch, from what the chunks really inserted: overdrafts are
+        # judged on the balances after the whole batch, as for a batch applied at once.
+        negative = [r[0] for r in c.execute(
+            "WITH bal AS (INSERT INTO balances(member, balance) SELECT member, sum(stamps) FROM pending "
+            "GROUP BY member ORDER BY member "
+            "ON CONFLICT(member) DO UPDATE SET balance = balances.balance + excluded.balance "
+            "RETURNING member, balance) SELECT member FROM bal WHERE balance < 0").fetchall()]
+        c.execute("DELETE FROM pending")
+        c.execute("DELETE FROM touched")
+        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m "
+                  "WHERE m NOT IN (SELECT member FROM erasures)", (sorted(m for m in touched if m is not None),))
+        result = IngestResult(acked=last, inserted=inserted, duplicates=total - inserted)
+        self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False)
+        return result
+
+    def _apply_chunk(self, c: Any, rows: Sequence[StagedEvent]) -> int:
+        """Positions and events of one chunk, the inserted events' stamps into `pending`: how many were
+        inserted. `staging` is left empty."""
+        self._stage(c, rows)
+        cols = ", ".join(EVENT_COLS)
+        n = int(c.execute(
+            "WITH pos AS (INSERT INTO positions(terminal, seq, event_id, digest) "
+            "SELECT terminal, seq, id, digest FROM staging), "
+            f"ins AS (INSERT INTO events({cols}) SELECT {cols} FROM staging ORDER BY seq "
+            "ON CONFLICT(id) DO NOTHING RETURNING member, stamps), "
+            "agg AS (INSERT INTO pending(member, stamps) SELECT member, sum(stamps) FROM ins "
+            "WHERE member IS NOT NULL GROUP BY member) "
+            "SELECT count(*) FROM ins").fetchone()[0])
+        c.execute("DELETE FROM staging")
+        return n
 
     def _x(self, c: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         c.execute(sql.replace("?", "%s"), params)

@@ -308,34 +308,44 @@ class SqlHqStore:
         for the position before the batch; `tip` (the till's hash of the last event), when
         sent, must equal the end of that chain, or nothing is stored (BadChain).
         """
-        quarantined: list[int] = []
-        first, last = events[0].seq, events[-1].seq
         with self._tx() as c:
-            row = self._x(c, "SELECT acked, quarantined FROM terminals WHERE id = ?" + self.FOR_UPDATE,
-                          (terminal_id,)).fetchone()
-            acked, blocked = int(row[0]), bool(row[1])
-            if blocked:
-                raise QuarantineError(terminal_id, [])
-            if first > acked + 1:
-                raise GapError(acked + 1)
-            held = dict(self._x(c, "SELECT seq, digest FROM positions WHERE terminal = ? AND seq BETWEEN ? AND ?",
-                                (terminal_id, first - 1, min(last, acked))).fetchall()) if first <= acked + 1 else {}
-            digests = chain(held.get(first - 1, ""), [e.content for e in events])
-            if tip is not None and digests[-1] != tip:
-                raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{last})")
-            n_old = max(0, min(last, acked) - first + 1)
-            bad = [i for i in range(n_old) if held.get(events[i].seq) != digests[i]]
-            if bad:
-                self._quarantine(c, terminal_id, [_staged(events[i], digests[i]) for i in bad], held, now)
-                quarantined = [events[i].seq for i in bad]
-            else:
-                new = [_staged(e, d) for e, d in zip(events[n_old:], digests[n_old:], strict=True)]
-                result = self._apply(c, terminal_id, new, members, now, compensate)
-                result.duplicates += n_old
-                result.acked = max(acked, result.acked)
+            acked = self._lock_terminal(c, terminal_id, events[0].seq)
+            result, quarantined = self._ingest_locked(c, terminal_id, acked, events, members, now, compensate, tip)
         if quarantined:  # committed above: the evidence is kept, then the push is refused
             raise QuarantineError(terminal_id, quarantined)
         return result
+
+    def _lock_terminal(self, c: Any, terminal_id: str, first: int) -> int:
+        """Lock the terminal's row for this push and return its acked seq (quarantine and gaps refused)."""
+        row = self._x(c, "SELECT acked, quarantined FROM terminals WHERE id = ?" + self.FOR_UPDATE,
+                      (terminal_id,)).fetchone()
+        acked, blocked = int(row[0]), bool(row[1])
+        if blocked:
+            raise QuarantineError(terminal_id, [])
+        if first > acked + 1:
+            raise GapError(acked + 1)
+        return acked
+
+    def _ingest_locked(self, c: Any, terminal_id: str, acked: int, events: Sequence[Incoming],
+                       members: Sequence[dict[str, Any]], now: dt.datetime, compensate: Compensate,
+                       tip: str | None) -> tuple[IngestResult, list[int]]:
+        """The body of `ingest` once the terminal is locked: (result, quarantined seqs)."""
+        first, last = events[0].seq, events[-1].seq
+        held = dict(self._x(c, "SELECT seq, digest FROM positions WHERE terminal = ? AND seq BETWEEN ? AND ?",
+                            (terminal_id, first - 1, min(last, acked))).fetchall())
+        digests = chain(held.get(first - 1, ""), [e.content for e in events])
+        if tip is not None and digests[-1] != tip:
+            raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{last})")
+        n_old = max(0, min(last, acked) - first + 1)
+        bad = [i for i in range(n_old) if held.get(events[i].seq) != digests[i]]
+        if bad:
+            self._quarantine(c, terminal_id, [_staged(events[i], digests[i]) for i in bad], held, now)
+            return IngestResult(acked=acked), [events[i].seq for i in bad]
+        new = [_staged(e, d) for e, d in zip(events[n_old:], digests[n_old:], strict=True)]
+        result = self._apply(c, terminal_id, new, members, now, compensate)
+        result.duplicates += n_old
+        result.acked = max(acked, result.acked)
+        return result, []
 
     def _quarantine(self, c: Any, terminal_id: str, bad: Sequence[StagedEvent], held: dict[int, str],
                     now: dt.datetime) -> None:
@@ -376,9 +386,18 @@ class SqlHqStore:
         self._x(c, "INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest "
                    "FROM staging")
         inserted, balances = self._insert_events(c)
+        result = IngestResult(acked=new[-1].seq, inserted=inserted, duplicates=len(new) - inserted)
+        self._finish(c, terminal_id, result, [m for m, b in balances if int(b) < 0], members, now, compensate,
+                     staged=True)
+        return result
+
+    def _finish(self, c: Any, terminal_id: str, result: IngestResult, negative: Sequence[str],
+                members: Sequence[dict[str, Any]], now: dt.datetime, compensate: Compensate, *,
+                staged: bool) -> None:
+        """The once-per-batch steps after the events are in: PII, overdrafts of the members in
+        `negative` (balance below zero after the batch), the feed, and the terminal's acked."""
         pii = sorted({m["id"] for m in members})
-        erased: set[str] = {r[0] for r in self._x(
-            c, "SELECT member FROM erasures WHERE member IN (SELECT member FROM staging)").fetchall()}
+        erased: set[str] = set()
         if pii:
             cond, params = self._any("member", pii)
             erased |= {r[0] for r in self._x(c, f"SELECT member FROM erasures WHERE {cond}", params).fetchall()}
@@ -390,24 +409,25 @@ class SqlHqStore:
                       "birthday = coalesce(excluded.birthday, members.birthday), updated_at = excluded.updated_at",
                    [(m["id"], m.get("phone"), m.get("name"), m.get("email"), m.get("birthday"),
                      m.get("origin", "till"), m.get("enrolled_at"), _iso(now)) for m in sorted(live, key=lambda m: m["id"])])
-        result = IngestResult(acked=new[-1].seq, inserted=inserted, duplicates=len(new) - inserted)
-        for member, _bal in sorted(b for b in balances if int(b[1]) < 0):
+        for member in sorted(negative):
             adj = compensate(member, self._member_events(c, member))
             if adj is not None:
                 self._insert_hq_event(c, adj)
                 self._x(c, "UPDATE balances SET balance = balance + ? WHERE member = ?", (adj.stamps, member))
                 self._alert(c, "overdraft", terminal_id, member, {"deficit": adj.stamps, "event": adj.id}, now)
                 result.adjustments.append(adj)
-        self._feed_members(c, [m for m in pii if m not in erased], now)
-        self._x(c, "DELETE FROM staging")  # a second batch in the same transaction must not see these
+        self._feed_members(c, [m for m in pii if m not in erased], now, staged=staged)
+        if staged:
+            self._x(c, "DELETE FROM staging")  # a second batch in the same transaction must not see these
         self._x(c, "UPDATE terminals SET acked = ? WHERE id = ?", (result.acked, terminal_id))
-        return result
 
-    def _feed_members(self, c: Any, extra: Sequence[str], now: dt.datetime) -> None:
-        """A member feed entry for every member the batch touched (from `staging`) and `extra`, unless erased."""
-        self._x(c, "DELETE FROM touched")
-        self._x(c, "INSERT INTO touched(member) SELECT DISTINCT member FROM staging WHERE member IS NOT NULL "
-                   "AND member NOT IN (SELECT member FROM erasures)")
+    def _feed_members(self, c: Any, extra: Sequence[str], now: dt.datetime, *, staged: bool = True) -> None:
+        """A member feed entry for every member the batch touched (from `staging`) and `extra`, unless erased.
+        With `staged` False, `touched` already holds the batch's members (filled chunk by chunk)."""
+        if staged:
+            self._x(c, "DELETE FROM touched")
+            self._x(c, "INSERT INTO touched(member) SELECT DISTINCT member FROM staging WHERE member IS NOT NULL "
+                       "AND member NOT IN (SELECT member FROM erasures)")
         self._many(c, "INSERT INTO touched(member) VALUES (?) ON CONFLICT DO NOTHING", [(m,) for m in extra])
         n = int(self._x(c, "SELECT count(*) FROM touched").fetchone()[0])
         if not n:

@@ -165,8 +165,8 @@ def decode_events(events: Sequence[Any]) -> list[Incoming]:
     return [decode_event(d, i) for i, d in enumerate(events)]
 
 
-def decode_push(raw: bytes) -> WireBatch:
-    """Decode a push body: `{"events": [...], "members": [...], "hash": tip?}`."""
+def split_push(raw: bytes) -> tuple[list[Any], list[dict[str, Any]], str | None]:
+    """Parse a push body and check everything but the events themselves: (raw events, member rows, tip)."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -183,4 +183,10 @@ def decode_push(raw: bytes) -> WireBatch:
     if tip is not None and type(tip) is not str:
         raise WireError("hash must be a string")
     rows = [WireMember.model_validate(m).model_dump() for m in members]  # few, and PII: the full model
+    return events, rows, tip
+
+
+def decode_push(raw: bytes) -> WireBatch:
+    """Decode a push body: `{"events": [...], "members": [...], "hash": tip?}`."""
+    events, rows, tip = split_push(raw)
     return WireBatch(decode_events(events), rows, tip)
