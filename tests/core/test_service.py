@@ -214,3 +214,16 @@ def test_timezone_aware_everywhere(service, budi):
         assert e.at.tzinfo is not None
     assert service.now().tzinfo is not None
     assert isinstance(service.now(), dt.datetime)
+
+
+def test_expiry_is_not_written_off_on_an_untrusted_clock(service, budi, clock):
+    # Rule 9: a till whose clock runs far ahead must not take stamps away as "expired".
+    record(service, sale_dict("R-0010", member=budi.id, lines=[{"sku": "L", "qty": 1, "price": 250000}]))
+    clock.advance(days=400)
+    service.clock_trusted = lambda: False
+    record(service, sale_dict("R-0011", member=budi.id, at=None))
+    assert not [e for e in service.store.member_events(budi.id) if e.kind == "stamps.expired"]
+    assert service.store.balance(budi.id) == 6 + 3
+    service.clock_trusted = lambda: True
+    record(service, sale_dict("R-0012", member=budi.id, at=None))
+    assert [e.stamps for e in service.store.member_events(budi.id) if e.kind == "stamps.expired"] == [-6]

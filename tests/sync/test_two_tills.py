@@ -176,3 +176,22 @@ def test_a_new_program_version_reaches_the_till(hq: HqHarness, tmp_path: Path) -
     a.close()
     with open_till(a.data) as till:
         assert till.program.version == v and till.program.offline.max_per_member == 7
+
+
+def test_attach_sync_distrusts_a_clock_far_from_head_office() -> None:
+    from tillstamp.agent.keys import Keys
+    from tillstamp.agent.service import Service
+    from tillstamp.agent.store import open_store
+    from tillstamp.agent.sync_store import attach_sync
+    from tillstamp.loyalty.program import load_program
+
+    store = open_store(":memory:")
+    program = load_program(Path(__file__).resolve().parents[2] / "examples" / "program.toml")
+    service = Service(store, program, Keys.generate("T1"), store_id="S", terminal_id="T1")
+    sync = attach_sync(store, service, service.keys, "http://127.0.0.1:9")
+    assert sync is not None and service.clock_trusted()
+    now = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
+    sync.note_contact(hq_time=now, local_time=now + dt.timedelta(days=1))
+    assert not service.clock_trusted()
+    sync.note_contact(hq_time=now, local_time=now + dt.timedelta(seconds=30))
+    assert service.clock_trusted()

@@ -123,6 +123,8 @@ class Service:
         self.remote_watermark: Callable[[str], int] = lambda member: 0  # W of rule 6
         self.redeem_guard: Callable[[str, int], None] = lambda member, cost: None
         self.revoked: Callable[[tokens.MemberToken], bool] = lambda token: False
+        # Rule 9: expiry is not written off on a clock head office says is too far off.
+        self.clock_trusted: Callable[[], bool] = lambda: True
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -148,6 +150,8 @@ class Service:
     def _expire(self, member: str, at: dt.datetime) -> list[Event]:
         """Write off stamps that expired by `at` (inside a write); returns the member's history."""
         history = self.member_events(member)
+        if not self.clock_trusted():
+            return history  # a wrong clock must not take stamps away; the next good write will
         due = due_expiries(self.program, history, at)
         out = [expiry_event(member, lot) for lot in due]
         out = [e for e in out if not self.store.has_event(e.id)]

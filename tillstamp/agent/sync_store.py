@@ -367,6 +367,7 @@ def attach_sync(store: Store, service: Service, keys: Keys, hq_url: str) -> Sync
     service.remote_watermark = lambda member: sync.remote(member)[1]
     service.redeem_guard = lambda member, cost: sync.guard(service, member, cost)
     service.revoked = sync.revoked
+    service.clock_trusted = lambda: abs(sync.clock_offset()) <= service.program.offline.max_clock_skew_s
     return sync
 
 
