@@ -14,8 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import cv2
 import numpy as np
@@ -24,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from tillstamp.drivers.backoff import Backoff
 from tillstamp.drivers.errors import DeviceConfigError, DeviceUnavailable
 from tillstamp.drivers.events import ScanCallback, StateCallback
+from tillstamp.drivers.lifecycle import Device
 from tillstamp.drivers.qr import decode_frame, decode_qr
 from tillstamp.drivers.reader import Debouncer, DeviceReader, SourceExhausted
 from tillstamp.drivers.urls import DeviceURL, lookup
@@ -43,18 +42,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DeviceUnavailable(f"cannot read image {path}: {e}") from e
 
 
-class _Source:
-    url = ""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the source."""
+class _Source(Device):
+    """A source of frames."""
 
 
 class CaptureSource(_Source):

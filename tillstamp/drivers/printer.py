@@ -23,6 +23,7 @@ from typing import Protocol, Self
 import serial
 
 from tillstamp.drivers.errors import DeviceConfigError, DeviceUnavailable
+from tillstamp.drivers.lifecycle import Device
 from tillstamp.drivers.urls import DeviceURL, lookup
 
 DLE_EOT_ONLINE = b"\x10\x04\x01"
@@ -69,22 +70,10 @@ class Printer(Protocol):
                  tb: TracebackType | None) -> None: ...
 
 
-class _Port:
-    url = ""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
+class _Port(Device):
     def status(self) -> PrinterStatus:
         """Unknown: this port cannot read back."""
         return PrinterStatus()
-
-    def close(self) -> None:
-        """Release the port."""
 
 
 class DummyPrinter(_Port):
