@@ -4,6 +4,7 @@ enrol form, the Redeem button and the language switch."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,8 @@ def test_panel_offers_a_scanned_receipt_claim(agent, page) -> None:
     guest = agent.client.record_sale(sale("G1"))
     m = agent.client.enroll("0812-5555-6666", "Dewi")
     page.goto(agent.url + "/")
+    # The scan is only pushed to pages already listening: wait until the event stream is open.
+    expect(page.locator("#conn")).to_have_class(re.compile(r"\bon\b"))
     agent.rt.on_scan(ScanEvent(guest["claim"], "serial:///dev/pts/9", utc_now()))
     expect(page.locator("#claim-offer")).to_contain_text("G1")
     page.locator("button.claim-btn").click()
