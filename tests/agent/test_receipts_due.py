@@ -53,3 +53,19 @@ def test_the_due_list_empties_when_the_spooler_goes_idle(tmp_path: Path) -> None
         wait_for(lambda: agent.rt.writer.call(store.get_meta, RECEIPTS_DUE) == "[]", timeout=10,
                  what="the idle spooler storing an empty due list")
         assert _printed(data) == ["I1"]
+
+
+def test_flush_waits_for_a_receipt_promised_but_not_yet_built(tmp_path: Path) -> None:
+    from tillstamp.agent.receipts import ReceiptSpooler
+    from tillstamp.drivers.spool import PrintQueue
+
+    queue = PrintQueue(tmp_path / "spool", "dummy://")
+    spooler = ReceiptSpooler(queue).start()
+    try:
+        spooler.expect(7, "S/R-7")  # committed, its receipt not handed over yet
+        assert not spooler.flush(0.2)
+        spooler.forget(7)
+        assert spooler.flush(1)
+    finally:
+        spooler.stop()
+        queue.close()

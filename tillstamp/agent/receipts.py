@@ -171,6 +171,7 @@ class ReceiptSpooler:
         """Sale `seq` needs no receipt after all (it cannot be drawn)."""
         with self._cond:
             self._due.pop(seq, None)
+            self._cond.notify_all()
 
     def due(self) -> list[tuple[int, str]]:
         """(seq, key) of the committed sales whose receipt is not durably spooled yet."""
@@ -189,9 +190,13 @@ class ReceiptSpooler:
             return self._waiting
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted receipt is spooled; False after `timeout` seconds."""
+        """Wait until every promised receipt is spooled; False after `timeout` seconds.
+
+        Promised includes a sale committed whose receipt the writer has not built yet: it is
+        due from `expect` on, so a flush right after an answer waits for that receipt too.
+        """
         with self._cond:
-            return self._cond.wait_for(lambda: self._waiting == 0, timeout)
+            return self._cond.wait_for(lambda: self._waiting == 0 and not self._due, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Spool what was submitted, then end the thread."""
