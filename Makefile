@@ -28,7 +28,7 @@ soak: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tillstamp tests benchmarks
-	$(BIN)/mypy tillstamp/loyalty tillstamp/agent tillstamp/sync
+	$(BIN)/mypy tillstamp
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .hypothesis

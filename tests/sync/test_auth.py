@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tillstamp.loyalty import tokens
 from tillstamp.sync import protocol as p
+from tillstamp.sync.wire import LEDGER_TYPE
 
 from .conftest import T0, HqHarness, TillHandle, sale
 
@@ -24,11 +26,12 @@ def _push_body(h: TillHandle, *, terminal: str | None = None, store: str | None 
 
 
 def _send(hq: HqHarness, h: TillHandle, body: bytes, *, key: object = None, time_ms: int | None = None,
-          nonce: str | None = None, terminal: str | None = None) -> tuple[int, dict[str, object], dict[str, str]]:
+          nonce: str | None = None, terminal: str | None = None,
+          content_type: str = "application/json") -> tuple[int, dict[str, object], dict[str, str]]:
     headers = p.sign_request(key or h.till.keys.terminal, terminal or h.till.config.terminal, "POST", "/v1/push",
                              body, time_ms if time_ms is not None else int(T0.timestamp() * 1000), nonce)
     reply = hq.transport.request("POST", "/v1/push", body=body,
-                                 headers={**headers, "Content-Encoding": "gzip", "Content-Type": "application/json"})
+                                 headers={**headers, "Content-Encoding": "gzip", "Content-Type": content_type})
     return reply.status, reply.json(), dict(reply.headers)
 
 
@@ -123,3 +126,27 @@ def test_a_till_with_a_wrong_clock_still_syncs_by_signing_with_hq_time(hq: HqHar
 def test_openapi_lists_the_endpoints(hq: HqHarness) -> None:
     spec = hq.transport.request("GET", "/openapi.json").json()
     assert {"/v1/push", "/v1/pull", "/v1/enroll", "/v1/time"} <= spec["paths"].keys()
+    assert spec["paths"]["/v1/push"]["post"]["requestBody"]["content"].keys() == {"application/json", LEDGER_TYPE}
+
+
+@pytest.mark.parametrize(("mangle", "status", "error"), [
+    (lambda raw: raw.replace(b'"stamps":', b'"stamps": ', 1), 400, "bad_batch"),  # not canonical
+    (lambda raw: raw.replace(b"\x1f", b"", 1), 400, "bad_batch"),  # no separator
+    (lambda raw: raw[:raw.rindex(b"\n")], 400, "bad_batch"),  # no trailer
+    (lambda raw: raw.replace(b"}\n", b"} x\n", 1), 400, "bad_batch"),  # garbage after a body
+    (lambda raw: b"\n".join(raw.split(b"\n")[i] for i in (0, 2, 3)), 400, "bad_batch"),  # a hole inside
+    (lambda raw: b"\n".join(raw.split(b"\n")[1:]), 409, "gap"),  # the first event missing
+])
+def test_a_signed_but_malformed_ledger_body_is_refused_and_stores_nothing(
+        hq: HqHarness, two: tuple[TillHandle, TillHandle], mangle: Callable[[bytes], bytes], status: int,
+        error: str) -> None:
+    a, _ = two
+    batch = a.client._batch(0)
+    assert batch is not None
+    raw = gzip.decompress(batch.body)
+    assert raw.count(b"\n") == 3  # three events and the trailer
+    got, err, _ = _send(hq, a, gzip.compress(mangle(raw)), content_type=LEDGER_TYPE)
+    assert (got, err["error"]) == (status, error), err
+    assert hq.hq.stats()["events"] == 0
+    got, body, _ = _send(hq, a, gzip.compress(raw), content_type=LEDGER_TYPE)
+    assert (got, body["acked"]) == (200, 3)

@@ -1,6 +1,6 @@
 """A push applied chunk by chunk (PostgreSQL: decode overlapped with the database) keeps the
-semantics of a batch applied at once, on every backend. CHUNK is made tiny so that every
-batch here spans several chunks."""
+semantics of a batch applied at once, on every backend and in both wire forms (JSON and
+ledger lines). CHUNK is made tiny so that every batch here spans several chunks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tillstamp.loyalty.events import Event, content_hash
+from tillstamp.loyalty.events import Event, canonical, content_hash
 from tillstamp.sync import hq as hq_module
 from tillstamp.sync.hq import AuthFailed, BadBatch, Hq
 from tillstamp.sync.hq_store import QuarantineError, TerminalRow, open_hq_store
+from tillstamp.sync.wire import LEDGER_TYPE, head_json
 
 from .conftest import Clock, program_source
 from .test_hq_contract import earn, enrol
@@ -27,8 +28,14 @@ def hq(hq_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hq]:
     h.store.close()
 
 
-def body(t: TerminalRow, start: int, events: list[Event], *, tip: bool = True, prev: str = "",
-         **override: object) -> bytes:
+@pytest.fixture(params=["json", "ledger"])
+def form(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def body(form: str, t: TerminalRow, start: int, events: list[Event], *, tip: bool | str = True, prev: str = "",
+         **override: object) -> tuple[bytes, str]:
+    """A push body in `form` and its content type; `override` sets e{i}_{field} on the wire."""
     placed = [e.with_position(seq=start + i, terminal=t.id, store=t.store) for i, e in enumerate(events)]
     wires = [e.to_wire() for e in placed]
     h = prev
@@ -37,13 +44,18 @@ def body(t: TerminalRow, start: int, events: list[Event], *, tip: bool = True, p
     for k, v in override.items():
         i, key = k.rsplit("_", 1)
         wires[int(i.removeprefix("e"))][key] = v
-    return json.dumps({"events": wires, "members": [], **({"hash": h} if tip else {})}, default=str).encode()
+    hash_ = {"hash": h if tip is True else tip} if tip else {}
+    if form == "json":
+        return json.dumps({"events": wires, "members": [], **hash_}, default=str).encode(), "application/json"
+    lines = [head_json(w["id"], w["terminal"], w["store"], w["seq"], w["kind"], w["member"], w["at"], w["stamps"],
+                       w["ref"]) + "\x1f" + canonical(w["body"]).decode() for w in wires]
+    return "\n".join([*lines, json.dumps({"members": [], **hash_})]).encode(), LEDGER_TYPE
 
 
-def test_chunks_apply_like_one_batch(hq: Hq) -> None:
+def test_chunks_apply_like_one_batch(hq: Hq, form: str) -> None:
     t = enrol(hq, "S1")
     evs = [earn("M1", 3), earn("M2", 1), earn("M1", -5), earn("M1", 4), earn("M3", 2), earn("M3", -4), earn("M2", 1)]
-    r = hq.push_raw(t, body(t, 1, evs))
+    r = hq.push_raw(t, *body(form, t, 1, evs))
     assert (r.acked, r.inserted, r.duplicates) == (7, 7, 0)
     # M1 dipped below zero in one chunk and came back; only M3 ends the batch overdrawn.
     assert r.adjustments == 1
@@ -51,16 +63,16 @@ def test_chunks_apply_like_one_batch(hq: Hq) -> None:
     assert [a["member"] for a in hq.store.alerts()] == ["M3"]
     members = {c.key for c in hq.pull(t, 0, 1000).changes if c.kind == "member"}
     assert members == {"member:M1", "member:M2", "member:M3"}
-    again = hq.push_raw(t, body(t, 1, evs))  # a resend: all duplicates, nothing moves
+    again = hq.push_raw(t, *body(form, t, 1, evs))  # a resend: all duplicates, nothing moves
     assert (again.acked, again.inserted, again.duplicates, again.adjustments) == (7, 0, 7, 0)
     assert hq.store.balances() == {"M1": 2, "M2": 2, "M3": 0}
 
 
-def test_an_id_already_held_from_another_terminal_is_kept_once(hq: Hq) -> None:
+def test_an_id_already_held_from_another_terminal_is_kept_once(hq: Hq, form: str) -> None:
     a, b = enrol(hq, "S1"), enrol(hq, "S1")
     shared = earn("M1", 2, eid="shared-1")
-    hq.push_raw(a, body(a, 1, [shared]))
-    r = hq.push_raw(b, body(b, 1, [earn("M2", 1), earn("M2", 1), shared, earn("M2", 1)]))
+    hq.push_raw(a, *body(form, a, 1, [shared]))
+    r = hq.push_raw(b, *body(form, b, 1, [earn("M2", 1), earn("M2", 1), shared, earn("M2", 1)]))
     assert (r.acked, r.inserted, r.duplicates) == (4, 3, 1)
     assert hq.store.balances() == {"M1": 2, "M2": 3}
 
@@ -70,31 +82,29 @@ def test_an_id_already_held_from_another_terminal_is_kept_once(hq: Hq) -> None:
     ({"e4_stamps": "x"}, BadBatch),
     ({"e5_seq": 99}, BadBatch),
 ])
-def test_a_bad_event_in_a_later_chunk_stores_nothing(hq: Hq, override: dict[str, object],
+def test_a_bad_event_in_a_later_chunk_stores_nothing(hq: Hq, form: str, override: dict[str, object],
                                                       error: type[Exception]) -> None:
     t = enrol(hq, "S1")
     with pytest.raises(error):
-        hq.push_raw(t, body(t, 1, [earn("M1", 1) for _ in range(6)], tip=False, **override))
+        hq.push_raw(t, *body(form, t, 1, [earn("M1", 1) for _ in range(6)], tip=False, **override))
     assert hq.stats()["events"] == 0 and hq.store.balances() == {}
     assert hq.store.terminal(t.id).acked == 0  # type: ignore[union-attr]
-    assert hq.push_raw(t, body(t, 1, [earn("M1", 1) for _ in range(6)])).acked == 6
+    assert hq.push_raw(t, *body(form, t, 1, [earn("M1", 1) for _ in range(6)])).acked == 6
 
 
-def test_a_wrong_tip_stores_nothing(hq: Hq) -> None:
+def test_a_wrong_tip_stores_nothing(hq: Hq, form: str) -> None:
     t = enrol(hq, "S1")
-    raw = json.loads(body(t, 1, [earn("M1", 1) for _ in range(5)]))
-    raw["hash"] = "0" * 64
     with pytest.raises(BadBatch, match="ledger"):
-        hq.push_raw(t, json.dumps(raw).encode())
+        hq.push_raw(t, *body(form, t, 1, [earn("M1", 1) for _ in range(5)], tip="0" * 64))
     assert hq.stats()["events"] == 0 and hq.store.terminal(t.id).acked == 0  # type: ignore[union-attr]
 
 
-def test_a_resend_with_other_content_is_quarantined(hq: Hq) -> None:
+def test_a_resend_with_other_content_is_quarantined(hq: Hq, form: str) -> None:
     t = enrol(hq, "S1")
     evs = [earn("M1", 1) for _ in range(5)]
-    hq.push_raw(t, body(t, 1, evs))
+    hq.push_raw(t, *body(form, t, 1, evs))
     changed = [*evs[:3], earn("M1", 7), evs[4], earn("M1", 1)]
     with pytest.raises(QuarantineError):
-        hq.push_raw(t, body(t, 1, changed, tip=False))
+        hq.push_raw(t, *body(form, t, 1, changed, tip=False))
     assert [q["seq"] for q in hq.store.quarantine()] == [4, 5]  # the chain differs from seq 4 on
     assert hq.store.balances() == {"M1": 5}

@@ -15,7 +15,19 @@ from tillstamp.loyalty import events as ev
 from tillstamp.loyalty.events import Event, canonical, content_hash
 from tillstamp.sync import errors
 from tillstamp.sync import protocol as p
-from tillstamp.sync.wire import LedgerRow, WireError, chain, decode_event, decode_push, event_json
+from tillstamp.sync.wire import (
+    LedgerRow,
+    WireError,
+    _decode_line,
+    chain,
+    decode_event,
+    decode_events,
+    decode_lines,
+    decode_push,
+    head_json,
+    ledger_line,
+    split_ledger,
+)
 
 from .conftest import T0, HqHarness, sale
 
@@ -39,19 +51,108 @@ def test_the_wire_and_the_digest_match_the_event_model(eid: str, member: str | N
         eid.encode()
     except UnicodeEncodeError:
         return  # a lone surrogate cannot be stored anyway
+    if "\x00" in f"{eid}{member}{ref}":
+        return  # refused (PostgreSQL text cannot hold NUL): see test_a_bad_event_is_refused_with_the_reason
     e = Event(eid, ev.EARNED, T0 + dt.timedelta(seconds=seconds, microseconds=seconds % 7), member, stamps, ref,
               body).with_position(seq=7, terminal="S1-T1", store="S1")
     r = row_of(e, "ab" * 32)
-    assert json.loads(event_json(r)) == json.loads(json.dumps(e.to_wire()))
-    got = decode_event(json.loads(event_json(r)))
+    got = decode_event(json.loads(json.dumps(e.to_wire())))
     assert chain("ab" * 32, [got.content]) == [r.hash]  # HQ's digest is the till's ledger hash
     assert got.body == canonical(e.body).decode()
+
+
+@given(eid=st.text(min_size=1, max_size=64), member=st.one_of(st.none(), text), ref=st.one_of(st.none(), text),
+       stamps=st.integers(-999, 999), body=bodies, seconds=st.integers(0, 10**8))
+def test_a_ledger_line_is_what_the_till_hashed_and_decodes_like_the_json_form(
+        eid: str, member: str | None, ref: str | None, stamps: int, body: dict[str, object], seconds: int) -> None:
+    try:
+        eid.encode()
+    except UnicodeEncodeError:
+        return
+    if "\x00" in f"{eid}{member}{ref}":
+        return  # refused by both forms (PostgreSQL text cannot hold NUL)
+    e = Event(eid, ev.EARNED, T0 + dt.timedelta(seconds=seconds, microseconds=seconds % 7), member, stamps, ref,
+              body).with_position(seq=7, terminal="S1-T1", store="S1")
+    r = row_of(e, "ab" * 32)
+    line = ledger_line(r)
+    assert chain("ab" * 32, [line.encode()]) == [r.hash]  # the line is exactly the hashed text
+    [got] = decode_lines([line])
+    assert got == decode_events([json.loads(json.dumps(e.to_wire()))])[0]  # both forms store the same
+    assert got == _decode_line(line, 0)  # the fast path agrees with the general rules
+
+
+def _line(**change: object) -> str:
+    w = Event("E1", ev.EARNED, T0, "M1", 1, None, {"a": 1}).with_position(seq=1, terminal="T", store="S").to_wire()
+    w.update(change)
+    return head_json(*(w[k] for k in ("id", "terminal", "store", "seq", "kind", "member", "at", "stamps", "ref"))) + \
+        "\x1f" + json.dumps(w["body"], separators=(",", ":"))
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (_line().replace("\x1f", ""), "0x1F"),
+    (_line().replace('"id"', ' "id"'), "canonical"),
+    (_line().replace('{"at"', '{"seq":1,"at"'), "canonical"),
+    (_line().replace('"seq":1', '"seq":1.0'), "seq"),
+    (_line(seq=0), "seq"),
+    (_line(stamps=1_000_001), "stamps"),
+    (_line(kind="nope"), "unknown kind"),
+    (_line(at="2026-03-02T10:00:00+07:00"), "UTC"),
+    (_line(at="2026-03-02T03:00:00.000000+00:00"), "UTC"),
+    (_line(at="2026-13-02T03:00:00+00:00"), "ISO"),
+    (_line(at="2026-W09-1T03:00:00+00:00"), "UTC"),
+    (_line(id="a\x00b"), "NUL"),
+    (_line(member="x" * 65), "member"),
+    (_line(body=[1]), "object"),
+    (_line() + "}", "object"),
+    (_line().replace('{"a":1}', '{"a":1} {}'), "object"),
+    (_line().replace('{"a":1}', '{"a":}'), "object"),
+    ('{"at":1}\x1f{}', "fields"),
+    ("[]\x1f{}", "object"),
+])
+def test_a_bad_ledger_line_is_refused_with_the_reason(line: str, message: str) -> None:
+    assert decode_lines([_line()])[0].id == "E1"
+    with pytest.raises(WireError, match=message):
+        decode_lines([_line(), line], 10)
+    with pytest.raises(WireError, match=r"events\[11\]"):
+        decode_lines([_line(), line], 10)
+
+
+@given(st.integers(0, 200), st.text(max_size=3), st.integers(0, 3))
+def test_whatever_a_mangled_line_decodes_to_is_exactly_canonical(at: int, insert: str, cut: int) -> None:
+    """Accepted means: the line is canonical(head) 0x1F a JSON object, and its fields are what it says."""
+    good = _line(member="M\u00e9", ref='q"\\')
+    at %= len(good)
+    line = good[:at] + insert + good[at + cut:]
+    try:
+        [got] = decode_lines([line])
+    except WireError:
+        return
+    head = head_json(got.id, got.terminal, got.store, got.seq, got.kind, got.member, got.at, got.stamps, got.ref)
+    assert head + "\x1f" + got.body == line and got.content == line.encode()
+    assert isinstance(json.loads(got.body), dict)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (b"", "trailer"), (_line().encode(), "trailer"), (b'{"members": []}', "events"),
+    (_line().encode() + b"\n[]", "trailer"), (_line().encode() + b'\n{"other": 1}', "trailer"),
+    (_line().encode() + b'\n{"hash": 5}', "hash"), (b"\xff\n{}", "UTF-8"),
+    (_line().encode() + b'\n{"members": [{"id": "M1", "name": "a\\u0000"}]}', "NUL"),
+])
+def test_a_bad_ledger_body_is_refused_with_the_reason(raw: bytes, message: str) -> None:
+    with pytest.raises(WireError, match=message):
+        split_ledger(raw)
+
+
+def test_a_ledger_body_splits_into_lines_members_and_tip() -> None:
+    lines, members, tip = split_ledger((_line() + "\n" + _line() + '\n{"members": [{"id": "M1"}], "hash": "ab"}\n')
+                                       .encode())
+    assert lines == [_line(), _line()] and [m["id"] for m in members] == ["M1"] and tip == "ab"
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"seq": 0}, "seq"), ({"seq": "1"}, "seq"), ({"stamps": True}, "stamps"), ({"id": ""}, "id"),
     ({"member": 5}, "member"), ({"body": []}, "body"), ({"kind": "nope"}, "unknown kind"),
-    ({"at": "2026-03-02T03:00:00"}, "UTC offset"), ({"extra": 1}, "unknown fields"),
+    ({"at": "2026-03-02T03:00:00"}, "UTC offset"), ({"extra": 1}, "unknown fields"), ({"ref": "a\x00"}, "NUL"),
 ])
 def test_a_bad_event_is_refused_with_the_reason(change: dict[str, object], message: str) -> None:
     e = Event("E1", ev.EARNED, T0, "M1", 1, None, {}).with_position(seq=1, terminal="T", store="S").to_wire()

@@ -26,8 +26,13 @@ from starlette.concurrency import run_in_threadpool
 from . import protocol as p
 from .hq import AuthFailed, BadBatch, Hq
 from .hq_store import CursorGone, EnrollRefused, GapError, QuarantineError
+from .wire import LEDGER_TYPE
 
-_ERRORS = {"400": {"model": p.ErrorBody}, "401": {"model": p.ErrorBody}, "403": {"model": p.ErrorBody},
+_LEDGER_DOC = ("What tills send: one line per event, exactly the bytes its ledger hash covers "
+               "(canonical head JSON, 0x1F, canonical body JSON), then a trailer line "
+               '{"members": [...], "hash": "<ledger hash of the last event>"}. Same rules as the JSON form.')
+
+_ERRORS: dict[int | str, dict[str, Any]] = {"400": {"model": p.ErrorBody}, "401": {"model": p.ErrorBody}, "403": {"model": p.ErrorBody},
            "409": {"model": p.ErrorBody}}
 
 
@@ -110,12 +115,14 @@ def create_app(hq: Hq) -> FastAPI:
         return hq.enroll(req)
 
     @app.post("/v1/push", response_model=p.PushResponse, responses=_ERRORS, summary="Push a batch of events",
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": p.PushRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}})
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {
+                      "schema": p.PushRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+                  LEDGER_TYPE: {"schema": {"type": "string", "description": _LEDGER_DOC}}}}})
     async def push(request: Request) -> p.PushResponse:
         term, body = await signed(request)
         raw = _gunzip(body, request.headers.get("content-encoding", ""))
-        return await run_in_threadpool(hq.push_raw, term, raw)
+        return await run_in_threadpool(hq.push_raw, term, raw, request.headers.get("content-type", ""))
 
     @app.get("/v1/pull", response_model=p.PullResponse, responses={**_ERRORS, "410": {"model": p.ErrorBody}},
              summary="A page of the change feed")

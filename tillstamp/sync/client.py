@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import threading
@@ -28,7 +29,7 @@ from ..loyalty import tokens
 from . import errors
 from . import protocol as p
 from .transport import InProcessTransport, Reply, RequestsTransport, Transport, check
-from .wire import LedgerRow, event_json
+from .wire import LEDGER_TYPE, LedgerRow, ledger_line
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 10_000  # per batch; HQ accepts up to protocol.MAX_BATCH_EVENTS
@@ -218,43 +219,45 @@ class SyncClient:
     # -- push ---------------------------------------------------------------------------
 
     def _batch(self, after: int) -> Batch | None:
-        """The next body after `after`: at most `max_events` events and about `max_bytes` of JSON.
+        """The next body after `after`: at most `max_events` events and about `max_bytes` of text.
 
-        Rows stream from the ledger straight into JSON (the body is stored canonical and
-        travels verbatim) and into the compressor 64 KiB at a time, so the till holds one
-        compressed batch and a small buffer, never the backlog or a whole JSON text.
+        Rows stream from the ledger into ledger lines (`wire.LEDGER_TYPE`: each line is the
+        text the row's hash covers, so HQ hashes it as received) and into the compressor
+        64 KiB at a time, so the till holds one compressed batch and a small buffer, never the
+        backlog or a whole body.
         """
         gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # gzip framing, level 1
-        out = [gz.compress(b'{"events":[')]
+        out = []
         buf: list[str] = []
         pending = size = 0
         last = after
         tip = ""
         with contextlib.closing(self.outbox.ledger_rows(after, self.max_events)) as rows:  # type: ignore[type-var]
             for r in rows:
-                text = event_json(r)
+                text = ledger_line(r)
                 if last > after and size + len(text) > self.max_bytes:
                     break
-                buf.append(text if last == after else "," + text)
+                buf.append(text)
                 size += len(text) + 1
                 pending += len(text) + 1
                 last, tip = r.seq, r.hash
                 if pending >= 1 << 16:
-                    out.append(gz.compress("".join(buf).encode()))
+                    buf.append("")
+                    out.append(gz.compress("\n".join(buf).encode()))
                     buf.clear()
                     pending = 0
         if last == after:
             return None
-        members = json.dumps(list(self.outbox.members_changed(after, last)), ensure_ascii=False)
-        buf.append('],"members":' + members + ',"hash":"' + tip + '"}')
-        out.append(gz.compress("".join(buf).encode()))
+        members = list(self.outbox.members_changed(after, last))
+        buf.append(json.dumps({"members": members, "hash": tip}, ensure_ascii=False))
+        out.append(gz.compress("\n".join(buf).encode()))
         out.append(gz.flush())
         return Batch(b"".join(out), after + 1, last)
 
     def _push(self, batch: Batch) -> int:
         """Send one batch; the cursor moves to what HQ acknowledges. Returns how far it moved."""
         before = self.outbox.acked()
-        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        headers = {"Content-Type": LEDGER_TYPE, "Content-Encoding": "gzip"}
         try:
             reply, resp = self._retrying(lambda: self._send("POST", "/v1/push", batch.body, headers), p.PushResponse)
         except errors.Rejected as e:
@@ -311,7 +314,7 @@ class SyncClient:
         while pages < max_pages:
             path = f"/v1/pull?cursor={cursor}&limit={self.page_size}"
             try:
-                _, page = self._retrying(lambda path=path: self._send("GET", path), p.PullResponse)
+                _, page = self._retrying(functools.partial(self._send, "GET", path), p.PullResponse)
             except errors.Gone:
                 if cursor == 0:
                     raise

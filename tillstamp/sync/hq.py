@@ -18,7 +18,16 @@ from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import balance, tier_at
 from . import protocol as p
 from .hq_store import HQ_TERMINAL, BadChain, EnrollRefused, HqStore, TerminalRow
-from .wire import Incoming, WireBatch, WireError, decode_event, decode_events, split_push
+from .wire import (
+    LEDGER_TYPE,
+    Incoming,
+    WireBatch,
+    WireError,
+    decode_events,
+    decode_lines,
+    split_ledger,
+    split_push,
+)
 
 
 class AuthFailed(Exception):
@@ -134,45 +143,56 @@ class Hq:
 
     def push(self, term: TerminalRow, req: p.PushRequest) -> p.PushResponse:
         """Ingest a batch given as a model (tests, tools); the app uses `push_raw`."""
-        events = decode_events([w.model_dump() for w in req.events])
+        try:
+            events = decode_events([w.model_dump() for w in req.events])
+        except WireError as e:
+            raise BadBatch(str(e)) from None
         return self.ingest(term, WireBatch(events, [m.model_dump() for m in req.members], req.hash))
 
-    def push_raw(self, term: TerminalRow, raw: bytes) -> p.PushResponse:
-        """Ingest a push body as received (inflated): one json.loads, a typed check per event.
+    def push_raw(self, term: TerminalRow, raw: bytes, content_type: str = "application/json") -> p.PushResponse:
+        """Ingest a push body as received (inflated), in either wire form (`wire.LEDGER_TYPE`
+        or JSON): one parse, a typed check per event.
 
         A store with `ingest_chunks` (PostgreSQL) gets the events CHUNK at a time, decoded and
         checked while it applies the previous chunk, all in one transaction."""
+        ledger = content_type.split(";", 1)[0].strip().lower() == LEDGER_TYPE
         try:
-            events, members, tip = split_push(raw)
+            events, members, tip = split_ledger(raw) if ledger else split_push(raw)
         except WireError as e:
             raise BadBatch(str(e)) from None
+        decode: Callable[[Sequence[Any], int], list[Incoming]] = decode_lines if ledger else decode_events
+
+        def decode_slice(lo: int, hi: int) -> list[Incoming]:
+            try:
+                return decode(events[lo:hi], lo)
+            except WireError as e:
+                raise BadBatch(str(e)) from None
+
         chunked = getattr(self.store, "ingest_chunks", None)
         if chunked is None or len(events) <= CHUNK:
-            return self.ingest(term, WireBatch(self._decode(events, 0), members, tip))
+            return self.ingest(term, WireBatch(decode_slice(0, len(events)), members, tip))
         first: list[int] = []
+        bounds = [0]
+        step = max(1, CHUNK // 5)  # a small first chunk: the database starts sooner
+        while bounds[-1] < len(events):
+            bounds.append(min(len(events), bounds[-1] + step))
+            step = CHUNK
 
         def decode_chunk(k: int) -> list[Incoming]:
-            lo = k * CHUNK
-            out = self._decode(events[lo:lo + CHUNK], lo)
+            lo = bounds[k]
+            out = decode_slice(lo, bounds[k + 1])
             if not first:
                 first.append(out[0].seq)
             self._check(term, out, first[0] + lo - 1)
             return out
 
-        n_chunks = -(-len(events) // CHUNK)
         try:
-            result = chunked(term.id, n_chunks, decode_chunk, members, self.clock(), self._compensate, tip=tip)
+            result = chunked(term.id, len(bounds) - 1, decode_chunk, members, self.clock(), self._compensate,
+                             tip=tip)
         except BadChain as e:
             raise BadBatch(str(e)) from None
         return p.PushResponse(terminal=term.id, acked=result.acked, inserted=result.inserted,
                               duplicates=result.duplicates, adjustments=len(result.adjustments))
-
-    @staticmethod
-    def _decode(events: Sequence[Any], start: int) -> list[Incoming]:
-        try:
-            return [decode_event(d, i) for i, d in enumerate(events, start)]
-        except WireError as e:
-            raise BadBatch(str(e)) from None
 
     @staticmethod
     def _check(term: TerminalRow, events: Sequence[Incoming], prev: int) -> None:

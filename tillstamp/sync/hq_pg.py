@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -28,7 +28,6 @@ from .hq_store import (
     QuarantineError,
     SqlHqStore,
     StagedEvent,
-    _staged,
 )
 from .wire import Incoming, chain
 
@@ -73,6 +72,28 @@ _STAGING = (
     # stamps of the events inserted by each chunk of a batch, summed into balances once at its end
     "CREATE TEMP TABLE IF NOT EXISTS pending (member TEXT NOT NULL, stamps BIGINT NOT NULL) ON COMMIT DELETE ROWS",
 )
+
+
+class _Chunk(NamedTuple):
+    """A decoded chunk ready for `staging`: COPY text, size, last seq, the chain's digest after
+    it, the stamps per member it carries, and the members it names."""
+
+    text: str
+    n: int
+    last: int
+    tip: str
+    deltas: dict[str, int]
+    members: set[str | None]
+
+    @classmethod
+    def of(cls, events: list[Incoming], prev: str) -> _Chunk:
+        digests = chain(prev, [e.content for e in events])
+        deltas: dict[str, int] = {}
+        for e in events:
+            if e.member is not None:
+                deltas[e.member] = deltas.get(e.member, 0) + e.stamps
+        return cls(copy_text(events, digests), len(events), events[-1].seq, digests[-1], deltas,
+                   {e.member for e in events})
 
 
 class PgHqStore(SqlHqStore):
@@ -157,63 +178,69 @@ class PgHqStore(SqlHqStore):
         row = c.execute("SELECT digest FROM positions WHERE terminal = %s AND seq = %s",
                         (terminal_id, first - 1)).fetchone()
 
-        def prep(events: list[Incoming], prev: str) -> tuple[list[StagedEvent], str, set[str | None]]:
-            digests = chain(prev, [e.content for e in events])
-            return ([_staged(e, d) for e, d in zip(events, digests, strict=True)], digests[-1],
-                    {e.member for e in events})
+        def decode_prep(k: int, prev: str) -> _Chunk:
+            return _Chunk.of(decode_chunk(k), prev)
 
-        def decode_prep(k: int, prev: str) -> tuple[list[StagedEvent], str, set[str | None]]:
-            return prep(decode_chunk(k), prev)
-
-        staged, prev, seen = prep(head, row[0] if row else "")
+        chunk = _Chunk.of(head, row[0] if row else "")
         touched: set[str | None] = set()
+        deltas: dict[str, int] = {}
         inserted = total = 0
         for k in range(1, n_chunks + 1):
-            fut: Future[tuple[list[StagedEvent], str, set[str | None]]] | None = (
-                _DECODER.submit(decode_prep, k, prev) if k < n_chunks else None)
+            fut: Future[_Chunk] | None = _DECODER.submit(decode_prep, k, chunk.tip) if k < n_chunks else None
             try:
-                inserted += self._apply_chunk(c, staged)
+                inserted += self._apply_chunk(c, chunk, deltas)
             except BaseException:
                 if fut is not None:
                     fut.cancel()
                 raise
-            total += len(staged)
-            touched |= seen
-            last = staged[-1].seq
+            total += chunk.n
+            touched |= chunk.members
+            done = chunk
             if fut is not None:
-                staged, prev, seen = fut.result()  # a bad later chunk raises here: the transaction rolls back
-        if tip is not None and prev != tip:
-            raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{last})")
+                chunk = fut.result()  # a bad later chunk raises here: the transaction rolls back
+        if tip is not None and done.tip != tip:
+            raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{done.last})")
         # Balances once for the batch, from what the chunks really inserted: overdrafts are
         # judged on the balances after the whole batch, as for a batch applied at once.
+        names = sorted(deltas)
         negative = [r[0] for r in c.execute(
-            "WITH bal AS (INSERT INTO balances(member, balance) SELECT member, sum(stamps) FROM pending "
+            "WITH d(member, stamps) AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+            "UNION ALL SELECT member, stamps FROM pending), "
+            "bal AS (INSERT INTO balances(member, balance) SELECT member, sum(stamps) FROM d "
             "GROUP BY member ORDER BY member "
             "ON CONFLICT(member) DO UPDATE SET balance = balances.balance + excluded.balance "
-            "RETURNING member, balance) SELECT member FROM bal WHERE balance < 0").fetchall()]
+            "RETURNING member, balance) SELECT member FROM bal WHERE balance < 0",
+            (names, [deltas[m] for m in names])).fetchall()]
         c.execute("DELETE FROM pending")
         c.execute("DELETE FROM touched")
         c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m "
                   "WHERE m NOT IN (SELECT member FROM erasures)", (sorted(m for m in touched if m is not None),))
-        result = IngestResult(acked=last, inserted=inserted, duplicates=total - inserted)
+        result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False)
         return result
 
-    def _apply_chunk(self, c: Any, rows: Sequence[StagedEvent]) -> int:
-        """Positions and events of one chunk, the inserted events' stamps into `pending`: how many were
-        inserted. `staging` is left empty."""
-        self._stage(c, rows)
+    def _apply_chunk(self, c: Any, chunk: _Chunk, deltas: dict[str, int]) -> int:
+        """Positions and events of one chunk; returns how many events were inserted. When all
+        were (the usual case), the chunk's stamps are added to `deltas` from Python; otherwise
+        (an id already held from another terminal) the inserted events' stamps go to `pending`.
+        `staging` is left empty."""
         cols = ", ".join(EVENT_COLS)
-        n = int(c.execute(
+        with c.copy(f"COPY staging ({cols}) FROM STDIN") as copy:
+            copy.write(chunk.text)
+        n = c.execute(
             "WITH pos AS (INSERT INTO positions(terminal, seq, event_id, digest) "
-            "SELECT terminal, seq, id, digest FROM staging), "
-            f"ins AS (INSERT INTO events({cols}) SELECT {cols} FROM staging ORDER BY seq "
-            "ON CONFLICT(id) DO NOTHING RETURNING member, stamps), "
-            "agg AS (INSERT INTO pending(member, stamps) SELECT member, sum(stamps) FROM ins "
-            "WHERE member IS NOT NULL GROUP BY member) "
-            "SELECT count(*) FROM ins").fetchone()[0])
+            "SELECT terminal, seq, id, digest FROM staging) "
+            f"INSERT INTO events({cols}) SELECT {cols} FROM staging ORDER BY seq ON CONFLICT(id) DO NOTHING"
+        ).rowcount
+        if n == chunk.n:
+            for member, stamps in chunk.deltas.items():
+                deltas[member] = deltas.get(member, 0) + stamps
+        else:  # only the events stored under this terminal's own positions move balances
+            c.execute("INSERT INTO pending(member, stamps) SELECT s.member, s.stamps FROM staging s "
+                      "JOIN events e ON e.id = s.id AND e.terminal = s.terminal AND e.seq = s.seq "
+                      "WHERE s.member IS NOT NULL")
         c.execute("DELETE FROM staging")
-        return n
+        return int(n)
 
     def _x(self, c: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         c.execute(sql.replace("?", "%s"), params)
@@ -228,8 +255,7 @@ class PgHqStore(SqlHqStore):
 
     def _stage(self, c: Any, rows: Sequence[StagedEvent]) -> None:
         with c.copy(f"COPY staging ({', '.join(EVENT_COLS)}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(r)
+            copy.write(copy_text(rows, [r.digest for r in rows]))
 
     def _insert_events(self, c: Any) -> tuple[int, list[tuple[str, int]]]:
         # One statement: the balances add up the rows the INSERT really inserted (RETURNING),
@@ -255,3 +281,28 @@ class PgHqStore(SqlHqStore):
             "kind = excluded.kind, payload = excluded.payload, at = excluded.at",
             [list(col) for col in cols],
         )
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(v: object) -> str:
+    return "\\N" if v is None else str(v).translate(_COPY_ESCAPES)
+
+
+def copy_text(events: Sequence[Incoming | StagedEvent], digests: Sequence[str]) -> str:
+    """Rows of `staging` (EVENT_COLS; the digest from `digests`) in COPY's text format, built in
+    one string so the COPY itself is a single call. A row with a backslash, tab or line break
+    anywhere (rare: escapes in the event's JSON) has each field escaped; the rest go as they are."""
+    out = []
+    for e, d in zip(events, digests, strict=True):
+        member = "\\N" if e.member is None else e.member
+        ref = "\\N" if e.ref is None else e.ref
+        row = (f"{e.id}\t{e.terminal}\t{e.store}\t{e.seq}\t{e.kind}\t{member}\t{e.at}\t{e.stamps}\t{ref}\t"
+               f"{e.body}\t{d}")
+        if (row.count("\t") != 10 or row.count("\\") != (e.member is None) + (e.ref is None)
+                or "\n" in row or "\r" in row):
+            row = "\t".join(_copy_field(v) for v in (*e[:10], d))
+        out.append(row)
+    out.append("")
+    return "\n".join(out)

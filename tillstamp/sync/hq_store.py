@@ -570,7 +570,7 @@ class SqlHqStore:
         with self._tx(write=False) as c:
             def one(sql: str) -> int:
                 return int(self._x(c, sql).fetchone()[0])
-            out = {
+            out: dict[str, Any] = {
                 "events": one("SELECT count(*) FROM events"),
                 "sales": one("SELECT count(*) FROM events WHERE kind = 'sale.recorded'"),
                 "members": one("SELECT count(*) FROM balances"),

@@ -1,8 +1,8 @@
 """Events on the wire without a model object per event.
 
-The till writes each ledger row straight to JSON (the body is stored as canonical JSON
-already, so it travels verbatim); HQ reads a batch with one `json.loads` and a typed check
-per event (the same constraints as `protocol.WireEvent`, which still documents the format in
+The till writes each ledger row straight to the wire (the body is stored as canonical JSON
+already, so it travels verbatim); HQ reads a batch with one parse and a typed check per
+event (the same constraints as `protocol.WireEvent`, which documents the JSON form in
 OpenAPI). Both ends agree on one content digest: the till's ledger hash chain,
 
     digest(seq) = SHA256(digest(seq - 1) + canonical(event without body) + 0x1F + canonical(body))
@@ -10,6 +10,19 @@ OpenAPI). Both ends agree on one content digest: the till's ledger hash chain,
 (`loyalty.events.content_hash`, with digest(0) = ""). HQ keeps it per (terminal, seq) to
 compare a resent position, and a till may send the digest of its last event (`hash`) so HQ
 can check, with one comparison per batch, that what it stores is exactly the till's ledger.
+
+Two push bodies carry the same events (both gzip on the wire):
+
+- `application/json`: `{"events": [...], "members": [...], "hash": tip?}` (`protocol.PushRequest`).
+  HQ must re-encode every body to find the bytes its digest covers.
+- `application/x-tillstamp-ledger` (what tills send): one line per event holding exactly
+  those bytes, `canonical(head) 0x1F canonical(body)`, then one trailer line
+  `{"members": [...], "hash": tip?}`. Canonical JSON has no raw newline or 0x1F, so the
+  split is exact. HQ hashes each line as received and encodes nothing again: one regular
+  expression reads a canonical head whose strings need no escape (nearly every event) and
+  checks each field's type, length and form; any other head is parsed and must equal its
+  canonical rebuild, so the fields stored are exactly the text hashed. Each body must be
+  exactly one JSON object (read by the C scanner, not re-encoded).
 """
 
 from __future__ import annotations
@@ -17,8 +30,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from json.encoder import encode_basestring
+from json.scanner import make_scanner
 from typing import Any, NamedTuple
 
 from ..loyalty.events import KINDS
@@ -26,7 +41,9 @@ from .protocol import MAX_BATCH_EVENTS, WireMember
 
 _FIELDS = frozenset(("id", "terminal", "store", "seq", "kind", "member", "at", "stamps", "ref", "body"))
 _REQUIRED = frozenset(("id", "terminal", "store", "seq", "kind", "at", "stamps"))
+_HEAD = frozenset(_FIELDS - {"body"})
 _canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+LEDGER_TYPE = "application/x-tillstamp-ledger"
 
 
 class WireError(ValueError):
@@ -77,12 +94,9 @@ def _str(v: str | None) -> str:
     return "null" if v is None else encode_basestring(v)
 
 
-def event_json(r: LedgerRow) -> str:
-    """The wire JSON of a ledger row (the form of `Event.to_wire`), without re-encoding the body."""
-    return (f'{{"id":{encode_basestring(r.id)},"terminal":{encode_basestring(r.terminal)},'
-            f'"store":{encode_basestring(r.store)},"seq":{r.seq},"kind":{encode_basestring(r.kind)},'
-            f'"member":{_str(r.member)},"at":{encode_basestring(r.at)},"stamps":{r.stamps},'
-            f'"ref":{_str(r.ref)},"body":{r.body}}}')
+def ledger_line(r: LedgerRow) -> str:
+    """A ledger row as a line of the ledger push body: exactly the text its ledger hash covers."""
+    return head_json(r.id, r.terminal, r.store, r.seq, r.kind, r.member, r.at, r.stamps, r.ref) + "\x1f" + r.body
 
 
 def head_json(id: str, terminal: str, store: str, seq: int, kind: str, member: str | None, at: str,
@@ -124,6 +138,18 @@ def _explain(d: dict[str, Any], i: int) -> WireError:
     return _bad(i, "body must be an object")
 
 
+def _fields_ok(eid: Any, terminal: Any, store: Any, kind: Any, member: Any, ref: Any, at: Any, seq: Any,
+               stamps: Any) -> bool:
+    """The constraints of `protocol.WireEvent` on the head fields, as one expression (the common
+    case); `_explain` finds the broken one otherwise."""
+    return (type(eid) is str and 0 < len(eid) <= 64 and type(terminal) is str and 0 < len(terminal) <= 64
+            and type(store) is str and 0 < len(store) <= 64 and type(kind) is str and 0 < len(kind) <= 40
+            and (member is None or type(member) is str and len(member) <= 64)
+            and (ref is None or type(ref) is str and len(ref) <= 200)
+            and type(at) is str and 10 <= len(at) <= 40
+            and type(seq) is int and seq >= 1 and type(stamps) is int and -1_000_000 <= stamps <= 1_000_000)
+
+
 def decode_event(d: Any, i: int = 0) -> Incoming:
     """Check one wire event (the constraints of `protocol.WireEvent`) and prepare it for storage."""
     if type(d) is not dict:
@@ -133,17 +159,12 @@ def decode_event(d: Any, i: int = 0) -> Incoming:
         raise _bad(i, f"unknown fields {sorted(keys - _FIELDS)}, missing fields {sorted(_REQUIRED - keys)}")
     eid, terminal, store, kind, raw_at = d["id"], d["terminal"], d["store"], d["kind"], d["at"]
     member, ref, seq, stamps, body = d.get("member"), d.get("ref"), d["seq"], d["stamps"], d.get("body", {})
-    # One expression for the common case; _explain finds the broken constraint otherwise.
-    if not (type(eid) is str and 0 < len(eid) <= 64 and type(terminal) is str and 0 < len(terminal) <= 64
-            and type(store) is str and 0 < len(store) <= 64 and type(kind) is str and 0 < len(kind) <= 40
-            and (member is None or type(member) is str and len(member) <= 64)
-            and (ref is None or type(ref) is str and len(ref) <= 200)
-            and type(raw_at) is str and 10 <= len(raw_at) <= 40
-            and type(seq) is int and seq >= 1 and type(stamps) is int and -1_000_000 <= stamps <= 1_000_000
-            and type(body) is dict):
+    if not (_fields_ok(eid, terminal, store, kind, member, ref, raw_at, seq, stamps) and type(body) is dict):
         raise _explain(d, i)
     if kind not in KINDS:
         raise _bad(i, f"unknown kind {kind!r}")
+    if "\x00" in f"{eid}{terminal}{store}{member}{ref}":
+        raise _bad(i, "text fields must not contain NUL characters")
     try:
         t = dt.datetime.fromisoformat(raw_at)
     except ValueError:
@@ -160,21 +181,14 @@ def decode_event(d: Any, i: int = 0) -> Incoming:
     return Incoming(eid, terminal, store, seq, kind, member, at, stamps, ref, body_json, content)
 
 
-def decode_events(events: Sequence[Any]) -> list[Incoming]:
-    """Check a list of wire events."""
-    return [decode_event(d, i) for i, d in enumerate(events)]
+def decode_events(events: Sequence[Any], start: int = 0) -> list[Incoming]:
+    """Check a list of wire events (`start` numbers them in messages)."""
+    return [decode_event(d, i) for i, d in enumerate(events, start)]
 
 
-def split_push(raw: bytes) -> tuple[list[Any], list[dict[str, Any]], str | None]:
-    """Parse a push body and check everything but the events themselves: (raw events, member rows, tip)."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WireError(f"body is not JSON: {e}") from None
-    if type(data) is not dict:
-        raise WireError("body must be a JSON object")
-    events = data.get("events")
-    if type(events) is not list or not 1 <= len(events) <= MAX_BATCH_EVENTS:
+def _envelope(data: Any, n_events: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Check what travels beside the events: (member rows, tip)."""
+    if not 1 <= n_events <= MAX_BATCH_EVENTS:
         raise WireError(f"events must be a list of 1-{MAX_BATCH_EVENTS} events")
     members = data.get("members") or []
     if type(members) is not list:
@@ -183,10 +197,137 @@ def split_push(raw: bytes) -> tuple[list[Any], list[dict[str, Any]], str | None]
     if tip is not None and type(tip) is not str:
         raise WireError("hash must be a string")
     rows = [WireMember.model_validate(m).model_dump() for m in members]  # few, and PII: the full model
+    if any(type(v) is str and "\x00" in v for r in rows for v in r.values()):
+        raise WireError("member rows must not contain NUL characters")
+    return rows, tip
+
+
+def split_push(raw: bytes) -> tuple[list[Any], list[dict[str, Any]], str | None]:
+    """Parse a JSON push body and check everything but the events themselves: (raw events, member rows, tip)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WireError(f"body is not JSON: {e}") from None
+    if type(data) is not dict:
+        raise WireError("body must be a JSON object")
+    events = data.get("events")
+    if type(events) is not list:
+        raise WireError(f"events must be a list of 1-{MAX_BATCH_EVENTS} events")
+    rows, tip = _envelope(data, len(events))
     return events, rows, tip
 
 
 def decode_push(raw: bytes) -> WireBatch:
-    """Decode a push body: `{"events": [...], "members": [...], "hash": tip?}`."""
+    """Decode a JSON push body: `{"events": [...], "members": [...], "hash": tip?}`."""
     events, rows, tip = split_push(raw)
     return WireBatch(decode_events(events), rows, tip)
+
+
+def split_ledger(raw: bytes) -> tuple[list[str], list[dict[str, Any]], str | None]:
+    """Split a ledger push body (see the module docstring) and check its trailer:
+    (event lines, member rows, tip)."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        raise WireError(f"body is not UTF-8: {e}") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if len(lines) > MAX_BATCH_EVENTS + 1:
+        raise WireError(f"events must be a list of 1-{MAX_BATCH_EVENTS} events")
+    try:
+        trailer = json.loads(lines.pop()) if lines else None
+    except ValueError as e:
+        raise WireError(f"the last line must be the trailer object: {e}") from None
+    if type(trailer) is not dict or not trailer.keys() <= {"members", "hash"}:
+        raise WireError('the last line must be the trailer object {"members": [...], "hash": ...}')
+    rows, tip = _envelope(trailer, len(lines))
+    return lines, rows, tip
+
+
+# The exact shape of a canonical ledger line whose strings need no JSON escape (nearly all):
+# one match checks every field's type, length and form (at: UTC, as `isoformat` writes it).
+# A line it does not fit takes `_decode_line`, which says precisely what is wrong, if anything.
+_PLAIN = r'[^"\\\x00-\x1f]'
+_LINE = re.compile(
+    r'\{"at":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?\+00:00)",'
+    rf'"id":"({_PLAIN}{{1,64}})","kind":"({_PLAIN}{{1,40}})","member":(?:"({_PLAIN}{{0,64}})"|null),'
+    rf'"ref":(?:"({_PLAIN}{{0,200}})"|null),"seq":([1-9]\d{{0,18}}),"stamps":(0|-?[1-9]\d{{0,6}}),'
+    rf'"store":"({_PLAIN}{{1,64}})","terminal":"({_PLAIN}{{1,64}})"\}}\x1f(\{{.*\}})', re.DOTALL)
+# The C scanner: one value from an index, without json.loads' wrapper (typeshed types it oddly).
+_scan: Callable[[str, int], tuple[Any, int]] = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def _is_object(text: str) -> bool:
+    """True when `text` is exactly one JSON object."""
+    try:
+        value, end = _scan(text, 0)
+    except (ValueError, StopIteration):
+        return False
+    return end == len(text) and type(value) is dict
+
+
+def decode_lines(lines: Sequence[str], start: int = 0) -> list[Incoming]:
+    """Check event lines of a ledger push (`start` numbers them in messages) and prepare them
+    for storage; `content` is each line's own bytes, the text its digest covers."""
+    out = []
+    match = _LINE.fullmatch
+    fromiso = dt.datetime.fromisoformat
+    for i, line in enumerate(lines, start):
+        m = match(line)
+        if m is None:
+            out.append(_decode_line(line, i))
+            continue
+        at, eid, kind, member, ref, seq, stamps, store, terminal, body = m.groups()
+        n = int(stamps)
+        if not -1_000_000 <= n <= 1_000_000:
+            raise _bad(i, "stamps must be an integer within +-1,000,000")
+        if kind not in KINDS:
+            raise _bad(i, f"unknown kind {kind!r}")
+        try:
+            fromiso(at)
+        except ValueError:
+            raise _bad(i, f"at {at!r} is not an ISO time") from None
+        if not _is_object(body):
+            raise _bad(i, "body must be a JSON object")
+        out.append(Incoming(eid, terminal, store, int(seq), kind, member, at, n, ref, body, line.encode()))
+    return out
+
+
+def _decode_line(line: str, i: int) -> Incoming:
+    """One ledger line by the general rules (strings with escapes), or the reason it is refused."""
+    head, sep, body = line.partition("\x1f")
+    if not sep:
+        raise _bad(i, "a ledger line is head 0x1F body")
+    d = _loads_object(head, i, "head")
+    if d.keys() != _HEAD:
+        raise _bad(i, f"head must have exactly the fields {sorted(_HEAD)}")
+    eid, terminal, store, kind, at = d["id"], d["terminal"], d["store"], d["kind"], d["at"]
+    member, ref, seq, stamps = d["member"], d["ref"], d["seq"], d["stamps"]
+    if not _fields_ok(eid, terminal, store, kind, member, ref, at, seq, stamps):
+        raise _explain({**d, "body": {}}, i)
+    if kind not in KINDS:
+        raise _bad(i, f"unknown kind {kind!r}")
+    if "\x00" in f"{eid}{terminal}{store}{member}{ref}":
+        raise _bad(i, "text fields must not contain NUL characters")
+    if head_json(eid, terminal, store, seq, kind, member, at, stamps, ref) != head:
+        raise _bad(i, "head is not canonical JSON (sorted keys, no spaces, no needless escapes)")
+    try:
+        t = dt.datetime.fromisoformat(at)
+    except ValueError:
+        raise _bad(i, f"at {at!r} is not an ISO time") from None
+    if t.utcoffset() != dt.timedelta(0) or t.isoformat() != at:
+        raise _bad(i, f"at {at!r} is not a UTC time as the ledger writes it")
+    if not _is_object(body):
+        raise _bad(i, "body must be a JSON object")
+    return Incoming(eid, terminal, store, seq, kind, member, at, stamps, ref, body, line.encode())
+
+
+def _loads_object(text: str, i: int, what: str) -> dict[str, Any]:
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise _bad(i, f"{what} is not JSON: {e}") from None
+    if type(d) is not dict:
+        raise _bad(i, f"{what} must be a JSON object")
+    return d
