@@ -27,7 +27,6 @@ from .hq_store import (
     IngestResult,
     QuarantineError,
     SqlHqStore,
-    StagedEvent,
 )
 from .wire import Incoming, chain
 
@@ -253,9 +252,9 @@ class PgHqStore(SqlHqStore):
     def _any(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]
 
-    def _stage(self, c: Any, rows: Sequence[StagedEvent]) -> None:
+    def _stage(self, c: Any, events: Sequence[Incoming], digests: Sequence[str]) -> None:
         with c.copy(f"COPY staging ({', '.join(EVENT_COLS)}) FROM STDIN") as copy:
-            copy.write(copy_text(rows, [r.digest for r in rows]))
+            copy.write(copy_text(events, digests))
 
     def _insert_events(self, c: Any) -> tuple[int, list[tuple[str, int]]]:
         # One statement: the balances add up the rows the INSERT really inserted (RETURNING),
@@ -290,7 +289,7 @@ def _copy_field(v: object) -> str:
     return "\\N" if v is None else str(v).translate(_COPY_ESCAPES)
 
 
-def copy_text(events: Sequence[Incoming | StagedEvent], digests: Sequence[str]) -> str:
+def copy_text(events: Sequence[Incoming], digests: Sequence[str]) -> str:
     """Rows of `staging` (EVENT_COLS; the digest from `digests`) in COPY's text format, built in
     one string so the COPY itself is a single call. A row with a backslash, tab or line break
     anywhere (rare: escapes in the event's JSON) has each field escaped; the rest go as they are."""

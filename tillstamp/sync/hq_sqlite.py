@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlite_utils import Database, Migrations
 
-from .hq_store import COUNTERS, EVENT_COLS, SqlHqStore, StagedEvent
+from .hq_store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
+from .wire import Incoming
 
 migrations = Migrations("tillstamp.hq")
 
@@ -98,7 +99,7 @@ class SqliteHqStore(SqlHqStore):
                 raise
             c.execute("COMMIT")
 
-    def _stage(self, c: Any, rows: Sequence[StagedEvent]) -> None:
+    def _stage(self, c: Any, events: Sequence[Incoming], digests: Sequence[str]) -> None:
         c.execute("DELETE FROM staging")
         c.executemany(f"INSERT INTO staging({', '.join(EVENT_COLS)}) VALUES ({', '.join('?' * len(EVENT_COLS))})",
-                      rows)
+                      map(stored_row, events, digests))

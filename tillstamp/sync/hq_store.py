@@ -13,13 +13,15 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from ..loyalty.events import Event, canonical
 from .wire import Incoming, chain
 
 HQ_TERMINAL = "HQ"
+# Incoming's first ten fields are these, in this order; the digest comes from the chain.
 EVENT_COLS = ("id", "terminal", "store", "seq", "kind", "member", "at", "stamps", "ref", "body", "digest")
+assert Incoming._fields[:10] == EVENT_COLS[:10]
 
 
 class HqStoreError(Exception):
@@ -78,27 +80,6 @@ class TerminalRow:
     last_seen: str | None
     clock_offset_s: float | None
     quarantined: bool
-
-
-class StagedEvent(NamedTuple):
-    """An event ready to store, in EVENT_COLS order; `body` is canonical JSON, `digest` the
-    till's ledger hash for its position (see `wire`). A tuple, so it is its own row."""
-
-    id: str
-    terminal: str
-    store: str
-    seq: int
-    kind: str
-    member: str | None
-    at: str
-    stamps: int
-    ref: str | None
-    body: str
-    digest: str
-
-    def row(self) -> tuple[Any, ...]:
-        """Values in EVENT_COLS order."""
-        return tuple(self)
 
 
 @dataclass
@@ -188,8 +169,9 @@ class SqlHqStore:
         raise NotImplementedError
         yield
 
-    def _stage(self, c: Any, rows: Sequence[StagedEvent]) -> None:
-        """Put the batch in the (empty) temporary `staging` table: the one backend-specific bulk step."""
+    def _stage(self, c: Any, events: Sequence[Incoming], digests: Sequence[str]) -> None:
+        """Put the batch (each event with its digest) in the (empty) temporary `staging` table:
+        the one backend-specific bulk step."""
         raise NotImplementedError  # pragma: no cover
 
     def _any(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
@@ -339,21 +321,21 @@ class SqlHqStore:
         n_old = max(0, min(last, acked) - first + 1)
         bad = [i for i in range(n_old) if held.get(events[i].seq) != digests[i]]
         if bad:
-            self._quarantine(c, terminal_id, [_staged(events[i], digests[i]) for i in bad], held, now)
+            self._quarantine(c, terminal_id, [(events[i], digests[i]) for i in bad], held, now)
             return IngestResult(acked=acked), [events[i].seq for i in bad]
-        new = [_staged(e, d) for e, d in zip(events[n_old:], digests[n_old:], strict=True)]
-        result = self._apply(c, terminal_id, new, members, now, compensate)
+        result = self._apply(c, terminal_id, events[n_old:], digests[n_old:], members, now, compensate)
         result.duplicates += n_old
         result.acked = max(acked, result.acked)
         return result, []
 
-    def _quarantine(self, c: Any, terminal_id: str, bad: Sequence[StagedEvent], held: dict[int, str],
+    def _quarantine(self, c: Any, terminal_id: str, bad: Sequence[tuple[Incoming, str]], held: dict[int, str],
                     now: dt.datetime) -> None:
-        rows = [(terminal_id, e.seq, held.get(e.seq), canonical(e._asdict()).decode(), _iso(now)) for e in bad]
+        rows = [(terminal_id, e.seq, held.get(e.seq), canonical(dict(zip(EVENT_COLS, stored_row(e, d), strict=True)))
+                 .decode(), _iso(now)) for e, d in bad]
         self._many(c, "INSERT INTO quarantine(terminal, seq, held_digest, received, at) VALUES (?, ?, ?, ?, ?)", rows)
         self._x(c, "UPDATE terminals SET quarantined = 1 WHERE id = ?", (terminal_id,))
         self._alert(c, "quarantine", terminal_id, None,
-                    {"seqs": [e.seq for e in bad][:50], "count": len(bad)}, now)
+                    {"seqs": [e.seq for e, _ in bad][:50], "count": len(bad)}, now)
 
     def _alert(self, c: Any, kind: str, terminal: str | None, member: str | None, detail: dict[str, Any],
                now: dt.datetime) -> None:
@@ -377,12 +359,12 @@ class SqlHqStore:
                "RETURNING member, balance").fetchall() if inserted else []
         return inserted, [(r[0], int(r[1])) for r in balances]
 
-    def _apply(self, c: Any, terminal_id: str, new: Sequence[StagedEvent], members: Sequence[dict[str, Any]],
-               now: dt.datetime, compensate: Compensate) -> IngestResult:
+    def _apply(self, c: Any, terminal_id: str, new: Sequence[Incoming], digests: Sequence[str],
+               members: Sequence[dict[str, Any]], now: dt.datetime, compensate: Compensate) -> IngestResult:
         """Store new events with set operations over `staging`: a handful of statements per batch."""
         if not new:
             return IngestResult(acked=0)
-        self._stage(c, new)
+        self._stage(c, new, digests)
         self._x(c, "INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest "
                    "FROM staging")
         inserted, balances = self._insert_events(c)
@@ -599,8 +581,9 @@ class SqlHqStore:
                 for r in rows]
 
 
-def _staged(e: Incoming, digest: str) -> StagedEvent:
-    return StagedEvent(e.id, e.terminal, e.store, e.seq, e.kind, e.member, e.at, e.stamps, e.ref, e.body, digest)
+def stored_row(e: Incoming, digest: str) -> tuple[Any, ...]:
+    """An event as HQ stores it, in EVENT_COLS order: its checked fields, then its digest."""
+    return (*e[:10], digest)
 
 
 def _terminal(r: Sequence[Any]) -> TerminalRow:
