@@ -17,7 +17,7 @@ from ..loyalty.events import Event, derived_id
 from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import balance, tier_at
 from . import protocol as p
-from .hq_store import HQ_TERMINAL, BadChain, EnrollRefused, HqStore, TerminalRow
+from .hq_store import HQ_TERMINAL, BadChain, EnrollRefused, HqStore, TerminalRow, slices
 from .wire import (
     LEDGER_TYPE,
     Incoming,
@@ -180,7 +180,7 @@ class Hq:
 
         def decode_chunk(k: int) -> list[Incoming]:
             lo = bounds[k]
-            out = decode_slice(lo, bounds[k + 1])
+            out = [e for a, b in slices(bounds[k + 1] - lo) for e in decode_slice(lo + a, lo + b)]
             if not first:
                 first.append(out[0].seq)
             self._check(term, out, first[0] + lo - 1)

@@ -27,6 +27,7 @@ from .hq_store import (
     IngestResult,
     QuarantineError,
     SqlHqStore,
+    slices,
 )
 from .wire import Incoming, chain
 
@@ -89,13 +90,17 @@ class _Chunk(NamedTuple):
 
     @classmethod
     def of(cls, events: list[Incoming], prev: str) -> _Chunk:
-        digests = chain(prev, [e.content for e in events])
+        texts = []
         deltas: dict[str, int] = {}
-        for e in events:
-            if e.member is not None:
-                deltas[e.member] = deltas.get(e.member, 0) + e.stamps
-        return cls(copy_text(events, digests), len(events), events[-1].seq, digests[-1], deltas,
-                   {e.member for e in events})
+        for lo, hi in slices(len(events)):  # in the decode thread, beside the database's
+            part = events[lo:hi]
+            digests = chain(prev, [e.content for e in part])
+            prev = digests[-1]
+            texts.append(copy_text(part, digests))
+            for e in part:
+                if e.member is not None:
+                    deltas[e.member] = deltas.get(e.member, 0) + e.stamps
+        return cls("".join(texts), len(events), events[-1].seq, prev, deltas, {e.member for e in events})
 
 
 class PgHqStore(SqlHqStore):
