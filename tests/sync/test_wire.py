@@ -104,6 +104,7 @@ def _line(**change: object) -> str:
     (_line(member="x" * 65), "member"),
     (_line(body=[1]), "object"),
     (_line() + "}", "object"),
+    (_line() + "\r", "object"),  # a line ending changed to CRLF on the way
     (_line().replace('{"a":1}', '{"a":1} {}'), "object"),
     (_line().replace('{"a":1}', '{"a":}'), "object"),
     ('{"at":1}\x1f{}', "fields"),
@@ -137,6 +138,7 @@ def test_whatever_a_mangled_line_decodes_to_is_exactly_canonical(at: int, insert
     (_line().encode() + b"\n[]", "trailer"), (_line().encode() + b'\n{"other": 1}', "trailer"),
     (_line().encode() + b'\n{"hash": 5}', "hash"), (b"\xff\n{}", "UTF-8"),
     (_line().encode() + b'\n{"members": [{"id": "M1", "name": "a\\u0000"}]}', "NUL"),
+    (b"\n" * 20_002 + b"{}", "events"),
 ])
 def test_a_bad_ledger_body_is_refused_with_the_reason(raw: bytes, message: str) -> None:
     with pytest.raises(WireError, match=message):
