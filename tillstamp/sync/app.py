@@ -32,8 +32,7 @@ _LEDGER_DOC = ("What tills send: one line per event, exactly the bytes its ledge
                "(canonical head JSON, 0x1F, canonical body JSON), then a trailer line "
                '{"members": [...], "hash": "<ledger hash of the last event>"}. Same rules as the JSON form.')
 
-_ERRORS: dict[int | str, dict[str, Any]] = {"400": {"model": p.ErrorBody}, "401": {"model": p.ErrorBody}, "403": {"model": p.ErrorBody},
-           "409": {"model": p.ErrorBody}}
+_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": p.ErrorBody} for status in ("400", "401", "403", "409")}
 
 
 def _error(status: int, code: str, message: str, expected: int | None = None,

@@ -231,9 +231,8 @@ class PgHqStore(SqlHqStore):
         were (the usual case), the chunk's stamps are added to `deltas` from Python; otherwise
         (an id already held from another terminal) the inserted events' stamps go to `pending`.
         `staging` is left empty."""
+        self._copy(c, chunk.text)
         cols = ", ".join(EVENT_COLS)
-        with c.copy(f"COPY staging ({cols}) FROM STDIN") as copy:
-            copy.write(chunk.text)
         n = c.execute(
             "WITH pos AS (INSERT INTO positions(terminal, seq, event_id, digest) "
             "SELECT terminal, seq, id, digest FROM staging) "
@@ -261,8 +260,13 @@ class PgHqStore(SqlHqStore):
         return f"{column} = ANY(?)", [list(values)]
 
     def _stage(self, c: Any, events: Sequence[Incoming], digests: Sequence[str]) -> None:
+        self._copy(c, copy_text(events, digests))
+
+    @staticmethod
+    def _copy(c: Any, text: str) -> None:
+        """COPY rows already in COPY's text format (`copy_text`) into `staging`, in one write."""
         with c.copy(f"COPY staging ({', '.join(EVENT_COLS)}) FROM STDIN") as copy:
-            copy.write(copy_text(events, digests))
+            copy.write(text)
 
     def _insert_events(self, c: Any) -> tuple[int, list[tuple[str, int]]]:
         # One statement: the balances add up the rows the INSERT really inserted (RETURNING),

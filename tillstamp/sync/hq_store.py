@@ -331,8 +331,8 @@ class SqlHqStore:
 
     def _quarantine(self, c: Any, terminal_id: str, bad: Sequence[tuple[Incoming, str]], held: dict[int, str],
                     now: dt.datetime) -> None:
-        rows = [(terminal_id, e.seq, held.get(e.seq), canonical(dict(zip(EVENT_COLS, stored_row(e, d), strict=True)))
-                 .decode(), _iso(now)) for e, d in bad]
+        received = [canonical(dict(zip(EVENT_COLS, stored_row(e, d), strict=True))).decode() for e, d in bad]
+        rows = [(terminal_id, e.seq, held.get(e.seq), text, _iso(now)) for (e, _), text in zip(bad, received, strict=True)]
         self._many(c, "INSERT INTO quarantine(terminal, seq, held_digest, received, at) VALUES (?, ?, ?, ?, ?)", rows)
         self._x(c, "UPDATE terminals SET quarantined = 1 WHERE id = ?", (terminal_id,))
         self._alert(c, "quarantine", terminal_id, None,
