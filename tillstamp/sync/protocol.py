@@ -70,8 +70,9 @@ class PushRequest(BaseModel):
     """A batch of one terminal's events in sequence order, with the member rows they changed.
 
     `hash` is the till's ledger hash of the last event (optional): HQ checks that the events
-    it received chain to it. HQ decodes events with `wire.decode_push`, not with this model,
-    which documents the format (OpenAPI) and builds pushes in tests.
+    it received chain to it. This is the JSON form, for tools and tests; tills send the same
+    content as ledger lines (`wire.LEDGER_TYPE`). HQ decodes either without this model
+    (`wire.decode_push`, `wire.decode_lines`); the model documents the format in OpenAPI.
     """
 
     events: list[WireEvent] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
