@@ -44,14 +44,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from sync.pgserver import PgServer, pg_bin
 
-from tillstamp.agent.cli_sync import init_with_hq
+from tillstamp.agent.enroll import init_with_hq
 from tillstamp.agent.till import open_till
+from tillstamp.hq.service import Hq, load_json_or_toml
+from tillstamp.hq.store import EVENT_COLS, open_hq_store
+from tillstamp.hq.store_pg import SCHEMA as PG_SCHEMA
 from tillstamp.loyalty import events as ev
 from tillstamp.loyalty.events import Event, new_id
 from tillstamp.sync.client import MAX_EVENTS
-from tillstamp.sync.hq import Hq, load_json_or_toml
-from tillstamp.sync.hq_pg import SCHEMA as PG_SCHEMA
-from tillstamp.sync.hq_store import EVENT_COLS, open_hq_store
 from tillstamp.sync.transport import RequestsTransport
 
 TILLSTAMP = str(Path(sys.executable).parent / "tillstamp")

@@ -1,5 +1,5 @@
 """`python -m tillstamp`: the same as the `tillstamp` command."""
 
-from tillstamp.agent.cli import run
+from tillstamp.cli import run
 
 run()

@@ -11,7 +11,7 @@ import sys
 import pytest
 from support import ROOT, sale_dict
 
-from tillstamp.agent.cli import build_parser, main
+from tillstamp.cli import build_parser, main
 
 
 @pytest.fixture
@@ -161,3 +161,17 @@ def test_every_command_has_help_and_is_in_the_readme():
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "tillstamp", "--help"], capture_output=True, text=True, check=True)
     assert "tillstamp" in out.stdout and "sale" in out.stdout
+
+
+def test_building_the_command_tree_imports_no_library_code():
+    """`tillstamp --help` stays quick: command groups import their library code only when run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tillstamp.cli as c; c.build_parser(); "
+            "print('\\n'.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                                text=True).stdout.split())
+    heavy = {"sqlite_utils", "numpy", "fastapi", "requests", "cryptography", "tillstamp.hq.service",
+             "tillstamp.agent.store", "tillstamp.tap.server", "tillstamp.pos_plugin.server"}
+    assert not heavy & loaded

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tillstamp.agent.cli_devices import register
+from tillstamp.cli.devices import register
 from tillstamp.drivers.escpos_decode import decode
 
 from .conftest import DATA, FakePrinter, qr_image

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from tillstamp.agent.cli_sync import init_with_hq
+from tillstamp.agent.enroll import init_with_hq
 from tillstamp.agent.sync_store import client_for
 from tillstamp.agent.till import Till, open_till
+from tillstamp.hq.app import create_app
+from tillstamp.hq.service import Hq
+from tillstamp.hq.store import open_hq_store
 from tillstamp.loyalty.sale import Sale, parse_sale
-from tillstamp.sync.app import create_app
 from tillstamp.sync.client import RetryPolicy, SyncClient
-from tillstamp.sync.hq import Hq
-from tillstamp.sync.hq_store import open_hq_store
 from tillstamp.sync.transport import InProcessTransport
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tillstamp.agent.cli_sync import init_with_hq
+from tillstamp.agent.enroll import init_with_hq
 from tillstamp.agent.sync_store import client_for
 from tillstamp.agent.till import open_till
+from tillstamp.hq.app import create_app
+from tillstamp.hq.service import Hq
+from tillstamp.hq.store import open_hq_store
 from tillstamp.loyalty import events as ev
 from tillstamp.loyalty.events import Event, new_id
 from tillstamp.sync import errors
-from tillstamp.sync.app import create_app
-from tillstamp.sync.hq import Hq
-from tillstamp.sync.hq_store import open_hq_store
 from tillstamp.sync.transport import RequestsTransport
 
 from .checker import History, check

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tillstamp.hq import service as hq_module
+from tillstamp.hq.service import AuthFailed, BadBatch, Hq
+from tillstamp.hq.store import QuarantineError, TerminalRow, open_hq_store
 from tillstamp.loyalty.events import Event, canonical, content_hash
-from tillstamp.sync import hq as hq_module
-from tillstamp.sync.hq import AuthFailed, BadBatch, Hq
-from tillstamp.sync.hq_store import QuarantineError, TerminalRow, open_hq_store
 from tillstamp.sync.wire import LEDGER_TYPE, head_json
 
 from .conftest import Clock, program_source

@@ -7,12 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tillstamp.loyalty import events as ev
-from tillstamp.loyalty import tokens
-from tillstamp.loyalty.events import Event, derived_id, new_id
-from tillstamp.sync import protocol as p
-from tillstamp.sync.hq import Hq
-from tillstamp.sync.hq_store import (
+from tillstamp.hq.service import Hq
+from tillstamp.hq.store import (
     CursorGone,
     EnrollRefused,
     GapError,
@@ -20,6 +16,10 @@ from tillstamp.sync.hq_store import (
     TerminalRow,
     open_hq_store,
 )
+from tillstamp.loyalty import events as ev
+from tillstamp.loyalty import tokens
+from tillstamp.loyalty.events import Event, derived_id, new_id
+from tillstamp.sync import protocol as p
 
 from .conftest import T0, Clock, program_source
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tillstamp.sync.hq_pg import _STAGING, copy_text
-from tillstamp.sync.hq_store import EVENT_COLS, stored_row
+from tillstamp.hq.store import EVENT_COLS, stored_row
+from tillstamp.hq.store_pg import _STAGING, copy_text
 from tillstamp.sync.wire import Incoming
 
 # PostgreSQL text holds any character but NUL; lone surrogates cannot be encoded at all.

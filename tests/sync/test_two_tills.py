@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tillstamp.agent.cli_sync import enroll_existing
+from tillstamp.agent.enroll import enroll_existing
 from tillstamp.agent.service import Refused
 from tillstamp.agent.sync_store import client_for
 from tillstamp.agent.till import init_till, open_till

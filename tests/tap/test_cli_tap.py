@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from support import EXAMPLE_PROGRAM
 
-from tillstamp.agent.cli import main
 from tillstamp.agent.config import load_config
 from tillstamp.agent.till import init_till, open_till
+from tillstamp.cli import main
 from tillstamp.tap import TapConfigError, service_record, start_tap, tap_config
 
 from .conftest import SAMPLE, free_port, struk

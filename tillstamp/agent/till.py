@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ..loyalty.program import Program, load_program
 from .config import CONFIG_NAME, ConfigError, TillConfig, load_config, render_config
@@ -33,6 +33,29 @@ class Till:
     def close(self) -> None:
         """Close the database."""
         self.store.close()
+
+    def member_json(self, member_id: str) -> dict[str, Any]:
+        """A member as `member show` prints it."""
+        row = self.store.member(member_id)
+        view = self.service.view(member_id)
+        return {
+            "member": member_id,
+            "name": row.name if row else None,
+            "phone": row.phone if row else None,
+            "balance": view.balance,
+            "tier": view.tier.id,
+            "tier_name": view.tier.name,
+            "next_tier": view.next_tier.id if view.next_tier else None,
+            "to_next_tier": view.to_next_tier,
+            "card": f"{view.card_filled}/{view.card_size}",
+            "full_cards": view.full_cards,
+            "expiring": [{"stamps": x.stamps, "at": x.at.isoformat()} for x in view.expiring],
+            "missions": [{"id": m.id, "name": m.name, "progress": m.progress, "target": m.target, "done": m.done}
+                         for m in view.missions],
+            "badges": list(view.badges),
+            "visits": view.visits,
+            "consent": self.store.consent(member_id),
+        }
 
     def __enter__(self) -> Self:
         return self

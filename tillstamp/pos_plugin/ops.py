@@ -10,7 +10,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from ..agent.cli import member_json
 from ..agent.receipts import card_text, mission_text
 from ..agent.runtime import Runtime
 from ..agent.service import Refused, SaleResult
@@ -91,7 +90,7 @@ def member(rt: Runtime, member_id: str) -> dict[str, Any]:
     """A member's balance, tier, card, missions and the rewards they can redeem now."""
     svc = rt.till.service
     row = svc.identify(member_id, learn=False)
-    out = member_json(rt.till, row.id)
+    out = rt.till.member_json(row.id)
     view = svc.view(row.id)
     out["card_text"] = card_text(view.card_filled, view.card_size)
     kinds = {m.id: m.kind for m in rt.till.program.missions}

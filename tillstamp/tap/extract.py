@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tillstamp.tap.template import Template
+from tillstamp.drivers.escpos_decode import Cut, Document, TextLine, decode
+from tillstamp.tap.template import Template, resolve_templates
 
 DEFAULT_ZONE = ZoneInfo("Asia/Jakarta")
 _MONTHS = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "mei": 5, "jun": 6, "jul": 7,
@@ -236,3 +237,26 @@ def extract_any(lines: Sequence[str], templates: Sequence[Template],
         except NoMatch as e:
             reasons.append(str(e))
     raise NoMatch("; ".join(reasons) or "no template")
+
+
+def receipts_in(doc: Document) -> list[list[str]]:
+    """The text of each receipt in a document: the lines between cuts (and after the last)."""
+    out: list[list[str]] = [[]]
+    for block in doc.blocks:
+        if isinstance(block, Cut):
+            out.append([])
+        elif isinstance(block, TextLine):
+            out[-1].append(block.text)
+    return [lines for lines in out if any(s.strip() for s in lines)]
+
+
+def parse_job(data: bytes, template: str | None) -> ParsedReceipt:
+    """The first receipt in a job that a template reads; NoMatch if none does."""
+    templates = resolve_templates(template)
+    reasons = []
+    for lines in receipts_in(decode(data)) or [[]]:
+        try:
+            return extract_any(lines, templates)
+        except NoMatch as e:
+            reasons.append(str(e))
+    raise NoMatch("; ".join(dict.fromkeys(reasons)))

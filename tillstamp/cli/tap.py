@@ -11,38 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..drivers.errors import DeviceConfigError
-from ..drivers.escpos_decode import Cut, Document, TextLine, decode
-from ..tap import NoMatch, ParsedReceipt, TapConfig, TapServer, TemplateError, resolve_templates
-from ..tap.extract import extract_any
-from ..tap.record import service_record
-from ..tap.server import TapConfigError
-from .cli import COMMON, Parser, UsageError, emit
-from .config import data_dir
-from .till import open_till
-
-
-def receipts_in(doc: Document) -> list[list[str]]:
-    """The text of each receipt in a document: the lines between cuts (and after the last)."""
-    out: list[list[str]] = [[]]
-    for block in doc.blocks:
-        if isinstance(block, Cut):
-            out.append([])
-        elif isinstance(block, TextLine):
-            out[-1].append(block.text)
-    return [lines for lines in out if any(s.strip() for s in lines)]
-
-
-def parse_job(data: bytes, template: str | None) -> ParsedReceipt:
-    """The first receipt in a job that a template reads; NoMatch if none does."""
-    templates = resolve_templates(template)
-    reasons = []
-    for lines in receipts_in(decode(data)) or [[]]:
-        try:
-            return extract_any(lines, templates)
-        except NoMatch as e:
-            reasons.append(str(e))
-    raise NoMatch("; ".join(dict.fromkeys(reasons)))
+from .base import COMMON, Parser, UsageError, data_arg, emit
 
 
 def _human(d: dict[str, Any]) -> str:
@@ -54,6 +23,9 @@ def _human(d: dict[str, Any]) -> str:
 
 def cmd_tap_parse(args: argparse.Namespace) -> int:
     """`tillstamp tap parse FILE.bin`: what a template reads from a print job."""
+    from ..tap import NoMatch, TemplateError
+    from ..tap.extract import parse_job
+
     path = Path(args.file)
     try:
         data = path.read_bytes()
@@ -71,11 +43,17 @@ def cmd_tap_parse(args: argparse.Namespace) -> int:
 
 def cmd_tap_run(args: argparse.Namespace) -> int:
     """`tillstamp tap run`: proxy the POS's print jobs to the printer until interrupted."""
+    from ..agent.till import open_till
+    from ..drivers.errors import DeviceConfigError
+    from ..tap import TapConfig, TapServer, TemplateError, resolve_templates
+    from ..tap.record import service_record
+    from ..tap.server import TapConfigError
+
     try:
         templates = resolve_templates(args.template)
     except TemplateError as e:
         raise UsageError(f"tap run: {e}") from None
-    data = data_dir(getattr(args, "data", None))
+    data = data_arg(args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     out_lock = threading.Lock()

@@ -1,6 +1,5 @@
 """`tillstamp hq ...`: head office commands (serve, terminal add, program set, stats, erase,
-revoke, alerts). sync/ may not import the agent, so this module has its own tiny output
-helpers; errors print one line on stderr and exit 2 like the rest of the CLI.
+revoke, alerts); errors print one line on stderr and exit 2 like the rest of the CLI.
 """
 
 from __future__ import annotations
@@ -9,11 +8,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..loyalty.program import ProgramError
-from .hq import Hq, load_json_or_toml
-from .hq_store import open_hq_store
+
+if TYPE_CHECKING:
+    from ..hq.service import Hq
 
 DEFAULT_DB = "sqlite:///hq.db"
 
@@ -36,13 +36,16 @@ def _fail(message: str) -> int:
 
 
 def _hq(args: argparse.Namespace) -> Hq:
+    from ..hq.service import Hq
+    from ..hq.store import open_hq_store
+
     return Hq(open_hq_store(args.db))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from ..hq.app import create_app
 
     hq = _hq(args)
     hq.signing_key()
@@ -70,6 +73,8 @@ def cmd_program_set(args: argparse.Namespace) -> int:
         return _fail(f"{path}: no such program file")
     hq = _hq(args)
     try:
+        from ..hq.service import load_json_or_toml
+
         version = hq.publish_program(load_json_or_toml(path.read_text(encoding="utf-8")))
     except (ProgramError, ValueError) as e:
         return _fail(f"{path}: {e}")

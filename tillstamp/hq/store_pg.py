@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from .hq_store import (
+from ..sync.wire import Incoming, chain
+from .store import (
     COUNTERS,
     EVENT_COLS,
     BadChain,
@@ -29,7 +30,6 @@ from .hq_store import (
     SqlHqStore,
     slices,
 )
-from .wire import Incoming, chain
 
 # Decodes the next chunk of a push while PostgreSQL applies the current one (psycopg waits
 # for the server without the GIL). Pure Python work only: it never touches a connection.

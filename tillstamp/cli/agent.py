@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli import COMMON, Parser, UsageError, emit
-from .config import ConfigError, TillConfig, data_dir, load_config
+from ..agent.config import ConfigError, TillConfig, data_dir, load_config
+from .base import COMMON, Parser, UsageError, emit
 
 log = logging.getLogger("tillstamp.agent")
 
@@ -47,8 +47,8 @@ def _data_and_config(args: argparse.Namespace) -> tuple[Path, Path | None]:
 
 def cmd_agent_run(args: argparse.Namespace) -> int:
     """`tillstamp agent run`: serve the POS API and panel until SIGTERM/SIGINT."""
+    from ..agent.runtime import AgentOptions, setup
     from ..pos_plugin.server import check_bind, parse_listen, serve
-    from .runtime import AgentOptions, setup
 
     data, config = _data_and_config(args)
     cfg = load_config(data, config)
@@ -90,9 +90,9 @@ def cmd_print_reprint(args: argparse.Namespace) -> int:
     from tillstamp.drivers.printer import open_printer
     from tillstamp.drivers.receipt import render_receipt
 
-    from .receipts import build_receipt
-    from .runtime import printer_width
-    from .till import open_till
+    from ..agent.receipts import build_receipt
+    from ..agent.runtime import printer_width
+    from ..agent.till import open_till
 
     with open_till(data_dir(getattr(args, "data", None))) as till:
         cfg = till.config
@@ -118,7 +118,7 @@ def cmd_print_reprint(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`tillstamp demo`: a scripted morning at a Jakarta coffee shop, no hardware needed."""
-    from .demo import run_demo
+    from ..agent.demo import run_demo
 
     return run_demo(out=Path(args.out) if args.out else None, serve=args.serve,
                     as_json=getattr(args, "json", False))

@@ -1,117 +1,53 @@
-"""The `tillstamp` command line: a thin layer over the till's library functions.
-
-Exit status: 0 done, 2 bad input or refused (one line on stderr, nothing written),
-1 an unexpected failure.
-"""
+"""`tillstamp init|member|sale|reward|claim|ledger`: the till's own commands."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from ..loyalty.program import ProgramError
-from ..loyalty.sale import SaleError, parse_sale
-from . import ledger
-from .config import ConfigError, data_dir
-from .service import Refused
-from .till import Till, init_till, open_till
+from .base import COMMON, EXAMPLE_PROGRAM, Parser, UsageError, data_arg, emit, kv
 
-EXAMPLE_PROGRAM = Path(__file__).resolve().parents[2] / "examples" / "program.toml"
-
-
-class UsageError(Exception):
-    """Bad input on the command line: exit 2 with one line."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        sys.exit(2)
-
-
-def _common() -> Parser:
-    p = Parser(add_help=False)
-    p.add_argument("--data", default=argparse.SUPPRESS, metavar="DIR", help="data folder (default: $TILLSTAMP_HOME or ~/.tillstamp)")
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
-    return p
-
-
-COMMON = _common()
-
-
-def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str] | None = None) -> None:
-    """Print a result: JSON with --json, else a readable rendering."""
-    if getattr(args, "json", False) or human is None:
-        print(json.dumps(data, ensure_ascii=False, default=str))
-    else:
-        print(human(data))
-    sys.stdout.flush()
-
-
-def _kv(data: dict[str, Any]) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in data.items() if v is not None)
+if TYPE_CHECKING:
+    from ..agent.till import Till
 
 
 def _till(args: argparse.Namespace) -> Till:
-    return open_till(data_dir(getattr(args, "data", None)))
+    from ..agent.till import open_till
+
+    return open_till(data_arg(args))
 
 
 # -- init ---------------------------------------------------------------------------------
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    data = data_dir(getattr(args, "data", None))
+    from ..agent.till import init_till
+
+    data = data_arg(args)
     program = Path(args.program) if args.program else EXAMPLE_PROGRAM
     if args.hq or args.code:
         if not (args.hq and args.code):
             raise UsageError("init: --hq and --code go together")
-        from . import cli_sync
+        from ..agent.enroll import init_with_hq
 
-        result = cli_sync.init_with_hq(data, hq=args.hq, code=args.code, store_name=args.store_name or "")
-        emit(args, result, _kv)
+        result = init_with_hq(data, hq=args.hq, code=args.code, store_name=args.store_name or "")
+        emit(args, result, kv)
         return 0
     if not (args.store and args.terminal):
         raise UsageError("init: --store and --terminal are required (or --hq URL --code CODE)")
     cfg = init_till(data, store=args.store, terminal=args.terminal, program=program,
                     store_name=args.store_name or "", printer=args.printer or "")
     emit(args, {"data": str(data), "store": cfg.store, "terminal": cfg.terminal,
-                "program": str(program), "config": str(data / "tillstamp.toml")}, _kv)
+                "program": str(program), "config": str(data / "tillstamp.toml")}, kv)
     return 0
 
 
 # -- members ------------------------------------------------------------------------------
-
-
-def member_json(till: Till, member_id: str) -> dict[str, Any]:
-    """A member as `member show` prints it."""
-    row = till.store.member(member_id)
-    view = till.service.view(member_id)
-    return {
-        "member": member_id,
-        "name": row.name if row else None,
-        "phone": row.phone if row else None,
-        "balance": view.balance,
-        "tier": view.tier.id,
-        "tier_name": view.tier.name,
-        "next_tier": view.next_tier.id if view.next_tier else None,
-        "to_next_tier": view.to_next_tier,
-        "card": f"{view.card_filled}/{view.card_size}",
-        "full_cards": view.full_cards,
-        "expiring": [{"stamps": x.stamps, "at": x.at.isoformat()} for x in view.expiring],
-        "missions": [{"id": m.id, "name": m.name, "progress": m.progress, "target": m.target, "done": m.done}
-                     for m in view.missions],
-        "badges": list(view.badges),
-        "visits": view.visits,
-        "consent": till.store.consent(member_id),
-    }
 
 
 def cmd_member_enroll(args: argparse.Namespace) -> int:
@@ -121,7 +57,7 @@ def cmd_member_enroll(args: argparse.Namespace) -> int:
         out = {"member": row.id, "phone": row.phone, "name": row.name}
         if till.keys.member_signing is not None:
             out["card"] = till.service.member_card(row.id)
-        emit(args, out, _kv)
+        emit(args, out, kv)
     return 0
 
 
@@ -131,7 +67,7 @@ def cmd_member_show(args: argparse.Namespace) -> int:
         raise UsageError("member show: give --phone, --id or --qr")
     with _till(args) as till:
         row = till.service.identify(ref)
-        emit(args, member_json(till, row.id), _show_member)
+        emit(args, till.member_json(row.id), _show_member)
     return 0
 
 
@@ -186,6 +122,9 @@ def _read_sales(source: str) -> Any:
 def cmd_sale_record(args: argparse.Namespace) -> int:
     if args.file != "-" and not os.path.exists(args.file):
         raise UsageError(f"sale record: {args.file}: no such file")
+    from ..agent.service import Refused
+    from ..loyalty.sale import SaleError, parse_sale
+
     status = 0
     with _till(args) as till:
         for n, item in enumerate(_read_sales(args.file), 1):
@@ -233,7 +172,7 @@ def cmd_sale_refund(args: argparse.Namespace) -> int:
     lines = _parse_refund_lines(args.line)
     with _till(args) as till:
         out = till.service.refund(args.receipt, lines, day=args.day)
-        emit(args, out.to_dict(), _kv)
+        emit(args, out.to_dict(), kv)
     return 0
 
 
@@ -255,14 +194,14 @@ def cmd_reward_list(args: argparse.Namespace) -> int:
 def cmd_reward_redeem(args: argparse.Namespace) -> int:
     with _till(args) as till:
         out = till.service.redeem(args.member, args.reward)
-        emit(args, out.to_dict(), _kv)
+        emit(args, out.to_dict(), kv)
     return 0
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
     with _till(args) as till:
         out = till.service.claim(args.payload, args.member)
-        emit(args, out.to_dict(), _kv)
+        emit(args, out.to_dict(), kv)
     return 0
 
 
@@ -282,6 +221,8 @@ def cmd_ledger_show(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from ..agent import ledger
+
     with _till(args) as till:
         report = ledger.verify(till.store)
         emit(args, report.to_dict(), lambda d: "ledger ok: {events} events, {members} members".format(**d)
@@ -290,22 +231,16 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_rebuild(args: argparse.Namespace) -> int:
+    from ..agent import ledger
+
     with _till(args) as till:
         same = ledger.rebuild(till.store)
         emit(args, {"rebuilt": True, "unchanged": same}, lambda d: "projections rebuilt" + ("" if same else " (they had drifted)"))
     return 0
 
 
-# -- the parser ------------------------------------------------------------------------------
-
-
-def build_parser() -> Parser:
-    """The whole command tree."""
-    parser = Parser(prog="tillstamp", description="Offline-first loyalty at the till: stamps, members, receipts, sync.",
-                    parents=[COMMON])
-    parser.add_argument("--version", action="version", version="tillstamp 0.1.0")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
+def register(sub: Any) -> None:
+    """Add the till's own commands to the CLI."""
     p = sub.add_parser("init", parents=[COMMON], help="create the data folder: database, keys, program, config",
                        description="Create the data folder: database, terminal keys, program and tillstamp.toml.")
     p.add_argument("--store", help="this store's id")
@@ -381,48 +316,3 @@ def build_parser() -> Parser:
                       description="Recompute every projection from the ledger.")
     p.set_defaults(func=cmd_ledger_rebuild)
 
-    for module in _extensions():
-        module.register(sub)
-    return parser
-
-
-def _extensions() -> list[Any]:
-    """Command groups that live beside their code (devices, sync, POS plugin, demo)."""
-    import importlib
-
-    found = []
-    for name in ("tillstamp.agent.cli_devices", "tillstamp.agent.cli_agent", "tillstamp.sync.cli",
-                 "tillstamp.agent.cli_sync", "tillstamp.pos_plugin.cli", "tillstamp.agent.cli_tap"):
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-    return found
-
-
-ERRORS = (UsageError, Refused, SaleError, ConfigError, ProgramError)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except ERRORS as e:
-        print(f"tillstamp: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        return 1
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
-
-
-__all__ = ["COMMON", "Parser", "UsageError", "build_parser", "dt", "emit", "main", "run"]

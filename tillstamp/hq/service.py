@@ -16,9 +16,8 @@ from ..loyalty import tokens
 from ..loyalty.events import Event, derived_id
 from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import balance, tier_at
-from . import protocol as p
-from .hq_store import HQ_TERMINAL, BadChain, EnrollRefused, HqStore, TerminalRow, slices
-from .wire import (
+from ..sync import protocol as p
+from ..sync.wire import (
     LEDGER_TYPE,
     Incoming,
     WireBatch,
@@ -28,6 +27,7 @@ from .wire import (
     split_ledger,
     split_push,
 )
+from .store import HQ_TERMINAL, BadChain, EnrollRefused, HqStore, TerminalRow, slices
 
 
 class AuthFailed(Exception):

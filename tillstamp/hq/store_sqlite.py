@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlite_utils import Database, Migrations
 
-from .hq_store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
-from .wire import Incoming
+from ..sync.wire import Incoming
+from .store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
 
 migrations = Migrations("tillstamp.hq")
 

@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from . import protocol as p
-from .hq import AuthFailed, BadBatch, Hq
-from .hq_store import CursorGone, EnrollRefused, GapError, QuarantineError
-from .wire import LEDGER_TYPE
+from ..sync import protocol as p
+from ..sync.wire import LEDGER_TYPE
+from .service import AuthFailed, BadBatch, Hq
+from .store import CursorGone, EnrollRefused, GapError, QuarantineError
 
 _LEDGER_DOC = ("What tills send: one line per event, exactly the bytes its ledger hash covers "
                "(canonical head JSON, 0x1F, canonical body JSON), then a trailer line "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..loyalty.events import Event, canonical
-from .wire import Incoming, chain
+from ..sync.wire import Incoming, chain
 
 HQ_TERMINAL = "HQ"
 # Incoming's first ten fields are these, in this order; the digest comes from the chain.
@@ -607,13 +607,13 @@ COUNTERS = ("feed", "hq", "program", "terminal", "floor")
 def open_hq_store(url: str) -> HqStore:
     """Open HQ storage from a URL: sqlite:///rel.db, sqlite:////abs.db, sqlite:///:memory:, postgresql://..."""
     if url.startswith("sqlite://"):
-        from .hq_sqlite import SqliteHqStore
+        from .store_sqlite import SqliteHqStore
 
         # SQLAlchemy's convention: sqlite:///hq.db is relative, sqlite:////var/hq.db absolute.
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.removeprefix("sqlite://")
         return SqliteHqStore(path)
     if url.startswith(("postgresql://", "postgres://")):
-        from .hq_pg import PgHqStore
+        from .store_pg import PgHqStore
 
         return PgHqStore(url)
     raise ValueError(f"--db {url!r}: expected sqlite:///PATH or postgresql://...")
