@@ -18,10 +18,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
+from ..agent.config import ConfigError
 from ..agent.runtime import Runtime, RuntimeStopped, Subscription
 from ..agent.service import Refused
 from ..loyalty.sale import SaleError
 from . import ops
+from .guard import RequestGuard, allowed_hosts, key_checker
 from .models import (
     ClaimIn,
     EnrolledOut,
@@ -88,12 +90,16 @@ class _LoopSubscription(Subscription):
             self.dropped += 1
 
 
-def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> FastAPI:
-    """The POS API and the cashier panel for a running agent."""
+def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
+               bind_host: str = "127.0.0.1") -> FastAPI:
+    """The POS API and the cashier panel for a running agent served on `bind_host`."""
     app = FastAPI(title="tillstamp POS API", version="1", description=(
         "Local API of the tillstamp till agent: record sales, refunds, members, rewards and "
         "claims; server-sent events of scans, awards and devices at /v1/events."))
     app.state.runtime = rt
+    hosts, any_ip = allowed_hosts(bind_host, _extra_hosts(rt))
+    app.add_middleware(RequestGuard, hosts=hosts, any_ip=any_ip,
+                       key_check=key_checker(api_key, KEY_HEADER, KEY_COOKIE) if require_key else None)
 
     async def run(fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -213,15 +219,38 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> 
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/health", response_model=HealthOut, tags=["agent"])
-    async def health() -> Any:
+    async def health(request: Request) -> Any:
         """Each device, the print queue and the outbox (events waiting for head office)."""
-        return await run(Runtime.health)
+        report = await run(Runtime.health)
+        try:
+            check_key(request)
+        except _Unauthorized:
+            # Without the key, health still says whether the till works, but not where its
+            # devices are: a printer's or scanner's URL maps the shop's network.
+            return _without_urls(report)
+        return report
 
     app.include_router(v1)
     from .panel import add_panel
 
     add_panel(app, rt)
     return app
+
+
+def _extra_hosts(rt: Runtime) -> list[str]:
+    hosts = (rt.till.config.extra.get("api") or {}).get("hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise ConfigError("[api] hosts must be a list of host names, e.g. [\"till1.shop.lan\"]")
+    return hosts
+
+
+def _without_urls(report: dict[str, Any]) -> dict[str, Any]:
+    out = dict(report)
+    out["devices"] = {name: {**dev, "url": ""} for name, dev in report["devices"].items()}
+    out["print_queue"] = {**report["print_queue"], "printer": None}
+    if report.get("tap"):
+        out["tap"] = {**report["tap"], "listen": "", "printer": None}
+    return out
 
 
 async def _stream(rt: Runtime, sub: _LoopSubscription) -> AsyncIterator[str]:

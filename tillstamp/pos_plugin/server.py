@@ -46,7 +46,7 @@ def app_for(rt: Runtime, host: str) -> Any:
     """The app for a bind address; refuses a non-loopback bind without an API key."""
     key = rt.till.config.api_key
     check_bind(host, key)
-    return create_app(rt, api_key=key, require_key=not is_loopback(host))
+    return create_app(rt, api_key=key, require_key=not is_loopback(host), bind_host=host)
 
 
 def bind(host: str, port: int) -> socket.socket:
