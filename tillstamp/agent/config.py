@@ -128,6 +128,7 @@ url = {_q(cfg.hq_url)}          # head office sync endpoint; empty: this till ru
 
 # The [tap] keys `tillstamp init` writes, with their defaults and what they mean (docs/TAP.md).
 _TAP_KEYS: tuple[tuple[str, object, str], ...] = (
+    ("allow", ["192.168.1.20"], "POS addresses that may print; required to listen beyond loopback"),
     ("printer", "escpos+tcp://192.168.1.50:9100", "the real printer; default: [devices] printer"),
     ("template", "auto", "a shipped name, a .toml path (relative to this folder), or auto"),
     ("member_window_s", 120, "a member scanned this recently gets the printed receipt's stamps"),
@@ -141,10 +142,13 @@ def _toml_value(value: object) -> str:
         return str(value).lower()
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return _q(str(value))
 
 
-LISTEN_HELP = "tcp://0.0.0.0:9100 (the port a network printer listens on) or serial:///dev/ttyS1"
+LISTEN_HELP = ("tcp://127.0.0.1:9100 (a POS on this machine), tcp://0.0.0.0:9100 with allow, "
+               "or serial:///dev/ttyS1")
 
 
 def _tap_section(tap: dict[str, Any]) -> str:

@@ -64,7 +64,8 @@ def cmd_tap_run(args: argparse.Namespace) -> int:
 
     with open_till(data) as till:
         cfg = TapConfig(listen=args.listen, printer=args.printer, folder=data / "tap",
-                        templates=templates, language=till.config.language)
+                        templates=templates, language=till.config.language,
+                        allow=tuple(args.allow or ()))
         # The tap's single record worker makes every Service call, one at a time.
         server = TapServer(cfg, service_record(till.service), on_job=on_job)
         try:
@@ -101,7 +102,11 @@ def register(subparsers: Any) -> None:
                        description="Listen where the POS prints, forward every job to the printer, record "
                                    "each receipt once and print the loyalty block into it. One JSON line "
                                    "per job on stdout.")
-    p.add_argument("--listen", required=True, metavar="URL", help="tcp://HOST:PORT or serial:///dev/ttyS1")
+    p.add_argument("--listen", required=True, metavar="URL",
+                   help="tcp://127.0.0.1:9100 (a POS on this machine), tcp://0.0.0.0:9100 with --allow, "
+                        "or serial:///dev/ttyS1")
+    p.add_argument("--allow", action="append", metavar="ADDR",
+                   help="a POS address or network that may print (repeat); required beyond loopback")
     p.add_argument("--printer", required=True, metavar="URL",
                    help="the real printer: escpos+tcp://HOST:9100, escpos+serial:///dev/ttyS0, file:///path")
     p.add_argument("--template", metavar="NAME|FILE", help="template name or .toml file (default: all shipped)")

@@ -8,7 +8,8 @@ automatic status back) while the POS is still sending; the drivers' `Printer` on
 and asks status itself. The other schemes go through `drivers.printer.open_printer` and
 cannot answer: the tap answers status queries for them (see `session.local_status`).
 
-Listen URLs: `tcp://HOST:PORT` (port 9100 is what a network receipt printer listens on),
+Listen URLs: `tcp://HOST:PORT` (port 9100 is what a network receipt printer listens on;
+`tcp://:PORT` is loopback, and any other host needs the `[tap] allow` list of POS addresses),
 `serial:///dev/ttyS1[?baudrate=19200]` or a bare device path (a serial or pty port the POS
 prints to).
 """
@@ -171,8 +172,9 @@ def parse_listen(url: str) -> tuple[str, str, int]:
     u = parse_url(url)
     if u.scheme == "tcp":
         if u.port is None:
-            raise DeviceConfigError(f"{url!r}: expected tcp://HOST:PORT (e.g. tcp://0.0.0.0:9100)")
-        return "tcp", u.host or "0.0.0.0", u.port
+            raise DeviceConfigError(f"{url!r}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:9100)")
+        # No host means loopback: listening beyond this machine is a choice made explicitly.
+        return "tcp", u.host or "127.0.0.1", u.port
     if u.scheme == "serial":
         rest = url.split("://", 1)[1]
         if "://" in rest:

@@ -12,6 +12,7 @@ time, and the print-queue worker once a job had to be spooled.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import socket
 import threading
@@ -51,6 +52,9 @@ class TapConfig:
     listen: str
     printer: str
     folder: Path  # jobs/ (kept for fixing templates) and spool/ (waiting for the printer)
+    # POS addresses (IPs or networks) that may print; required to listen beyond loopback,
+    # because whoever connects gets sales recorded and valid signed claim QRs printed.
+    allow: tuple[str, ...] = ()
     templates: tuple[Template, ...] = ()
     member_window_s: float = 120.0
     language: str = "id"
@@ -88,16 +92,48 @@ def tap_config(section: dict[str, Any], data: Path, *, default_printer: str = ""
     width = int(num("width", 48))
     if width not in (32, 42, 48):
         raise TapConfigError("[tap] width must be 32, 42 or 48 columns")
-    try:
-        parse_listen(listen)
-    except DeviceConfigError as e:
-        raise TapConfigError(str(e)) from None
-    return TapConfig(
-        listen=listen, printer=printer, folder=data / "tap", templates=templates,
+    allow = section.get("allow", [])
+    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+        raise TapConfigError('[tap] allow must be a list of POS addresses, e.g. ["192.168.1.20"]')
+    config = TapConfig(
+        listen=listen, printer=printer, folder=data / "tap", templates=templates, allow=tuple(allow),
         member_window_s=num("member_window_s", 120.0), language=language, width=width,
         offline=offline, record_timeout_s=num("record_timeout_s", 3.0),
         session=replace(SessionSettings(), cut_idle=num("cut_idle_s", 0.3), idle=num("idle_s", 5.0)),
     )
+    check_listen(listen, config.allow)
+    return config
+
+
+def allowed_networks(allow: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The allow-list as networks; TapConfigError names an entry that is not an address."""
+    nets = []
+    for entry in allow:
+        try:
+            nets.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise TapConfigError(f"[tap] allow: {entry!r} is not an IP address or network "
+                                 "(e.g. 192.168.1.20 or 192.168.1.0/24)") from None
+    return tuple(nets)
+
+
+def check_listen(listen: str, allow: tuple[str, ...]) -> None:
+    """Refuse a TCP listen address beyond loopback without an allow-list of POS addresses."""
+    try:
+        kind, host, _ = parse_listen(listen)
+    except DeviceConfigError as e:
+        raise TapConfigError(str(e)) from None
+    allowed_networks(allow)
+    if kind != "tcp" or allow:
+        return
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise TapConfigError(f"[tap] listen on {host}: set allow = [\"POS address\"] first; any "
+                             "client could otherwise record sales and print claim QRs "
+                             "(only loopback is served without it)")
 
 
 class TapServer:
@@ -126,10 +162,13 @@ class TapServer:
         self._listener: socket.socket | None = None
         self._serial: SerialPipe | None = None
         self._n = 0
+        self._allow = allowed_networks(config.allow)
+        self.refused = 0  # connections from addresses not on the allow-list
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Self:
         """Bind the listen address and start serving; DeviceConfigError / OSError if it cannot."""
+        check_listen(self.config.listen, self.config.allow)
         kind, target, arg = parse_listen(self.config.listen)
         self.handler.start()
         if any((self.config.folder / "spool").glob("*.job")):
@@ -188,9 +227,27 @@ class TapServer:
                 continue
             except OSError:
                 return  # closed by stop()
+            if not self.admits(peer[0]):
+                with self._lock:
+                    self.refused += 1
+                log.warning("print tap: refused a connection from %s (not in [tap] allow)", peer[0])
+                conn.close()
+                continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             log.debug("POS connected from %s:%d", *peer[:2])
             self._spawn(self._session, "tap-session", SocketPipe(conn))
+
+    def admits(self, peer: str) -> bool:
+        """Whether a POS at `peer` may print: any when listening on loopback without a list."""
+        if not self._allow:
+            return True  # check_listen made sure only loopback is listened on
+        try:
+            addr = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._allow)
 
     def _session(self, pos: Pipe) -> None:
         session = Session(
