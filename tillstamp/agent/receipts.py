@@ -72,8 +72,13 @@ def build_receipt(
     store_name: str,
     language: Language = "id",
     result: SaleResult | None = None,
+    with_card: bool = False,
 ) -> Receipt:
-    """The loyalty receipt of the sale keyed `key` (its `result` when just recorded, else a reprint)."""
+    """The loyalty receipt of the sale keyed `key` (its `result` when just recorded, else a reprint).
+
+    The member's own card QR is printed only `with_card`: a receipt is often thrown away,
+    and whoever picks it up would hold a card that identifies the member at any till.
+    """
     row = service.store.sale(key)
     event = service.store.sale_event(key)
     if row is None or event is None:
@@ -91,7 +96,7 @@ def build_receipt(
     qr_payload = qr_caption = None
     if member is not None:
         fields.update(_member_fields(service, member))
-        if row.member is not None and service.keys.member_signing is not None:
+        if with_card and row.member is not None and service.keys.member_signing is not None:
             qr_payload, qr_caption = service.member_card(member), words["card"]
     else:
         claim = result.claim if result is not None and result.claim else service.claim_payload_for(key)

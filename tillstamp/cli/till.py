@@ -83,15 +83,43 @@ def _show_member(d: dict[str, Any]) -> str:
 
 
 def cmd_member_card(args: argparse.Namespace) -> int:
-    import qrcode
-
+    if not args.out and not args.print:
+        raise UsageError("member card: give --out FILE.png or --print")
     with _till(args) as till:
         member = till.service.identify(args.member).id
         payload = till.service.member_card(member)
-        img = qrcode.make(payload, error_correction=qrcode.constants.ERROR_CORRECT_M)
-        img.save(args.out)
-        emit(args, {"member": member, "payload": payload, "out": args.out}, lambda d: f"wrote {d['out']}")
+        out: dict[str, Any] = {"member": member, "payload": payload, "out": args.out}
+        if args.out:
+            import qrcode
+
+            img = qrcode.make(payload, error_correction=qrcode.constants.ERROR_CORRECT_M)
+            img.save(args.out)
+        if args.print:
+            out["printer"] = _print_card(till, member, payload, args.printer)
+        emit(args, out, lambda d: f"wrote {d['out']}" if d["out"] else f"printed on {d['printer']}")
     return 0
+
+
+def _print_card(till: Any, member: str, payload: str, url: str | None) -> str:
+    from ..agent.receipts import CAPTIONS
+    from ..agent.runtime import printer_width
+    from ..drivers.errors import DeviceError
+    from ..drivers.printer import open_printer
+    from ..drivers.receipt import render_card
+
+    cfg = till.config
+    url = url or cfg.printer
+    if not url:
+        raise UsageError("member card: no printer in tillstamp.toml; give --printer URL")
+    row = till.store.member(member)
+    data = render_card(cfg.store_name or cfg.store, row.name if row else None, payload,
+                       CAPTIONS[cfg.language]["card"], width=printer_width(cfg.extra))
+    try:
+        with open_printer(url) as printer:
+            printer.write(data)
+    except DeviceError as e:
+        raise UsageError(f"member card: printer {url}: {e}") from None
+    return url
 
 
 # -- sales ----------------------------------------------------------------------------------
@@ -267,10 +295,13 @@ def register(sub: Any) -> None:
     p.add_argument("--id")
     p.add_argument("--qr", help="member card QR payload")
     p.set_defaults(func=cmd_member_show)
-    p = member.add_parser("card", parents=[COMMON], help="write a member's QR card as PNG",
-                          description="Write the member's card QR (a signed token) to a PNG.")
+    p = member.add_parser("card", parents=[COMMON], help="write a member's QR card as PNG or print it",
+                          description="Write the member's card QR (a signed token) to a PNG, or print it "
+                                      "on a slip of its own (sale receipts never carry it).")
     p.add_argument("member", metavar="ID", help="member id, phone or card payload")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", help="PNG file to write")
+    p.add_argument("--print", action="store_true", help="print the card on the receipt printer")
+    p.add_argument("--printer", metavar="URL", help="printer URL (default: [devices] printer)")
     p.set_defaults(func=cmd_member_card)
 
     sale = sub.add_parser("sale", help="record and refund sales").add_subparsers(

@@ -113,7 +113,8 @@ class _Writer:
         self._style = (align, bold, big)
         # Dummy has no public raw write; python-escpos' own text() would re-pick a code page
         # per string, and we want one page for the whole receipt, chosen once.
-        self.p._raw(self.page.encode(text) + b"\n")
+        # Each piece is encoded without control characters; only our own line breaks remain.
+        self.p._raw(b"\n".join(self.page.encode(part) for part in text.split("\n")) + b"\n")
 
     def rule(self) -> None:
         self.line("-" * self.width)
@@ -210,6 +211,25 @@ def _qr(printer: Dummy, w: _Writer, r: Receipt, native: bool) -> None:
         printer._raw(qr_raster(payload, module))
     if r.qr_caption:
         w.line(r.qr_caption, align="center")
+
+
+def render_card(store_name: str, member_name: str | None, payload: str, caption: str, *,
+                width: int = 32, native_qr: bool = True, profile: str | None = None) -> bytes:
+    """A member's card as a slip of its own: store, name, the card QR; printed only when asked."""
+    if width not in (32, 42, 48):
+        raise ValueError(f"width must be 32, 42 or 48 columns, not {width}")
+    printer = Dummy(profile=profile)
+    page = choose_codepage(printer.profile.profile_data.get("codePages"))
+    printer._raw(b"\x1b@" + page.select)
+    w = _Writer(printer, page, width)
+    w.line(store_name, align="center", bold=True, big=True)
+    if member_name:
+        w.line(member_name, align="center")
+    card = Receipt(store_name=store_name, receipt_no="", at=datetime.now().astimezone(), lines=(),
+                   total=0, qr_payload=payload, qr_caption=caption)
+    _qr(printer, w, card, native_qr)
+    printer.cut()
+    return printer.output
 
 
 def qr_raster(payload: str, module: int) -> bytes:

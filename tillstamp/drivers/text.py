@@ -55,9 +55,9 @@ class CodePage:
         return True
 
     def encode(self, text: str) -> bytes:
-        """Encode `text`, transliterating what the page lacks (é→e, “→", unknown→?)."""
+        """Encode `text` without control characters, transliterating what the page lacks."""
         out = bytearray()
-        for ch in text:
+        for ch in printable(text):
             out += self._encode_char(ch)
         return bytes(out)
 
@@ -70,6 +70,18 @@ class CodePage:
             return _TRANSLIT[ch].encode(self.codec, errors="replace")
         base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
         return (base or "?").encode("ascii", errors="replace")
+
+
+def printable(text: str) -> str:
+    """`text` without control, format or unassigned characters (Unicode category C*).
+
+    A member name or a POS line name reaches the printer as bytes: an ESC or GS inside it
+    would be a command (`ESC p` kicks the cash drawer, `GS V` cuts), and NUL, CR or a C1
+    control can desynchronise what follows. Newlines are dropped too: one text, one line.
+    """
+    if text.isprintable():
+        return text  # the common case, checked in C
+    return "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
 
 
 def choose_codepage(available: dict[str, str] | None = None) -> CodePage:
