@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from agent.kit import make_till, sale
-
 from tillstamp.agent.receipts import build_receipt
 from tillstamp.agent.till import open_till
 from tillstamp.cli import main
