@@ -14,17 +14,17 @@ import datetime as dt
 import sqlite3
 import time
 import zlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..sync import protocol as p
 from ..sync.wire import LEDGER_TYPE
+from .limits import BodyLimit, BodyTooLarge
 from .service import AuthFailed, BadBatch, Hq
 from .store import CursorGone, EnrollRefused, GapError, QuarantineError
 
@@ -56,11 +56,14 @@ def create_app(hq: Hq) -> FastAPI:
     app = FastAPI(title="tillstamp HQ sync", version=p.VERSION,
                   description="Push events from tills, pull the change feed. See docs/SYNC.md.")
 
-    @app.middleware("http")
-    async def hq_time(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        response.headers[p.H_HQ_TIME] = str(int(hq.clock().timestamp() * 1000))
-        return response
+    # A body over the limit is refused before or while it streams in, never buffered; every
+    # answer, refusals included, carries HQ's clock.
+    app.add_middleware(BodyLimit, limit=p.MAX_BODY_BYTES, extra_headers=lambda: [
+        (p.H_HQ_TIME.lower().encode(), str(int(hq.clock().timestamp() * 1000)).encode())])
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_: Request, e: BodyTooLarge) -> JSONResponse:
+        return _error(413, "too_large", str(e.detail), headers={"Connection": "close"})
 
     @app.exception_handler(AuthFailed)
     async def _auth(_: Request, e: AuthFailed) -> JSONResponse:
@@ -97,11 +100,12 @@ def create_app(hq: Hq) -> FastAPI:
         return _error(503, "unavailable", f"database unavailable: {type(e).__name__}", headers={"Retry-After": "1"})
 
     async def signed(request: Request) -> tuple[Any, bytes]:
-        body = await request.body()
-        if len(body) > p.MAX_BODY_BYTES:
-            raise BadBatch("body too large")
+        # Who is asking is settled from the headers before a byte of the body is read: an
+        # unsigned or unknown sender never makes HQ receive (and hold) its body.
+        sender = await run_in_threadpool(hq.check_sender, request.headers)
+        body = await request.body()  # BodyLimit cuts it off above MAX_BODY_BYTES
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        term = await run_in_threadpool(hq.authenticate, request.method, path, request.headers, body)
+        term = await run_in_threadpool(hq.authenticate, request.method, path, request.headers, body, sender)
         return term, body
 
     @app.get("/v1/time", summary="HQ's clock")
