@@ -153,7 +153,9 @@ def test_erasure_scrubs_pii_and_an_offline_till_cannot_recreate_it(hq: Hq) -> No
     late.members = [p.WireMember(id="M1", phone="+6281234567890", name="Ani")]
     hq.push(a, late)
     changes = {c.key: c for c in hq.pull(a, 0, 100).changes}
-    assert changes["member:M1"].kind == "erased" and "pii" not in changes["member:M1"].data
+    assert changes["erased:M1"].kind == "erased"
+    # The member's stamps go on being shared; their personal data does not.
+    assert changes["member:M1"].data["balance"] == 2 and not changes["member:M1"].data.get("pii")
 
 
 def test_pruned_feed_sends_old_cursors_to_a_full_snapshot(hq: Hq) -> None:

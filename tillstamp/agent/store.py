@@ -179,6 +179,9 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    # Deleted or overwritten content (an erased member's name and phone) is zeroed on disk,
+    # not left in free space; set here because the default depends on how SQLite was built.
+    conn.execute("PRAGMA secure_delete=ON")
     # A checkpoint runs inside whichever commit crosses the threshold; a till writes several
     # pages per sale, so a larger WAL (about 16 MiB) keeps that pause off most sales.
     conn.execute("PRAGMA wal_autocheckpoint=4000")
@@ -243,6 +246,12 @@ class Store:
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
         self.conn.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after an erasure: the WAL still
+        holds the pages as they were before, PII included)."""
+        with self._lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # -- meta ---------------------------------------------------------------------------
 

@@ -215,18 +215,22 @@ class SyncStore:
     def apply_page(self, page: p.PullResponse) -> None:
         """Apply one feed page and its cursor in one transaction."""
         c = self.store.conn
+        erased = False
         with self.store.write():
             if page.reset:  # a full snapshot follows: forget derived remote state first
                 c.execute("DELETE FROM remote_members")
                 c.execute("DELETE FROM revocations")
             for ch in page.changes:
                 self._apply(ch)
+                erased = erased or ch.kind == "erased"
             self._set("pull_cursor", str(page.next))
             if not page.more:
                 # Everything HQ had when this pull started is now known here: redemptions
                 # made after this point are "blind" until the next complete pull (rule 7).
                 self._set("fresh_seq", str(page.watermark))
                 self._set("last_success", _iso(self.clock()))
+        if erased:
+            self.store.checkpoint()  # the scrubbed rows' old pages must not survive in the WAL
         if self.keys is not None:
             self._load_keys(self.keys)
 
@@ -235,15 +239,16 @@ class SyncStore:
         d = ch.data
         if ch.kind == "member":
             member = d["member"]
-            if c.execute("SELECT 1 FROM erasures WHERE member = ?", (member,)).fetchone():
-                return
+            # An erased member keeps their stamps (the ledger has no PII); only their
+            # personal data is never taken in again.
+            erased = c.execute("SELECT 1 FROM erasures WHERE member = ?", (member,)).fetchone()
             c.execute(
                 "INSERT INTO remote_members(member, watermark, balance, tier, events, feed_seq) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(member) DO UPDATE SET watermark = excluded.watermark, balance = excluded.balance, "
                 "tier = excluded.tier, events = excluded.events, feed_seq = excluded.feed_seq",
                 (member, int(d["watermark"]), int(d["balance"]), d.get("tier"), canonical(d["events"]).decode(), ch.seq),
             )
-            pii = d.get("pii")
+            pii = None if erased else d.get("pii")
             if pii and self.store.member(member) is None:
                 phone = pii.get("phone")
                 if phone and self.store.member_by_phone(phone) is not None:
@@ -253,7 +258,7 @@ class SyncStore:
         elif ch.kind == "erased":
             member = d["member"]
             c.execute("INSERT INTO erasures(member, feed_seq) VALUES (?, ?) ON CONFLICT DO NOTHING", (member, ch.seq))
-            c.execute("DELETE FROM remote_members WHERE member = ?", (member,))
+            # remote_members stays: it is stamps from other tills, not personal data.
             c.execute("UPDATE members SET phone = NULL, name = NULL, email = NULL, birthday = NULL WHERE id = ?",
                       (member,))
         elif ch.kind == "revoked":

@@ -405,12 +405,12 @@ class SqlHqStore:
         self._x(c, "UPDATE terminals SET acked = ? WHERE id = ?", (result.acked, terminal_id))
 
     def _feed_members(self, c: Any, extra: Sequence[str], now: dt.datetime, *, staged: bool = True) -> None:
-        """A member feed entry for every member the batch touched (from `staging`) and `extra`, unless erased.
+        """A member feed entry for every member the batch touched (from `staging`) and `extra`.
+        An erased member's entry carries balance and events only (no members row, so no PII).
         With `staged` False, `touched` already holds the batch's members (filled chunk by chunk)."""
         if staged:
             self._x(c, "DELETE FROM touched")
-            self._x(c, "INSERT INTO touched(member) SELECT DISTINCT member FROM staging WHERE member IS NOT NULL "
-                       "AND member NOT IN (SELECT member FROM erasures)")
+            self._x(c, "INSERT INTO touched(member) SELECT DISTINCT member FROM staging WHERE member IS NOT NULL")
         self._many(c, "INSERT INTO touched(member) VALUES (?) ON CONFLICT DO NOTHING", [(m,) for m in extra])
         n = int(self._x(c, "SELECT count(*) FROM touched").fetchone()[0])
         if not n:
@@ -539,7 +539,13 @@ class SqlHqStore:
         with self._tx() as c:
             self._x(c, "DELETE FROM members WHERE id = ?", (member,))
             self._x(c, "INSERT INTO erasures(member, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (member, _iso(now)))
-            self._feed_put(c, [("erased", f"member:{member}", {"member": member})], now)
+            # Its own feed key: under `member:` a later snapshot of the member (their balance
+            # goes on) would replace the erasure before an offline till had seen it.
+            self._feed_put(c, [("erased", f"erased:{member}", {"member": member})], now)
+        self._after_erase()
+
+    def _after_erase(self) -> None:
+        """Backend hook after an erasure committed (SQLite truncates its WAL)."""
 
     def revoke(self, member: str, before: dt.datetime, now: dt.datetime) -> None:
         """Revoke every card of a member issued up to `before`."""

@@ -220,8 +220,7 @@ class PgHqStore(SqlHqStore):
             (names, [deltas[m] for m in names])).fetchall()]
         c.execute("DELETE FROM pending")
         c.execute("DELETE FROM touched")
-        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m "
-                  "WHERE m NOT IN (SELECT member FROM erasures)", (sorted(m for m in touched if m is not None),))
+        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m", (sorted(m for m in touched if m is not None),))
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False)
         return result

@@ -77,6 +77,8 @@ class SqliteHqStore(SqlHqStore):
             self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=30000")
+        # Erased PII is zeroed on disk, whatever this SQLite build's default is.
+        self.conn.execute("PRAGMA secure_delete=ON")
         self._lock = threading.RLock()
         with self._lock:
             migrations.apply(Database(self.conn))
@@ -86,6 +88,12 @@ class SqliteHqStore(SqlHqStore):
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+    def _after_erase(self) -> None:
+        # The WAL still holds the member's row as it was before the erasure: fold it into
+        # the database (where secure_delete zeroed it) and truncate the WAL to nothing.
+        with self._lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     @contextlib.contextmanager
     def _tx(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
