@@ -8,6 +8,7 @@ refused with the path of the offending key instead of failing at the till later.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import tomllib
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,6 +19,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MISSION_KINDS = ("visits_in_week", "distinct_skus", "spend_target", "checkin_streak")
 PERIODS = ("week", "month", "year", "ever")
+
+# Upper bounds. Without them a program with `valid_days = 999999999` or `multiplier = 1e308`
+# was accepted and then every sale crashed (a date past year 9999, stamps beyond any event's
+# range) on every till that pulled it. The bounds are generous for any real shop.
+MAX_STAMPS_RULE = 1_000  # stamps one rule gives (per visit, per unit, per step), a card's size
+MAX_COST = 1_000_000  # a reward's cost, an offline cap (stamps)
+MAX_MONEY = 10**12  # minor units: Rp 1.000.000.000.000
+MAX_MULTIPLIER = Fraction(10)
+MAX_MONTHS = 120  # expiry, tier windows: ten years
+MAX_DAYS = 3_650  # claim validity, warnings: ten years
 
 
 class ProgramError(ValueError):
@@ -237,24 +248,28 @@ def parse_program(raw: dict[str, Any]) -> Program:
         raise ProgramError(f"program.timezone: unknown time zone {tz!r}") from None
 
     card_t = r.table("card")
-    card = Card(size=card_t.integer("size", minimum=1), reward=card_t.text("reward"))
+    card = Card(size=card_t.integer("size", minimum=1, maximum=MAX_STAMPS_RULE), reward=card_t.text("reward"))
 
     earn = r.table("earn", required=False)
     visit = spend = None
     if earn.has("visit"):
         v = earn.table("visit")
-        visit = VisitRule(stamps=v.integer("stamps", minimum=0), min_spend=v.integer("min_spend", 0))
+        visit = VisitRule(stamps=v.integer("stamps", minimum=0, maximum=MAX_STAMPS_RULE),
+                          min_spend=v.integer("min_spend", 0, minimum=0, maximum=MAX_MONEY))
     if earn.has("spend"):
         s = earn.table("spend")
         spend = SpendRule(
-            every=s.integer("every", minimum=1), stamps=s.integer("stamps", 1, minimum=1), cap=s.integer("cap", 0)
+            every=s.integer("every", minimum=1, maximum=MAX_MONEY),
+            stamps=s.integer("stamps", 1, minimum=1, maximum=MAX_STAMPS_RULE),
+            cap=s.integer("cap", 0, minimum=0, maximum=MAX_STAMPS_RULE)
         )
     items = []
     for it in earn.tables("items"):
         sku, cat = it.opt_text("sku"), it.opt_text("category")
         if (sku is None) == (cat is None):
             raise ProgramError(f"{it.path}: give exactly one of sku or category")
-        items.append(ItemRule(stamps=it.integer("stamps", minimum=1), sku=sku, category=cat))
+        items.append(ItemRule(stamps=it.integer("stamps", minimum=1, maximum=MAX_STAMPS_RULE), sku=sku,
+                              category=cat))
     bonuses = []
     for b in earn.tables("bonus"):
         days = tuple(d.lower()[:3] for d in b.items("days", []))
@@ -264,7 +279,7 @@ def parse_program(raw: dict[str, Any]) -> Program:
         bonuses.append(
             Bonus(
                 name=b.text("name"),
-                multiplier=b.fraction("multiplier", minimum=Fraction(1)),
+                multiplier=b.fraction("multiplier", minimum=Fraction(1), maximum=MAX_MULTIPLIER),
                 days=days,
                 start_time=b.time("from"),
                 end_time=b.time("to"),
@@ -286,8 +301,8 @@ def parse_program(raw: dict[str, Any]) -> Program:
             Tier(
                 id=t.text("id"),
                 name=t.text("name"),
-                threshold=t.integer("threshold", minimum=0),
-                multiplier=t.fraction("multiplier", Fraction(1), minimum=Fraction(1)),
+                threshold=t.integer("threshold", minimum=0, maximum=MAX_MONEY),
+                multiplier=t.fraction("multiplier", Fraction(1), minimum=Fraction(1), maximum=MAX_MULTIPLIER),
             )
         )
     if not tiers:
@@ -305,7 +320,7 @@ def parse_program(raw: dict[str, Any]) -> Program:
     tr = r.table("tiering", required=False)
     tiering = Tiering(
         qualify_on=tr.choice("qualify_on", ("stamps", "spend"), "stamps"),
-        window_months=tr.integer("window_months", 12, minimum=1),
+        window_months=tr.integer("window_months", 12, minimum=1, maximum=MAX_MONTHS),
         downgrade=tr.choice("downgrade", ("period_end", "immediate"), "period_end"),
     )
 
@@ -316,7 +331,7 @@ def parse_program(raw: dict[str, Any]) -> Program:
         if unknown:
             raise ProgramError(f"{rw.path}.tiers: unknown tier {min(unknown)!r}")
         rewards.append(
-            Reward(id=rw.text("id"), name=rw.text("name"), cost=rw.integer("cost", minimum=1), tiers=allowed)
+            Reward(id=rw.text("id"), name=rw.text("name"), cost=rw.integer("cost", minimum=1, maximum=MAX_COST), tiers=allowed)
         )
     if len({rw.id for rw in rewards}) != len(rewards):
         raise ProgramError("rewards: reward ids must be unique")
@@ -337,8 +352,8 @@ def parse_program(raw: dict[str, Any]) -> Program:
                 id=m.text("id"),
                 name=m.text("name"),
                 kind=kind,
-                target=m.integer("target", minimum=1),
-                stamps=m.integer("stamps", 0, minimum=0),
+                target=m.integer("target", minimum=1, maximum=MAX_MONEY),
+                stamps=m.integer("stamps", 0, minimum=0, maximum=MAX_STAMPS_RULE),
                 badge=m.opt_text("badge"),
                 period=m.choice("period", PERIODS, defaults[kind]),
             )
@@ -347,19 +362,21 @@ def parse_program(raw: dict[str, Any]) -> Program:
         raise ProgramError("missions: mission ids must be unique")
 
     e = r.table("expiry", required=False)
-    expiry = Expiry(months=e.integer("months", 0, minimum=0), warn_days=e.integer("warn_days", 30, minimum=0))
+    expiry = Expiry(months=e.integer("months", 0, minimum=0, maximum=MAX_MONTHS),
+                    warn_days=e.integer("warn_days", 30, minimum=0, maximum=MAX_DAYS))
     o = r.table("offline", required=False)
     offline = OfflineCaps(
-        max_per_member=o.integer("max_per_member", 20, minimum=0),
-        max_per_terminal=o.integer("max_per_terminal", 200, minimum=0),
-        max_offline_hours=o.integer("max_offline_hours", 72, minimum=0),
-        max_clock_skew_s=o.integer("max_clock_skew_s", 300, minimum=0),
+        max_per_member=o.integer("max_per_member", 20, minimum=0, maximum=MAX_COST),
+        max_per_terminal=o.integer("max_per_terminal", 200, minimum=0, maximum=MAX_COST),
+        max_offline_hours=o.integer("max_offline_hours", 72, minimum=0, maximum=MAX_DAYS * 24),
+        max_clock_skew_s=o.integer("max_clock_skew_s", 300, minimum=0, maximum=86_400),
     )
     c = r.table("claim", required=False)
-    claim = ClaimPolicy(valid_days=c.integer("valid_days", 7, minimum=1), url=c.text("url", ClaimPolicy.url))
+    claim = ClaimPolicy(valid_days=c.integer("valid_days", 7, minimum=1, maximum=MAX_DAYS),
+                        url=c.text("url", ClaimPolicy.url))
     return Program(
         name=name,
-        version=prog.integer("version", 1, minimum=1),
+        version=prog.integer("version", 1, minimum=1, maximum=2**31 - 1),
         currency=prog.text("currency", "IDR"),
         timezone=tz,
         card=card,
@@ -426,17 +443,25 @@ class _Reader:
     def opt_text(self, key: str) -> str | None:
         return self._get(key, None, str, "text")
 
-    def integer(self, key: str, default: Any = None, minimum: int | None = None) -> int:
+    def integer(self, key: str, default: Any = None, minimum: int | None = None,
+                maximum: int | None = None) -> int:
         val = self._get(key, _REQUIRED if default is None else default, int, "a whole number")
         if minimum is not None and val < minimum:
             raise ProgramError(f"{self._key(key)}: must be at least {minimum}, got {val}")
+        if maximum is not None and val > maximum:
+            raise ProgramError(f"{self._key(key)}: must be at most {maximum:,}, got {val:,}")
         return val
 
-    def fraction(self, key: str, default: Any = None, minimum: Fraction | None = None) -> Fraction:
+    def fraction(self, key: str, default: Any = None, minimum: Fraction | None = None,
+                 maximum: Fraction | None = None) -> Fraction:
         val = self._get(key, _REQUIRED if default is None else default, (int, float, Fraction), "a number")
+        if isinstance(val, float) and not math.isfinite(val):
+            raise ProgramError(f"{self._key(key)}: expected a finite number, got {val!r}")
         frac = Fraction(str(val)) if isinstance(val, float) else Fraction(val)
         if minimum is not None and frac < minimum:
             raise ProgramError(f"{self._key(key)}: must be at least {float(minimum):g}, got {val}")
+        if maximum is not None and frac > maximum:
+            raise ProgramError(f"{self._key(key)}: must be at most {float(maximum):g}, got {val}")
         return frac
 
     def items(self, key: str, default: Any = None) -> list[Any]:
