@@ -37,6 +37,23 @@ def _refused(e: errors.SyncError) -> ConfigError:
     return ConfigError(f"head office refused: {e}")
 
 
+def _enroll(t: Transport, hq: str, key: Any, code: str, **kw: Any) -> Any:
+    """`enroll`, with every way it can fail as one ConfigError (exit 2, nothing created)."""
+    from pydantic import ValidationError
+
+    try:
+        return enroll(t, key, code, **kw)
+    except errors.Rejected as e:
+        raise _refused(e) from None
+    except errors.SyncError as e:  # offline, timed out, throttled: nothing was enrolled
+        raise ConfigError(f"head office at {hq} cannot be reached ({e}); nothing was created, "
+                          "try again when the network is back") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ())) or "request"
+        raise ConfigError(f"enrolment: {where}: {first.get('msg', 'invalid')}") from None
+
+
 def init_with_hq(data: Path, *, hq: str, code: str, store_name: str = "", program: Path | None = None,
                  transport: Transport | None = None) -> dict[str, Any]:
     """Create a new till's data folder with the ids head office assigns for `code`."""
@@ -44,10 +61,7 @@ def init_with_hq(data: Path, *, hq: str, code: str, store_name: str = "", progra
         raise ConfigError(f"{data}: already initialised; use `tillstamp sync enroll` for an existing till")
     key = tokens.new_private_key()
     t = transport or RequestsTransport(hq)
-    try:
-        resp = enroll(t, key, code)
-    except errors.Rejected as e:
-        raise _refused(e) from None
+    resp = _enroll(t, hq, key, code)
     cfg = init_till(data, store=resp.store, terminal=resp.terminal, program=program or EXAMPLE_PROGRAM,
                     store_name=store_name, standalone=False)
     if resp.program is not None:
@@ -85,10 +99,8 @@ def enroll_existing(data: Path, *, hq: str, code: str, transport: Transport | No
         raise ConfigError(f"{data}: already enrolled with {cfg.hq_url}")
     keys = Keys.load(cfg.keys_dir, cfg.terminal)
     t = transport or RequestsTransport(hq)
-    try:
-        resp = enroll(t, keys.terminal, code, terminal=cfg.terminal, store=cfg.store, member_key=keys.member_signing)
-    except errors.Rejected as e:
-        raise _refused(e) from None
+    resp = _enroll(t, hq, keys.terminal, code, terminal=cfg.terminal, store=cfg.store,
+                   member_key=keys.member_signing)
     # HQ now signs member cards; the old key's public half stays trusted (here and at HQ)
     # so printed cards keep working, and its private half leaves the till.
     keys.member_signing = None

@@ -240,6 +240,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._stopped = False
         self._due_written: str | None = None  # the receipts_due value last committed
+        self.folder_lock: Any = None  # the data folder's AgentLock, set by setup()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -361,6 +362,8 @@ class Runtime:
             self.print_queue.close()
         self.writer.stop()
         self.till.close()
+        if self.folder_lock is not None:
+            self.folder_lock.release()
         log.info("agent stopped")
 
     # -- devices --------------------------------------------------------------------------
@@ -608,9 +611,20 @@ def _sync_acked(rt: Runtime) -> int:
 
 
 def setup(options: AgentOptions) -> Runtime:
-    """Open the till and start the agent's threads."""
-    till = open_till(options.data, config=options.config)
-    return Runtime(till, options).start()
+    """Open the till and start the agent's threads; AlreadyRunning if an agent holds the folder."""
+    from .lock import AgentLock
+
+    # A missing folder is open_till's to report (not initialised); there is nothing to lock.
+    lock = AgentLock(options.data).acquire() if Path(options.data).is_dir() else None
+    try:
+        till = open_till(options.data, config=options.config)
+        rt = Runtime(till, options)
+        rt.folder_lock = lock
+        return rt.start()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
 
 def shutdown(rt: Runtime) -> None:

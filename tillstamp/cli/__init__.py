@@ -40,8 +40,24 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UsageError, Refused, SaleError, ConfigError, ProgramError)
 
 
+def _undecodable_argument(argv: Sequence[str]) -> str | None:
+    # Python hands bytes that are not UTF-8 in argv over as lone surrogates (surrogateescape);
+    # they would fail much later, deep in a write, as a traceback.
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            return arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bad = _undecodable_argument(argv)
+    if bad is not None:
+        print(f"tillstamp: argument {bad!r} is not valid UTF-8 text", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -58,7 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, _user_errors()):
             print(f"tillstamp: {e}", file=sys.stderr)
             return 2
-        raise
+        from ..agent.config import data_dir
+        from ..agent.failures import classify
+
+        failure = classify(e, data_dir(getattr(args, "data", None)))
+        if failure is None:
+            raise
+        # A full disk, a read-only or damaged database, undecodable input: one line, and
+        # nothing was written (a failed write rolls its transaction back).
+        print(f"tillstamp: {failure.message}", file=sys.stderr)
+        return 2
 
 
 def run() -> None:

@@ -110,12 +110,24 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    from ..agent.phone import PhoneError, looks_like_phone, normalize_phone
+    from ..hq.store import NotAMember
+
     hq = _hq(args)
     try:
-        hq.store.erase(args.member, hq.clock())
+        member = args.member
+        if looks_like_phone(member):
+            try:
+                member = hq.store.member_by_phone(normalize_phone(member)) or member
+            except PhoneError as e:
+                return _fail(f"hq erase: {e}")
+        hq.store.erase(member, hq.clock())
+    except NotAMember:
+        return _fail(f"hq erase: {args.member!r} is not a member at head office (id or phone); "
+                     "nothing was erased")
     finally:
         hq.store.close()
-    _emit(args, {"erased": args.member}, f"member {args.member} erased")
+    _emit(args, {"erased": member}, f"member {member} erased")
     return 0
 
 
@@ -166,7 +178,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_alerts)
     p = hq.add_parser("erase", parents=[common], help="erase a member's personal data everywhere",
                       description="Scrub a member's PII at HQ and, through the feed, at every till.")
-    p.add_argument("member")
+    p.add_argument("member", metavar="MEMBER", help="member id or phone number")
     p.set_defaults(func=cmd_erase)
     p = hq.add_parser("revoke", parents=[common], help="revoke a member's cards issued until now",
                       description="Revoke every card of the member issued until now.")

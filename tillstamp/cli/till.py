@@ -126,25 +126,45 @@ def _print_card(till: Any, member: str, payload: str, url: str | None) -> str:
 
 
 def _read_sales(source: str) -> Any:
-    stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+    """One pretty-printed JSON object, or JSON lines, as bytes (each decoded by the caller)."""
+    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     try:
-        text = stream.read() if source != "-" else None
-        if text is not None:
-            stripped = text.strip()
-            if stripped.startswith("{") and "\n" in stripped:
+        data = stream.read() if source != "-" else None
+        if data is not None:
+            stripped = data.strip()
+            if stripped.startswith(b"{") and b"\n" in stripped:
                 try:
                     yield json.loads(stripped)  # one pretty-printed JSON object
                     return
-                except json.JSONDecodeError:
-                    pass
-            for line in text.splitlines():
+                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                    pass  # read it line by line: each line then gets its own reason
+            for line in data.splitlines():
                 yield line
             return
         for line in stream:
             yield line
     finally:
-        if stream is not sys.stdin:
+        if stream is not sys.stdin.buffer:
             stream.close()
+
+
+def _json_line(raw: bytes) -> Any:
+    """A JSON line, or a (reason, message) tuple saying why it is not one."""
+    from ..agent.failures import find_surrogate
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return ("invalid_utf8", f"not valid UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1}")
+    try:
+        item = json.loads(text)
+    except json.JSONDecodeError as e:
+        return ("invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
+    except RecursionError:
+        return ("invalid_json", "not valid JSON: nested too deeply")
+    if find_surrogate(item):
+        return ("invalid_text", "a string holds an unpaired surrogate (like \\ud800), which is not text")
+    return item
 
 
 def cmd_sale_record(args: argparse.Namespace) -> int:
@@ -156,13 +176,12 @@ def cmd_sale_record(args: argparse.Namespace) -> int:
     status = 0
     with _till(args) as till:
         for n, item in enumerate(_read_sales(args.file), 1):
-            if isinstance(item, str):
+            if isinstance(item, bytes):
                 if not item.strip():
                     continue
-                try:
-                    item = json.loads(item)
-                except json.JSONDecodeError as e:
-                    status = _refuse_line(n, "invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
+                item = _json_line(item)
+                if isinstance(item, tuple):
+                    status = _refuse_line(n, *item)
                     continue
             try:
                 sale = parse_sale(item, now=till.service.now())

@@ -137,6 +137,7 @@ class HqStore(Protocol):
     def member_keys(self) -> dict[str, str]: ...
     def signing_key(self) -> str | None: ...
     def erase(self, member: str, now: dt.datetime) -> None: ...
+    def member_by_phone(self, phone: str) -> str | None: ...
     def revoke(self, member: str, before: dt.datetime, now: dt.datetime) -> None: ...
     def prune_feed(self, kinds: Sequence[str], before: dt.datetime) -> int: ...
     def member_events(self, member: str) -> list[Event]: ...
@@ -156,6 +157,10 @@ def event_from_row(r: Sequence[Any]) -> Event:
     d = dict(zip(EVENT_COLS, r, strict=True))
     d["body"] = json.loads(d["body"])
     return Event.from_wire(d)
+
+
+class NotAMember(LookupError):
+    """No member by this id or phone number at head office."""
 
 
 class SqlHqStore:
@@ -534,9 +539,23 @@ class SqlHqStore:
                              "ORDER BY at LIMIT 1").fetchone()
         return row[0] if row else None
 
+    def member_by_phone(self, phone: str) -> str | None:
+        """The id of the member with this E.164 phone number, if HQ has one."""
+        with self._tx(write=False) as c:
+            row = self._x(c, "SELECT id FROM members WHERE phone = ? ORDER BY id LIMIT 1", (phone,)).fetchone()
+        return str(row[0]) if row else None
+
     def erase(self, member: str, now: dt.datetime) -> None:
-        """Scrub a member's PII for good; tills learn it from the feed and never re-create it."""
+        """Scrub a member's PII for good; tills learn it from the feed and never re-create it.
+
+        NotAMember when HQ knows no member by this id (no row, no event, no earlier erasure):
+        saying "erased" for a mistyped id would leave the real member's data in place."""
         with self._tx() as c:
+            known = (self._x(c, "SELECT 1 FROM members WHERE id = ?", (member,)).fetchone()
+                     or self._x(c, "SELECT 1 FROM erasures WHERE member = ?", (member,)).fetchone()
+                     or self._x(c, "SELECT 1 FROM events WHERE member = ? LIMIT 1", (member,)).fetchone())
+            if not known:
+                raise NotAMember(f"{member!r} is not a member known at head office")
             self._x(c, "DELETE FROM members WHERE id = ?", (member,))
             self._x(c, "INSERT INTO erasures(member, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (member, _iso(now)))
             # Its own feed key: under `member:` a later snapshot of the member (their balance

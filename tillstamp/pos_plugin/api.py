@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -17,8 +18,10 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..agent.config import ConfigError
+from ..agent.failures import Failure, classify
 from ..agent.runtime import Runtime, RuntimeStopped, Subscription
 from ..agent.service import Refused
 from ..loyalty.sale import SaleError
@@ -101,12 +104,26 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
     app.add_middleware(RequestGuard, hosts=hosts, any_ip=any_ip,
                        key_check=key_checker(api_key, KEY_HEADER, KEY_COOKIE) if require_key else None)
 
+    app.state.problem = None  # the last environment failure of a write, until a write succeeds
+    writes = {ops.record_sale, ops.refund, ops.enroll, ops.redeem, ops.claim}
+
     async def run(fn: Callable[..., T], *args: Any) -> T:
         try:
             fut = rt.writer.submit(fn, rt, *args)
         except RuntimeStopped as e:
             raise _Unavailable(str(e)) from None
-        return await asyncio.wrap_future(fut)
+        try:
+            result = await asyncio.wrap_future(fut)
+        except (sqlite3.Error, OSError, UnicodeError, RecursionError) as e:
+            failure = classify(e, rt.till.config.data)
+            if failure is None:
+                raise
+            if failure.status >= 500:
+                app.state.problem = failure  # /health says so until a write succeeds again
+            raise _Failed(failure) from e
+        if fn in writes:
+            app.state.problem = None
+        return result
 
     def check_key(request: Request) -> None:
         if not require_key:
@@ -149,6 +166,26 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
     @app.exception_handler(_Unavailable)
     async def unavailable(_: Request, e: _Unavailable) -> JSONResponse:
         return _error(503, "stopping", str(e))
+
+    @app.exception_handler(_Failed)
+    async def failed(_: Request, e: _Failed) -> JSONResponse:
+        # A full disk or a damaged database: the POS gets a reason it can show, and a 503
+        # tells it to try again later, as for a till that is stopping.
+        return _error(e.failure.status, e.failure.code, e.failure.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body that is not JSON, not UTF-8 or nested too deeply; an
+        # unknown path) in the API's error shape instead of {"detail": ...}.
+        code = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        message = ("body is not valid JSON (UTF-8 text, nested at most a few hundred levels)"
+                   if e.status_code == 400 else str(e.detail))
+        return _error(e.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, e: Exception) -> JSONResponse:
+        log.error("POS API request failed", exc_info=e)
+        return _error(500, "internal", "unexpected error in the agent; details are in its log")
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(key_dependency)], responses=ERRORS)
 
@@ -222,6 +259,10 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
     async def health(request: Request) -> Any:
         """Each device, the print queue and the outbox (events waiting for head office)."""
         report = await run(Runtime.health)
+        problem = app.state.problem
+        if problem is not None:
+            report = {**report, "status": "degraded",
+                      "problem": {"error": problem.code, "message": problem.message}}
         try:
             check_key(request)
         except _Unauthorized:
@@ -275,3 +316,11 @@ class _Unauthorized(Exception):
 
 class _Unavailable(Exception):
     """The agent is stopping."""
+
+
+class _Failed(Exception):
+    """A write failed for a reason outside the code (disk full, read-only, damaged database)."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
