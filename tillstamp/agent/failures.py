@@ -9,6 +9,7 @@ failure they can fix on the spot.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -61,8 +62,13 @@ def classify(exc: BaseException, folder: Path | None = None) -> Failure | None:
             _SQLITE_NOTADB: CORRUPT, _SQLITE_CANTOPEN: CANT_OPEN, _SQLITE_BUSY: BUSY,
             _SQLITE_LOCKED: BUSY, _SQLITE_IOERR: IO_ERROR,
         }.get(primary) if primary is not None else _by_text(str(exc))
-        if found is IO_ERROR and folder is not None and _low_space(folder):
-            return DISK_FULL
+        if found in (IO_ERROR, CANT_OPEN) and folder is not None:
+            # SQLite cannot create the WAL index (-shm) on a read-only filesystem and says
+            # "unable to open"; it cannot grow it on a full one and says "I/O error".
+            if _read_only(folder):
+                return READ_ONLY
+            if found is IO_ERROR and _low_space(folder):
+                return DISK_FULL
         return found
     if isinstance(exc, OSError):
         return {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EFBIG: DISK_FULL,
@@ -74,6 +80,13 @@ def classify(exc: BaseException, folder: Path | None = None) -> Failure | None:
     if isinstance(exc, RecursionError):
         return TOO_DEEP
     return None
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY) or not os.access(folder, os.W_OK)
+    except OSError:
+        return False
 
 
 def _low_space(folder: Path) -> bool:
