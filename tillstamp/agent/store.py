@@ -219,7 +219,10 @@ class Store:
                 yield self
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # SQLite may have rolled back already (a COMMIT that hit a full disk does):
+                # a second ROLLBACK would fail and hide the error that matters.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 self._cache.clear()
                 self._refresh_tip()
                 raise

@@ -103,7 +103,8 @@ class SqliteHqStore(SqlHqStore):
             try:
                 yield c
             except BaseException:
-                c.execute("ROLLBACK")
+                if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
+                    c.execute("ROLLBACK")
                 raise
             c.execute("COMMIT")
 
