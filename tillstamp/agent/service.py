@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..loyalty import events as ev
-from ..loyalty import tokens
+from ..loyalty import rules, tokens
 from ..loyalty.earning import compute_earn, eligible_lines, reversal_for_refund
 from ..loyalty.events import Event, canonical, derived_id, new_id
 from ..loyalty.program import Program
@@ -56,7 +56,6 @@ class SaleResult:
     claim: str | None = None
     claim_stamps: int = 0
     missions: tuple[str, ...] = ()
-    conflict: bool = False
     seq: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,8 +72,6 @@ class SaleResult:
             d["claim_stamps"] = self.claim_stamps
         if self.missions:
             d["missions"] = list(self.missions)
-        if self.conflict:
-            d["conflict"] = True
         return d
 
 
@@ -133,7 +130,10 @@ class Service:
         return self.clock()
 
     def _append(self, events: Iterable[Event]) -> list[Event]:
-        return self.store.append(list(events), terminal=self.terminal_id, store=self.store_id)
+        try:
+            return self.store.append(list(events), terminal=self.terminal_id, store=self.store_id)
+        except rules.RuleError as e:
+            raise Refused("invalid_event", str(e)) from None
 
     def member_events(self, member: str) -> list[Event]:
         """The member's events this till knows: head office's snapshot plus its own."""
@@ -222,7 +222,9 @@ class Service:
             raise Refused("invalid_phone", str(e)) from None
         if name is not None and (not name.strip() or len(name) > 100):
             raise Refused("invalid_name", "name: expected 1 to 100 characters")
-        if email is not None and (len(email) > 200 or not _EMAIL.match(email)):
+        if name is not None and (problem := rules.text_problem(name, 100)) is not None:
+            raise Refused("invalid_name", f"name: {problem}")
+        if email is not None and (len(email) > 200 or not _EMAIL.match(email) or rules.text_problem(email, 200)):
             raise Refused("invalid_email", f"email: {email!r} is not an email address")
         if birthday is not None:
             try:
@@ -282,6 +284,9 @@ class Service:
                 history = self._expire(member, sale.at)
             tier = tier_at(self.program, history, sale.at) if member else None
             earn = compute_earn(self.program, sale, tier)
+            if earn.stamps > rules.MAX_SALE_STAMPS:
+                raise Refused("too_many_stamps", f"receipt {sale.receipt}: this sale would earn {earn.stamps:,} "
+                                                 f"stamps, more than {rules.MAX_SALE_STAMPS:,} per sale")
             eligible = {id(ln) for ln in eligible_lines(self.program, sale.lines)}
             body: dict[str, Any] = {
                 "receipt": sale.receipt,
@@ -340,6 +345,11 @@ class Service:
         return self._claim_payload(e.body["receipt"], e.body["claim"])
 
     def _duplicate(self, row: SaleRow, digest: str) -> SaleResult:
+        if row.digest != digest:
+            # Exactly once means the same sale once: another sale under a used receipt number
+            # is refused, never answered as if it had been recorded.
+            raise Refused("receipt_reused", f"receipt {row.receipt}: already recorded with other content "
+                                            f"(seq {row.seq}); use a new receipt number")
         holder = row.member or row.claimed_by
         claim = self.claim_payload_for(row.key) if row.member is None and row.claimed_by is None else None
         return SaleResult(
@@ -350,7 +360,6 @@ class Service:
             balance=self.store.balance(holder) if holder else None,
             duplicate=True,
             claim=claim,
-            conflict=row.digest != digest,
             seq=row.seq,
         )
 
@@ -478,4 +487,7 @@ class Service:
 
 
 def _digest(sale: Sale) -> str:
-    return hashlib.sha256(canonical(sale.to_dict())).hexdigest()[:32]
+    d = sale.to_dict()
+    if not sale.at_given:
+        del d["at"]  # the till's clock at input: a retry of the same sale must digest the same
+    return hashlib.sha256(canonical(d)).hexdigest()[:32]

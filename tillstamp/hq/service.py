@@ -192,7 +192,8 @@ class Hq:
         except BadChain as e:
             raise BadBatch(str(e)) from None
         return p.PushResponse(terminal=term.id, acked=result.acked, inserted=result.inserted,
-                              duplicates=result.duplicates, adjustments=len(result.adjustments))
+                              duplicates=result.duplicates, adjustments=len(result.adjustments),
+                              refused=result.refused)
 
     @staticmethod
     def _check(term: TerminalRow, events: Sequence[Incoming], prev: int) -> None:
@@ -215,7 +216,8 @@ class Hq:
         except BadChain as e:
             raise BadBatch(str(e)) from None
         return p.PushResponse(terminal=term.id, acked=result.acked, inserted=result.inserted,
-                              duplicates=result.duplicates, adjustments=len(result.adjustments))
+                              duplicates=result.duplicates, adjustments=len(result.adjustments),
+                              refused=result.refused)
 
     def _compensate(self, member: str, events: list[Event]) -> Event | None:
         """Rule 7: an overdraft found after a merge is paid back by HQ, never by dropping events."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -91,6 +92,7 @@ class IngestResult:
     inserted: int = 0
     duplicates: int = 0
     adjustments: list[Event] = field(default_factory=list)
+    refused: int = 0  # events that break the event rules: quarantined, their positions taken
 
 
 @dataclass(frozen=True)
@@ -338,6 +340,19 @@ class SqlHqStore:
         self._alert(c, "quarantine", terminal_id, None,
                     {"seqs": [e.seq for e, _ in bad][:50], "count": len(bad)}, now)
 
+    def _refuse(self, c: Any, terminal_id: str, refused: Sequence[tuple[Incoming, str]], now: dt.datetime) -> None:
+        """Events that break the event rules (`Incoming.problem`): each is kept aside in
+        `quarantine` (its line as received and the reason) with an alert, and its position is
+        taken with its digest, so the terminal's sequence moves past it and a resend compares
+        equal. The rest of the batch is applied as usual: one bad event never stops a till."""
+        self._many(c, "INSERT INTO positions(terminal, seq, event_id, digest) VALUES (?, ?, ?, ?)",
+                   [(terminal_id, e.seq, refused_id(e), d) for e, d in refused])
+        self._many(c, "INSERT INTO quarantine(terminal, seq, held_digest, received, at) VALUES (?, ?, ?, ?, ?)",
+                   [(terminal_id, e.seq, None, canonical({"refused": e.problem, "line": e.content.decode()}).decode(),
+                     _iso(now)) for e, _ in refused])
+        for e, _ in refused:
+            self._alert(c, "refused_event", terminal_id, None, {"seq": e.seq, "reason": e.problem}, now)
+
     def _alert(self, c: Any, kind: str, terminal: str | None, member: str | None, detail: dict[str, Any],
                now: dt.datetime) -> None:
         self._x(c, "INSERT INTO alerts(kind, terminal, member, detail, at) VALUES (?, ?, ?, ?, ?)",
@@ -365,11 +380,17 @@ class SqlHqStore:
         """Store new events with set operations over `staging`: a handful of statements per batch."""
         if not new:
             return IngestResult(acked=0)
+        last = new[-1].seq
+        refused = [(e, d) for e, d in zip(new, digests, strict=True) if e.problem is not None]
+        if refused:
+            self._refuse(c, terminal_id, refused, now)
+            kept = [i for i, e in enumerate(new) if e.problem is None]
+            new, digests = [new[i] for i in kept], [digests[i] for i in kept]
         self._stage(c, new, digests)
         self._x(c, "INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest "
                    "FROM staging")
         inserted, balances = self._insert_events(c)
-        result = IngestResult(acked=new[-1].seq, inserted=inserted, duplicates=len(new) - inserted)
+        result = IngestResult(acked=last, inserted=inserted, duplicates=len(new) - inserted, refused=len(refused))
         self._finish(c, terminal_id, result, [m for m, b in balances if int(b) < 0], members, now, compensate,
                      staged=True)
         return result
@@ -590,6 +611,14 @@ def slices(n: int, step: int = 200) -> Iterator[tuple[int, int]]:
     for lo in range(0, n, step):
         yield lo, min(n, lo + step)
         time.sleep(0)
+
+
+def refused_id(e: Incoming) -> str:
+    """What a refused event's position records as its id: the id when it is fit to store,
+    else a name derived from its content (a NUL cannot be stored in PostgreSQL text)."""
+    if e.problem is not None and (e.problem.startswith("id:") or type(e.id) is not str):
+        return "refused:" + hashlib.sha256(e.content).hexdigest()[:32]
+    return e.id
 
 
 def stored_row(e: Incoming, digest: str) -> tuple[Any, ...]:

@@ -78,8 +78,9 @@ _STAGING = (
 
 
 class _Chunk(NamedTuple):
-    """A decoded chunk ready for `staging`: COPY text, size, last seq, the chain's digest after
-    it, the stamps per member it carries, and the members it names."""
+    """A decoded chunk ready for `staging`: COPY text, how many events it stages, last seq, the
+    chain's digest after it, the stamps per member it carries, the members it names, and the
+    events that break the event rules (not staged: quarantined) with their digests."""
 
     text: str
     n: int
@@ -87,20 +88,27 @@ class _Chunk(NamedTuple):
     tip: str
     deltas: dict[str, int]
     members: set[str | None]
+    refused: list[tuple[Incoming, str]]
 
     @classmethod
     def of(cls, events: list[Incoming], prev: str) -> _Chunk:
         texts = []
         deltas: dict[str, int] = {}
+        refused: list[tuple[Incoming, str]] = []
         for lo, hi in slices(len(events)):  # in the decode thread, beside the database's
             part = events[lo:hi]
             digests = chain(prev, [e.content for e in part])
             prev = digests[-1]
+            if any(e.problem is not None for e in part):
+                refused += [(e, d) for e, d in zip(part, digests, strict=True) if e.problem is not None]
+                kept = [i for i, e in enumerate(part) if e.problem is None]
+                part, digests = [part[i] for i in kept], [digests[i] for i in kept]
             texts.append(copy_text(part, digests))
             for e in part:
                 if e.member is not None:
                     deltas[e.member] = deltas.get(e.member, 0) + e.stamps
-        return cls("".join(texts), len(events), events[-1].seq, prev, deltas, {e.member for e in events})
+        ok = {e.member for e in events if e.problem is None}
+        return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas, ok, refused)
 
 
 class PgHqStore(SqlHqStore):
@@ -191,16 +199,19 @@ class PgHqStore(SqlHqStore):
         chunk = _Chunk.of(head, row[0] if row else "")
         touched: set[str | None] = set()
         deltas: dict[str, int] = {}
-        inserted = total = 0
+        inserted = total = refused = 0
         for k in range(1, n_chunks + 1):
             fut: Future[_Chunk] | None = _DECODER.submit(decode_prep, k, chunk.tip) if k < n_chunks else None
             try:
                 inserted += self._apply_chunk(c, chunk, deltas)
+                if chunk.refused:
+                    self._refuse(c, terminal_id, chunk.refused, now)
             except BaseException:
                 if fut is not None:
                     fut.cancel()
                 raise
             total += chunk.n
+            refused += len(chunk.refused)
             touched |= chunk.members
             done = chunk
             if fut is not None:
@@ -222,7 +233,7 @@ class PgHqStore(SqlHqStore):
         c.execute("DELETE FROM touched")
         c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m "
                   "WHERE m NOT IN (SELECT member FROM erasures)", (sorted(m for m in touched if m is not None),))
-        result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted)
+        result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False)
         return result
 

@@ -88,6 +88,7 @@ class PushResponse(BaseModel):
     inserted: int
     duplicates: int
     adjustments: int = 0
+    refused: int = 0  # events that break the event rules: quarantined at HQ, the sequence moved past them
 
 
 class Change(BaseModel):
