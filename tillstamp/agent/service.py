@@ -147,6 +147,12 @@ class Service:
         seen = {e.id for e in remote}
         return remote + [e for e in own if e.seq > w and e.id not in seen]
 
+    def balance(self, member: str) -> int:
+        """The member's balance as this till shows it everywhere: the local view of rule 6."""
+        if not self.remote_events(member):
+            return self.store.balance(member)  # a till alone, or a member HQ has not sent: own events
+        return sum(e.stamps for e in self.member_events(member))
+
     def _expire(self, member: str, at: dt.datetime) -> list[Event]:
         """Write off stamps that expired by `at` (inside a write); returns the member's history."""
         history = self.member_events(member)
@@ -316,7 +322,7 @@ class Service:
             key=key,
             member=member,
             stamps_awarded=awarded,
-            balance=self.store.balance(member) if member else None,
+            balance=self.balance(member) if member else None,
             duplicate=False,
             claim=claim,
             claim_stamps=earn.stamps if claim else 0,
@@ -357,7 +363,7 @@ class Service:
             key=row.key,
             member=row.member,
             stamps_awarded=0,
-            balance=self.store.balance(holder) if holder else None,
+            balance=self.balance(holder) if holder else None,
             duplicate=True,
             claim=claim,
             seq=row.seq,
@@ -408,7 +414,9 @@ class Service:
             now = self.now()
             if holder:
                 self._expire(holder, now)
-            take = min(back, max(self.store.balance(holder), 0)) if holder else 0
+            # Capped by the balance this till shows (rule 6), which counts what the member
+            # earned at other tills: a refund here takes back stamps earned anywhere.
+            take = min(back, max(self.balance(holder), 0)) if holder else 0
             body = {"receipt": row.receipt, "amount": amount, "lines": qtys, "wanted": back, "uncollected": back - take}
             new = [Event(new_id(), ev.REFUNDED, now, holder, 0, row.key, body)]
             if take:
@@ -418,7 +426,7 @@ class Service:
                 )
             self._append(new)
         return Outcome(
-            holder, -take, self.store.balance(holder) if holder else None,
+            holder, -take, self.balance(holder) if holder else None,
             {"receipt": row.receipt, "refunded": amount, "uncollected": back - take},
         )
 
@@ -445,7 +453,7 @@ class Service:
             self.redeem_guard(member, reward.cost)
             self._append([Event(new_id(), ev.REDEEMED, now, member, -reward.cost, reward.id,
                                 {"reward": reward.id, "name": reward.name, "cost": reward.cost})])
-        return Outcome(member, -reward.cost, self.store.balance(member), {"reward": reward.id, "name": reward.name})
+        return Outcome(member, -reward.cost, self.balance(member), {"reward": reward.id, "name": reward.name})
 
     def claim(self, payload: str, member_ref: str) -> Outcome:
         """Give a member the stamps of a receipt-claim QR, once."""
@@ -481,7 +489,7 @@ class Service:
             new += due_missions(self.program, member, history + new, now)
             placed = self._append(new)
         return Outcome(
-            member, sum(e.stamps for e in placed), self.store.balance(member),
+            member, sum(e.stamps for e in placed), self.balance(member),
             {"receipt": tok.receipt, "missions": [e.body["mission"] for e in placed if e.kind == ev.MISSION]},
         )
 
