@@ -89,6 +89,20 @@ class Outcome:
         return {"member": self.member, "stamps": self.stamps, "balance": self.balance, **self.detail}
 
 
+@dataclass(frozen=True)
+class Grant:
+    """Head office's authorisation of one redemption against the merged balance."""
+
+    id: str
+    available: int
+
+
+# What head office may authorise online: the offline caps of rule 7, and a local view that is
+# short only because it has not seen the member's latest stamps from other tills.
+ONLINE_REASONS = frozenset({"offline_cap_member", "offline_cap_terminal", "offline_too_long", "clock_skew",
+                            "insufficient_balance"})
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -119,6 +133,9 @@ class Service:
         self.remote_events: Callable[[str], Sequence[Event]] = lambda member: ()
         self.remote_watermark: Callable[[str], int] = lambda member: 0  # W of rule 6
         self.redeem_guard: Callable[[str, int], None] = lambda member, cost: None
+        # Online authorisation by head office (docs/SYNC.md): (member, reward, cost) -> a Grant,
+        # None when head office cannot be reached in time; raises Refused when it says no.
+        self.authorize: Callable[[str, str, int], Grant | None] | None = None
         self.revoked: Callable[[tokens.MemberToken], bool] = lambda token: False
         # Rule 9: expiry is not written off on a clock head office says is too far off.
         self.clock_trusted: Callable[[], bool] = lambda: True
@@ -439,21 +456,50 @@ class Service:
         except KeyError:
             raise Refused("unknown_reward", f"reward {reward_id!r}: not in the catalogue") from None
         member = self.identify(member_ref).id
+        grant = self._online_grant(member, reward.id, reward.cost)
         now = self.now()
         with self.store.write():
             self._expire(member, now)
             view = self.view(member)
             if not reward.allowed_for(view.tier.id):
                 raise Refused("tier_not_allowed", f"reward {reward.id}: not for tier {view.tier.name}")
-            if view.balance < reward.cost:
-                raise Refused(
-                    "insufficient_balance",
-                    f"reward {reward.id}: costs {reward.cost} stamps, balance is {view.balance}",
-                )
-            self.redeem_guard(member, reward.cost)
-            self._append([Event(new_id(), ev.REDEEMED, now, member, -reward.cost, reward.id,
-                                {"reward": reward.id, "name": reward.name, "cost": reward.cost})])
-        return Outcome(member, -reward.cost, self.balance(member), {"reward": reward.id, "name": reward.name})
+            body: dict[str, Any] = {"reward": reward.id, "name": reward.name, "cost": reward.cost}
+            if grant is None:
+                self._offline_check(member, reward.cost, view.balance, reward.id)
+            else:
+                body["grant"] = grant.id  # HQ releases its hold when this event arrives
+            self._append([Event(new_id(), ev.REDEEMED, now, member, -reward.cost, reward.id, body)])
+        detail = {"reward": reward.id, "name": reward.name, **({"authorized": "online"} if grant else {})}
+        return Outcome(member, -reward.cost, self.balance(member), detail)
+
+    def _offline_check(self, member: str, cost: int, balance: int, reward_id: str) -> None:
+        """What a till decides alone: never above the local view, and within the caps of rule 7."""
+        if balance < cost:
+            raise Refused("insufficient_balance", f"reward {reward_id}: costs {cost} stamps, balance is {balance}")
+        self.redeem_guard(member, cost)
+
+    def _online_grant(self, member: str, reward_id: str, cost: int) -> Grant | None:
+        """Head office's grant when the till alone would refuse and head office answers in time.
+
+        Asked before the write transaction, so the database is never locked while the network
+        is awaited; the wait is bounded by the authoriser's deadline (2 s). Unreachable: the
+        till's own refusal stands (the offline caps apply)."""
+        if self.authorize is None:
+            return None
+        view = self.view(member)
+        if not self.program.reward(reward_id).allowed_for(view.tier.id):
+            return None  # refused in the transaction; no stamps are held at HQ for nothing
+        try:
+            self._offline_check(member, cost, view.balance, reward_id)
+            return None
+        except Refused as e:
+            if e.reason not in ONLINE_REASONS:
+                raise
+            refusal = e
+        grant = self.authorize(member, reward_id, cost)
+        if grant is None:
+            raise refusal
+        return grant
 
     def claim(self, payload: str, member_ref: str) -> Outcome:
         """Give a member the stamps of a receipt-claim QR, once."""

@@ -27,7 +27,7 @@ from ..loyalty.program import OfflineCaps, Program, parse_program
 from ..sync.client import RequestsTransport, RetryPolicy, SyncClient, SyncLoop, Transport, errors, p
 from ..sync.wire import LedgerRow
 from .keys import Keys
-from .service import Refused, Service
+from .service import Grant, Refused, Service
 from .store import MemberRow, Store
 
 migrations = Migrations("tillstamp.sync")
@@ -309,9 +309,12 @@ class SyncStore:
     def exposure(self, caps: OfflineCaps) -> tuple[Exposure, dict[str, int]]:
         """Redemptions since the last fresh pull, in total and per member."""
         fresh = int(self.get("fresh_seq", "0") or 0)
+        # Redemptions head office authorised online are not blind: they were checked against
+        # the merged balance, with their stamps held there until they arrive.
         per: dict[str, int] = {
             m: -int(s) for m, s in self.store.conn.execute(
-                "SELECT member, sum(stamps) FROM ledger WHERE kind = ? AND seq > ? GROUP BY member",
+                "SELECT member, sum(stamps) FROM ledger WHERE kind = ? AND seq > ? "
+                "AND json_extract(body, '$.grant') IS NULL GROUP BY member",
                 (ev.REDEEMED, fresh))
         }
         terminals = self.store.conn.execute("SELECT count(*) FROM trusted_terminals").fetchone()[0]
@@ -335,6 +338,12 @@ class SyncStore:
         if expo.blind_total + cost > caps.max_per_terminal:
             raise Refused("offline_cap_terminal",
                           f"offline limit: at most {caps.max_per_terminal} stamps at this till until the next sync")
+
+    def pending_stamps(self, member: str, after: int) -> int:
+        """The stamps this till's own events with seq > `after` move for `member`."""
+        row = self.store.conn.execute("SELECT coalesce(sum(stamps), 0) FROM ledger WHERE member = ? AND seq > ?",
+                                      (member, after)).fetchone()
+        return int(row[0])
 
     def status(self, caps: OfflineCaps) -> dict[str, Any]:
         """What `tillstamp sync status` prints."""
@@ -366,9 +375,36 @@ def attach_sync(store: Store, service: Service, keys: Keys, hq_url: str) -> Sync
     service.remote_events = lambda member: sync.remote(member)[0]
     service.remote_watermark = lambda member: sync.remote(member)[1]
     service.redeem_guard = lambda member, cost: sync.guard(service, member, cost)
+    service.authorize = online_authorizer(sync, lambda: client_for(
+        store, keys, sync, hq_url, transport=RequestsTransport(hq_url, timeout=AUTHORIZE_WAIT_S),
+        clock=service.now))
     service.revoked = sync.revoked
     service.clock_trusted = lambda: abs(sync.clock_offset()) <= service.program.offline.max_clock_skew_s
     return sync
+
+
+AUTHORIZE_WAIT_S = 2.0  # how long a cashier waits for head office to authorise a redemption
+
+
+def online_authorizer(sync: SyncStore, client: Callable[[], SyncClient]) -> Callable[[str, str, int], Grant | None]:
+    """`Service.authorize` over a sync client (built on first use): a Grant, None when head office
+    cannot be reached (the offline caps then apply), or Refused when it says no."""
+    made: list[SyncClient] = []
+
+    def authorize(member: str, reward: str, cost: int) -> Grant | None:
+        if not made:
+            made.append(client())
+        acked = sync.acked()
+        try:
+            resp = made[0].authorize(member, reward, cost, after=acked, pending=sync.pending_stamps(member, acked))
+        except errors.SyncError:
+            return None  # offline, too slow, or a head office without online authorisation
+        if not resp.ok or resp.grant is None:
+            raise Refused("insufficient_balance",
+                          f"reward {reward}: costs {cost} stamps, head office says {resp.available} are available")
+        return Grant(resp.grant, resp.available)
+
+    return authorize
 
 
 def client_for(store: Store, keys: Keys, sync: SyncStore, hq_url: str, *, transport: Transport | None = None,

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..loyalty import events as ev
 from ..loyalty import tokens
-from ..loyalty.events import Event, derived_id
+from ..loyalty.events import Event, derived_id, new_id
 from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import balance, tier_at
 from ..sync import protocol as p
@@ -229,6 +229,22 @@ class Hq:
             id=derived_id("overdraft", member, last), kind=ev.ADJUSTED, at=self.clock(), member=member,
             stamps=deficit, ref="overdraft", body={"reason": "overdraft", "deficit": deficit, "after": last},
         )
+
+    # -- online authorisation ------------------------------------------------------------
+
+    def authorize(self, term: TerminalRow, req: p.AuthorizeRequest) -> p.AuthorizeResponse:
+        """Authorise a redemption against the merged balance, holding its stamps until the
+        redemption (carrying the grant) arrives, or until `max_offline_hours` pass."""
+        now = self.clock()
+        program = self.program()
+        hours = program.offline.max_offline_hours if program else 72
+        expires = now + dt.timedelta(hours=hours)
+        grant = new_id()
+        ok, available = self.store.authorize(term.id, req.member, req.cost, req.after, req.pending, grant, now,
+                                             expires)
+        if not ok:
+            return p.AuthorizeResponse(ok=False, available=available)
+        return p.AuthorizeResponse(ok=True, grant=grant, available=available, expires=expires.isoformat())
 
     # -- pull ---------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..loyalty.events import Event, canonical
+from ..loyalty.events import REDEEMED, Event, canonical
 from ..sync.wire import Incoming, chain
 
 HQ_TERMINAL = "HQ"
@@ -138,6 +138,9 @@ class HqStore(Protocol):
     def add_member_key(self, kid: str, public_hex: str, private_pem: str | None, now: dt.datetime) -> None: ...
     def member_keys(self) -> dict[str, str]: ...
     def signing_key(self) -> str | None: ...
+    def authorize(self, terminal_id: str, member: str, cost: int, after: int, pending: int, grant: str,
+                  now: dt.datetime, expires: dt.datetime) -> tuple[bool, int]: ...
+    def holds(self, member: str, now: dt.datetime) -> int: ...
     def erase(self, member: str, now: dt.datetime) -> None: ...
     def revoke(self, member: str, before: dt.datetime, now: dt.datetime) -> None: ...
     def prune_feed(self, kinds: Sequence[str], before: dt.datetime) -> int: ...
@@ -353,6 +356,39 @@ class SqlHqStore:
         for e, _ in refused:
             self._alert(c, "refused_event", terminal_id, None, {"seq": e.seq, "reason": e.problem}, now)
 
+    # -- online authorisation of redemptions (docs/SYNC.md) --------------------------------
+
+    def authorize(self, terminal_id: str, member: str, cost: int, after: int, pending: int, grant: str,
+                  now: dt.datetime, expires: dt.datetime) -> tuple[bool, int]:
+        """Hold `cost` stamps of `member` for a redemption at `terminal_id` when the merged
+        balance allows it: (granted, available before it). Available = HQ's balance + the
+        terminal's `pending` stamps after `after` that HQ does not hold yet - stamps still held
+        for other grants. Holds are taken one member at a time (the balance row is locked)."""
+        with self._tx() as c:
+            self._x(c, "DELETE FROM holds WHERE expires < ?", (_iso(now),))
+            row = self._x(c, "SELECT balance FROM balances WHERE member = ?" + self.FOR_UPDATE, (member,)).fetchone()
+            held_here = self._x(c, "SELECT coalesce(sum(stamps), 0) FROM events WHERE member = ? AND terminal = ? "
+                                   "AND seq > ?", (member, terminal_id, after)).fetchone()[0]
+            on_hold = self._x(c, "SELECT coalesce(sum(cost), 0) FROM holds WHERE member = ?", (member,)).fetchone()[0]
+            available = (int(row[0]) if row else 0) + pending - int(held_here) - int(on_hold)
+            if available < cost:
+                return False, available
+            self._x(c, "INSERT INTO holds(grant_id, member, terminal, cost, expires, at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (grant, member, terminal_id, cost, _iso(expires), _iso(now)))
+        return True, available
+
+    def holds(self, member: str, now: dt.datetime) -> int:
+        """Stamps of `member` held for online-authorised redemptions not yet received."""
+        with self._tx(write=False) as c:
+            return int(self._x(c, "SELECT coalesce(sum(cost), 0) FROM holds WHERE member = ? AND expires >= ?",
+                               (member, _iso(now))).fetchone()[0])
+
+    def _release(self, c: Any, grants: Sequence[str]) -> None:
+        """The redemptions of these grants arrived: their stamps are in the balance now."""
+        if grants:
+            cond, params = self._any("grant_id", list(grants))
+            self._x(c, f"DELETE FROM holds WHERE {cond}", params)
+
     def _alert(self, c: Any, kind: str, terminal: str | None, member: str | None, detail: dict[str, Any],
                now: dt.datetime) -> None:
         self._x(c, "INSERT INTO alerts(kind, terminal, member, detail, at) VALUES (?, ?, ?, ?, ?)",
@@ -390,6 +426,7 @@ class SqlHqStore:
         self._x(c, "INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest "
                    "FROM staging")
         inserted, balances = self._insert_events(c)
+        self._release(c, grants_of(new))
         result = IngestResult(acked=last, inserted=inserted, duplicates=len(new) - inserted, refused=len(refused))
         self._finish(c, terminal_id, result, [m for m, b in balances if int(b) < 0], members, now, compensate,
                      staged=True)
@@ -611,6 +648,17 @@ def slices(n: int, step: int = 200) -> Iterator[tuple[int, int]]:
     for lo in range(0, n, step):
         yield lo, min(n, lo + step)
         time.sleep(0)
+
+
+def grants_of(events: Sequence[Incoming]) -> list[str]:
+    """The grants named by redemptions among `events` (authorised online by HQ)."""
+    out = []
+    for e in events:
+        if e.kind == REDEEMED and '"grant":' in e.body:
+            grant = json.loads(e.body).get("grant")
+            if type(grant) is str:
+                out.append(grant)
+    return out
 
 
 def refused_id(e: Incoming) -> str:

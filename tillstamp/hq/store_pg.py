@@ -28,6 +28,7 @@ from .store import (
     IngestResult,
     QuarantineError,
     SqlHqStore,
+    grants_of,
     slices,
 )
 
@@ -66,6 +67,10 @@ SCHEMA = (
         member TEXT, detail TEXT NOT NULL, at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS quarantine (id BIGSERIAL PRIMARY KEY, terminal TEXT NOT NULL,
         seq BIGINT NOT NULL, held_digest TEXT, received TEXT NOT NULL, at TEXT NOT NULL)""",
+    # Redemptions authorised online, until their event arrives (or they expire).
+    """CREATE TABLE IF NOT EXISTS holds (grant_id TEXT PRIMARY KEY, member TEXT NOT NULL, terminal TEXT NOT NULL,
+        cost BIGINT NOT NULL, expires TEXT NOT NULL, at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS holds_member ON holds(member)",
 )
 
 _STAGING = (
@@ -89,6 +94,7 @@ class _Chunk(NamedTuple):
     deltas: dict[str, int]
     members: set[str | None]
     refused: list[tuple[Incoming, str]]
+    grants: list[str]
 
     @classmethod
     def of(cls, events: list[Incoming], prev: str) -> _Chunk:
@@ -108,7 +114,8 @@ class _Chunk(NamedTuple):
                 if e.member is not None:
                     deltas[e.member] = deltas.get(e.member, 0) + e.stamps
         ok = {e.member for e in events if e.problem is None}
-        return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas, ok, refused)
+        return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas, ok, refused,
+                   grants_of([e for e in events if e.problem is None]))
 
 
 class PgHqStore(SqlHqStore):
@@ -206,6 +213,7 @@ class PgHqStore(SqlHqStore):
                 inserted += self._apply_chunk(c, chunk, deltas)
                 if chunk.refused:
                     self._refuse(c, terminal_id, chunk.refused, now)
+                self._release(c, chunk.grants)
             except BaseException:
                 if fut is not None:
                     fut.cancel()
