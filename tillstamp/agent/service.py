@@ -137,6 +137,8 @@ class Service:
         # None when head office cannot be reached in time; raises Refused when it says no.
         self.authorize: Callable[[str, str, int], Grant | None] | None = None
         self.revoked: Callable[[tokens.MemberToken], bool] = lambda token: False
+        # Claims of receipts refunded at other tills, learned from head office (a token id).
+        self.claim_revoked: Callable[[str], bool] = lambda token_id: False
         # Rule 9: expiry is not written off on a clock head office says is too far off.
         self.clock_trusted: Callable[[], bool] = lambda: True
 
@@ -435,6 +437,11 @@ class Service:
             # earned at other tills: a refund here takes back stamps earned anywhere.
             take = min(back, max(self.balance(holder), 0)) if holder else 0
             body = {"receipt": row.receipt, "amount": amount, "lines": qtys, "wanted": back, "uncollected": back - take}
+            claim = self.claim_payload_for(row.key) if holder is None else None
+            if claim is not None and row.refunded + amount >= row.total:
+                # A void of a guest sale revokes its claim QR everywhere: head office tells the
+                # tills, and takes back the stamps of a claim made elsewhere before it knew.
+                body["claim_token"] = tokens.claim_token_id(claim)
             new = [Event(new_id(), ev.REFUNDED, now, holder, 0, row.key, body)]
             if take:
                 new.append(
@@ -508,6 +515,8 @@ class Service:
         except tokens.TokenError as e:
             raise Refused(f"token_{e.reason}", str(e)) from None
         member = self.identify(member_ref).id
+        if self.claim_revoked(tok.token_id):
+            raise Refused("refunded", f"claim: receipt {tok.receipt} was refunded")
         with self.store.write():
             used_by = self.store.claim_used(tok.token_id)
             if used_by is not None:

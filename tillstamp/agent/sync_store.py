@@ -52,6 +52,11 @@ def m001_sync(db: Database) -> None:
     )
 
 
+@migrations()
+def m002_revoked_claims(db: Database) -> None:
+    db.execute("CREATE TABLE revoked_claims (token TEXT PRIMARY KEY, feed_seq INTEGER NOT NULL) STRICT")
+
+
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
 
@@ -266,6 +271,9 @@ class SyncStore:
         elif ch.kind == "member_key":
             c.execute("INSERT INTO trusted_member_keys(kid, public_key) VALUES (?, ?) ON CONFLICT DO NOTHING",
                       (d["kid"], d["public_key"]))
+        elif ch.kind == "claim_revoked":
+            c.execute("INSERT INTO revoked_claims(token, feed_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                      (d["token"], ch.seq))
         elif ch.kind == "program":
             c.execute("INSERT INTO hq_programs(version, source) VALUES (?, ?) ON CONFLICT DO NOTHING",
                       (int(d["version"]), canonical(d["source"]).decode()))
@@ -293,6 +301,11 @@ class SyncStore:
         if row is None:
             return [], 0
         return [Event.from_wire(w) for w in json.loads(row[0])], int(row[1])
+
+    def claim_revoked(self, token_id: str) -> bool:
+        """True when head office says this receipt claim was revoked (its sale was voided)."""
+        return self.store.conn.execute("SELECT 1 FROM revoked_claims WHERE token = ?",
+                                       (token_id,)).fetchone() is not None
 
     def program(self) -> Program | None:
         """The newest program HQ published, if any."""
@@ -379,6 +392,7 @@ def attach_sync(store: Store, service: Service, keys: Keys, hq_url: str) -> Sync
         store, keys, sync, hq_url, transport=RequestsTransport(hq_url, timeout=AUTHORIZE_WAIT_S),
         clock=service.now))
     service.revoked = sync.revoked
+    service.claim_revoked = sync.claim_revoked
     service.clock_trusted = lambda: abs(sync.clock_offset()) <= service.program.offline.max_clock_skew_s
     return sync
 

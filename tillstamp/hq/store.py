@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..loyalty.events import REDEEMED, Event, canonical
+from ..loyalty.events import ADJUSTED, CLAIMED, REDEEMED, REFUNDED, Event, canonical, derived_id
 from ..sync.wire import Incoming, chain
 
 HQ_TERMINAL = "HQ"
@@ -93,6 +93,7 @@ class IngestResult:
     duplicates: int = 0
     adjustments: list[Event] = field(default_factory=list)
     refused: int = 0  # events that break the event rules: quarantined, their positions taken
+    touched: list[str] = field(default_factory=list)  # members HQ wrote events for besides the batch's
 
 
 @dataclass(frozen=True)
@@ -356,6 +357,68 @@ class SqlHqStore:
         for e, _ in refused:
             self._alert(c, "refused_event", terminal_id, None, {"seq": e.seq, "reason": e.problem}, now)
 
+    # -- claims at the merge (rule 3 across tills, rule 7's compensation) ---------------------
+
+    def _merge_claims(self, c: Any, terminal_id: str, result: IngestResult, claims: Sequence[Incoming],
+                      now: dt.datetime) -> None:
+        """Receipt claims the tills could not settle alone. A claim's event id is derived from its
+        token, so two tills claiming one QR offline produce one id and HQ keeps the first: the
+        other member is compensated (+stamps, `double_claim` alert) for what the cashier promised.
+        A void of a guest sale revokes its claim (feed `claim_revoked`); a claim of it already
+        held or arriving later is taken back (`claim_of_refunded` alert), never below zero."""
+        for e in claims:
+            body = json.loads(e.body)
+            if e.kind == REFUNDED:
+                token = body.get("claim_token")
+                if type(token) is not str:
+                    continue
+                self._feed_put(c, [("claim_revoked", f"claim:{token}",
+                                    {"token": token, "terminal": e.terminal, "receipt": body.get("receipt")})], now)
+                held = self._x(c, "SELECT member, stamps FROM events WHERE id = ?",
+                               (derived_id("claim", token),)).fetchone()
+                if held is not None and held[0] is not None:
+                    self._take_back_claim(c, terminal_id, token, held[0], int(held[1]), result, now)
+                continue
+            token = body.get("token")
+            held = self._x(c, "SELECT terminal, seq, member FROM events WHERE id = ?", (e.id,)).fetchone()
+            if held is None or e.member is None:
+                continue
+            if (held[0], int(held[1])) != (e.terminal, e.seq):
+                if held[2] != e.member:  # the same QR claimed for another member elsewhere
+                    adj = Event(derived_id("double_claim", e.id, e.member), ADJUSTED, now, e.member, e.stamps,
+                                "double_claim", {"reason": "double_claim", "token": token, "kept": held[2],
+                                                 "claim": e.id})
+                    self._hq_adjust(c, adj, result)
+                    self._alert(c, "double_claim", terminal_id, e.member,
+                                {"token": token, "kept_for": held[2], "compensated": e.stamps, "event": adj.id}, now)
+                continue
+            revoked = self._x(c, "SELECT 1 FROM feed WHERE key = ? AND kind = 'claim_revoked'",
+                              (f"claim:{token}",)).fetchone()
+            if revoked is not None:
+                self._take_back_claim(c, terminal_id, str(token), e.member, e.stamps, result, now)
+
+    def _take_back_claim(self, c: Any, terminal_id: str, token: str, member: str, stamps: int,
+                         result: IngestResult, now: dt.datetime) -> None:
+        eid = derived_id("claim_void", token, member)
+        if self._x(c, "SELECT 1 FROM events WHERE id = ?", (eid,)).fetchone():
+            return
+        row = self._x(c, "SELECT balance FROM balances WHERE member = ?", (member,)).fetchone()
+        take = min(stamps, max(int(row[0]) if row else 0, 0))
+        adj = Event(eid, ADJUSTED, now, member, -take, "claim_of_refunded",
+                    {"reason": "claim_of_refunded", "token": token, "wanted": stamps, "uncollected": stamps - take})
+        self._hq_adjust(c, adj, result)
+        self._alert(c, "claim_of_refunded", terminal_id, member,
+                    {"token": token, "taken": take, "uncollected": stamps - take, "event": eid}, now)
+
+    def _hq_adjust(self, c: Any, adj: Event, result: IngestResult) -> None:
+        """Append an HQ adjustment and move the member's running balance with it."""
+        assert adj.member is not None
+        self._insert_hq_event(c, adj)
+        self._x(c, "INSERT INTO balances(member, balance) VALUES (?, ?) ON CONFLICT(member) DO UPDATE "
+                   "SET balance = balances.balance + excluded.balance", (adj.member, adj.stamps))
+        result.adjustments.append(adj)
+        result.touched.append(adj.member)
+
     # -- online authorisation of redemptions (docs/SYNC.md) --------------------------------
 
     def authorize(self, terminal_id: str, member: str, cost: int, after: int, pending: int, grant: str,
@@ -429,14 +492,16 @@ class SqlHqStore:
         self._release(c, grants_of(new))
         result = IngestResult(acked=last, inserted=inserted, duplicates=len(new) - inserted, refused=len(refused))
         self._finish(c, terminal_id, result, [m for m, b in balances if int(b) < 0], members, now, compensate,
-                     staged=True)
+                     staged=True, claims=claims_of(new))
         return result
 
     def _finish(self, c: Any, terminal_id: str, result: IngestResult, negative: Sequence[str],
                 members: Sequence[dict[str, Any]], now: dt.datetime, compensate: Compensate, *,
-                staged: bool) -> None:
-        """The once-per-batch steps after the events are in: PII, overdrafts of the members in
-        `negative` (balance below zero after the batch), the feed, and the terminal's acked."""
+                staged: bool, claims: Sequence[Incoming] = ()) -> None:
+        """The once-per-batch steps after the events are in: claims found at the merge, PII,
+        overdrafts of the members in `negative` (balance below zero after the batch), the feed,
+        and the terminal's acked."""
+        self._merge_claims(c, terminal_id, result, claims, now)
         pii = sorted({m["id"] for m in members})
         erased: set[str] = set()
         if pii:
@@ -457,7 +522,7 @@ class SqlHqStore:
                 self._x(c, "UPDATE balances SET balance = balance + ? WHERE member = ?", (adj.stamps, member))
                 self._alert(c, "overdraft", terminal_id, member, {"deficit": adj.stamps, "event": adj.id}, now)
                 result.adjustments.append(adj)
-        self._feed_members(c, [m for m in pii if m not in erased], now, staged=staged)
+        self._feed_members(c, [m for m in [*pii, *result.touched] if m not in erased], now, staged=staged)
         if staged:
             self._x(c, "DELETE FROM staging")  # a second batch in the same transaction must not see these
         self._x(c, "UPDATE terminals SET acked = ? WHERE id = ?", (result.acked, terminal_id))
@@ -648,6 +713,11 @@ def slices(n: int, step: int = 200) -> Iterator[tuple[int, int]]:
     for lo in range(0, n, step):
         yield lo, min(n, lo + step)
         time.sleep(0)
+
+
+def claims_of(events: Sequence[Incoming]) -> list[Incoming]:
+    """The claims and refunds among `events`, which the merge looks at again (`_merge_claims`)."""
+    return [e for e in events if e.kind == CLAIMED or (e.kind == REFUNDED and '"claim_token":' in e.body)]
 
 
 def grants_of(events: Sequence[Incoming]) -> list[str]:

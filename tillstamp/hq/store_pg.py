@@ -28,6 +28,7 @@ from .store import (
     IngestResult,
     QuarantineError,
     SqlHqStore,
+    claims_of,
     grants_of,
     slices,
 )
@@ -95,6 +96,7 @@ class _Chunk(NamedTuple):
     members: set[str | None]
     refused: list[tuple[Incoming, str]]
     grants: list[str]
+    claims: list[Incoming]
 
     @classmethod
     def of(cls, events: list[Incoming], prev: str) -> _Chunk:
@@ -115,7 +117,8 @@ class _Chunk(NamedTuple):
                     deltas[e.member] = deltas.get(e.member, 0) + e.stamps
         ok = {e.member for e in events if e.problem is None}
         return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas, ok, refused,
-                   grants_of([e for e in events if e.problem is None]))
+                   grants_of([e for e in events if e.problem is None]),
+                   claims_of([e for e in events if e.problem is None]))
 
 
 class PgHqStore(SqlHqStore):
@@ -207,6 +210,7 @@ class PgHqStore(SqlHqStore):
         touched: set[str | None] = set()
         deltas: dict[str, int] = {}
         inserted = total = refused = 0
+        claims: list[Incoming] = []
         for k in range(1, n_chunks + 1):
             fut: Future[_Chunk] | None = _DECODER.submit(decode_prep, k, chunk.tip) if k < n_chunks else None
             try:
@@ -220,6 +224,7 @@ class PgHqStore(SqlHqStore):
                 raise
             total += chunk.n
             refused += len(chunk.refused)
+            claims += chunk.claims
             touched |= chunk.members
             done = chunk
             if fut is not None:
@@ -242,7 +247,8 @@ class PgHqStore(SqlHqStore):
         c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m "
                   "WHERE m NOT IN (SELECT member FROM erasures)", (sorted(m for m in touched if m is not None),))
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
-        self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False)
+        self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
+                     claims=claims)
         return result
 
     def _apply_chunk(self, c: Any, chunk: _Chunk, deltas: dict[str, int]) -> int:
