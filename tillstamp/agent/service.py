@@ -139,6 +139,8 @@ class Service:
         self.revoked: Callable[[tokens.MemberToken], bool] = lambda token: False
         # Claims of receipts refunded at other tills, learned from head office (a token id).
         self.claim_revoked: Callable[[str], bool] = lambda token_id: False
+        # A member id head office merged into another (one phone enrolled twice): the survivor.
+        self.alias_of: Callable[[str], str | None] = lambda member: None
         # Rule 9: expiry is not written off on a clock head office says is too far off.
         self.clock_trusted: Callable[[], bool] = lambda: True
 
@@ -192,7 +194,21 @@ class Service:
     # -- identity -----------------------------------------------------------------------
 
     def identify(self, ref: str, *, learn: bool = True) -> MemberRow:
-        """The member a QR payload, phone number or member id refers to; refused if unknown."""
+        """The member a QR payload, phone number or member id refers to; refused if unknown.
+        An id head office merged into another gives the survivor."""
+        row = self._identify(ref, learn=learn)
+        into = self.alias_of(row.id)
+        if into is None:
+            return row
+        survivor = self.store.member(into)
+        if survivor is None:
+            survivor = MemberRow(into, None, None, None, None, "merge", None)
+            with self.store.write():
+                if self.store.member(into) is None:
+                    self.store.add_member(survivor, 0)
+        return survivor
+
+    def _identify(self, ref: str, *, learn: bool) -> MemberRow:
         text = ref.strip()
         upper = text.upper()
         if upper.startswith(tokens.MEMBER_PREFIX):

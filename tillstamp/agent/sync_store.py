@@ -53,8 +53,10 @@ def m001_sync(db: Database) -> None:
 
 
 @migrations()
-def m002_revoked_claims(db: Database) -> None:
+def m002_claims_and_aliases(db: Database) -> None:
     db.execute("CREATE TABLE revoked_claims (token TEXT PRIMARY KEY, feed_seq INTEGER NOT NULL) STRICT")
+    # member ids head office merged into another (one phone enrolled at two tills)
+    db.execute("CREATE TABLE member_aliases (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL) STRICT")
 
 
 def _iso(t: dt.datetime) -> str:
@@ -248,6 +250,9 @@ class SyncStore:
                 "tier = excluded.tier, events = excluded.events, feed_seq = excluded.feed_seq",
                 (member, int(d["watermark"]), int(d["balance"]), d.get("tier"), canonical(d["events"]).decode(), ch.seq),
             )
+            if d.get("merged_into"):
+                c.execute("INSERT INTO member_aliases(alias, into_id) VALUES (?, ?) "
+                          "ON CONFLICT(alias) DO UPDATE SET into_id = excluded.into_id", (member, d["merged_into"]))
             pii = d.get("pii")
             if pii and self.store.member(member) is None:
                 phone = pii.get("phone")
@@ -301,6 +306,11 @@ class SyncStore:
         if row is None:
             return [], 0
         return [Event.from_wire(w) for w in json.loads(row[0])], int(row[1])
+
+    def alias_of(self, member: str) -> str | None:
+        """The member head office merged this id into, if it did."""
+        row = self.store.conn.execute("SELECT into_id FROM member_aliases WHERE alias = ?", (member,)).fetchone()
+        return row[0] if row else None
 
     def claim_revoked(self, token_id: str) -> bool:
         """True when head office says this receipt claim was revoked (its sale was voided)."""
@@ -393,6 +403,7 @@ def attach_sync(store: Store, service: Service, keys: Keys, hq_url: str) -> Sync
         clock=service.now))
     service.revoked = sync.revoked
     service.claim_revoked = sync.claim_revoked
+    service.alias_of = sync.alias_of
     service.clock_trusted = lambda: abs(sync.clock_offset()) <= service.program.offline.max_clock_skew_s
     return sync
 

@@ -268,6 +268,8 @@ class Hq:
                     "tier": tier_at(program, events, now).id if program else None,
                     "pii": page.members.get(member),
                 }
+                if member in page.merged:
+                    data["merged_into"] = page.merged[member]
             changes.append(p.Change(seq=row.seq, kind=row.kind, key=row.key, data=data))  # type: ignore[arg-type]
         nxt = page.rows[-1].seq if page.rows else cursor
         return p.PullResponse(cursor=cursor, next=nxt, more=len(page.rows) == limit, reset=cursor == 0,

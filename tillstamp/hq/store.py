@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..loyalty.events import ADJUSTED, CLAIMED, REDEEMED, REFUNDED, Event, canonical, derived_id
+from ..loyalty.events import (
+    ADJUSTED,
+    CLAIMED,
+    MERGED,
+    REDEEMED,
+    REFUNDED,
+    Event,
+    canonical,
+    derived_id,
+)
 from ..sync.wire import Incoming, chain
 
 HQ_TERMINAL = "HQ"
@@ -114,6 +123,7 @@ class FeedPage:
     watermark: int
     events: dict[str, list[Event]]
     members: dict[str, dict[str, Any]]
+    merged: dict[str, str] = field(default_factory=dict)  # alias -> survivor
 
 
 Compensate = Callable[[str, list[Event]], Event | None]
@@ -419,6 +429,41 @@ class SqlHqStore:
         result.adjustments.append(adj)
         result.touched.append(adj.member)
 
+    # -- one phone, two member ids: merged at HQ ---------------------------------------------
+
+    def _merge_phones(self, c: Any, terminal_id: str, rows: Sequence[dict[str, Any]], result: IngestResult,
+                      now: dt.datetime) -> None:
+        """Members enrolled with the same phone at tills that were offline become one: the earlier
+        enrolment survives, the other id becomes its alias (`merges`, a `member.merged` event, a
+        `member_merged` alert), and an alias's stamps, then and whenever more arrive from a till
+        that has not heard yet, move to the survivor. Tills learn it from the alias's snapshot."""
+        for phone in sorted({m["phone"] for m in rows if m.get("phone")}):
+            found = self._x(c, "SELECT id, enrolled_at FROM members WHERE phone = ? AND id NOT IN "
+                               "(SELECT alias FROM merges)", (phone,)).fetchall()
+            if len(found) < 2:
+                continue
+            ordered = sorted(found, key=lambda r: (r[1] or "9999", r[0]))
+            survivor = ordered[0][0]
+            for alias, _ in ordered[1:]:
+                self._x(c, "INSERT INTO merges(alias, into_id, at) VALUES (?, ?, ?)", (alias, survivor, _iso(now)))
+                self._fold(c, alias, survivor, result, now)
+                self._alert(c, "member_merged", terminal_id, alias, {"alias": alias, "into": survivor}, now)
+        for alias, survivor in self._x(c, "SELECT m.alias, m.into_id FROM merges m JOIN balances b "
+                                          "ON b.member = m.alias WHERE b.balance <> 0").fetchall():
+            self._fold(c, alias, survivor, result, now)
+
+    def _fold(self, c: Any, alias: str, survivor: str, result: IngestResult, now: dt.datetime) -> None:
+        """Move an alias's whole balance to its survivor with a pair of HQ events."""
+        row = self._x(c, "SELECT balance FROM balances WHERE member = ?", (alias,)).fetchone()
+        stamps = int(row[0]) if row else 0
+        last = self._x(c, "SELECT max(gseq) FROM events WHERE member = ?", (alias,)).fetchone()[0]
+        cause = f"{alias}:{last}"
+        self._hq_adjust(c, Event(derived_id("merge", cause), MERGED, now, alias, -stamps, survivor,
+                                 {"into": survivor, "stamps": stamps}), result)
+        if stamps:
+            self._hq_adjust(c, Event(derived_id("merge-in", cause), ADJUSTED, now, survivor, stamps, "merge",
+                                     {"reason": "merge", "from": alias, "stamps": stamps}), result)
+
     # -- online authorisation of redemptions (docs/SYNC.md) --------------------------------
 
     def authorize(self, terminal_id: str, member: str, cost: int, after: int, pending: int, grant: str,
@@ -515,6 +560,7 @@ class SqlHqStore:
                       "birthday = coalesce(excluded.birthday, members.birthday), updated_at = excluded.updated_at",
                    [(m["id"], m.get("phone"), m.get("name"), m.get("email"), m.get("birthday"),
                      m.get("origin", "till"), m.get("enrolled_at"), _iso(now)) for m in sorted(live, key=lambda m: m["id"])])
+        self._merge_phones(c, terminal_id, live, result, now)
         for member in sorted(negative):
             adj = compensate(member, self._member_events(c, member))
             if adj is not None:
@@ -606,7 +652,27 @@ class SqlHqStore:
                                     f"WHERE {cond}", params).fetchall():
                     members[r[0]] = dict(zip(("id", "phone", "name", "email", "birthday", "origin", "enrolled_at"),
                                              r, strict=True))
-        return FeedPage(rows, int(w[0]) if w else 0, events, members)
+            merged: dict[str, str] = {}
+            if wanted:
+                merged = self._merges_of(c, wanted, events)
+        return FeedPage(rows, int(w[0]) if w else 0, events, members, merged)
+
+    def _merges_of(self, c: Any, wanted: Sequence[str], events: dict[str, list[Event]]) -> dict[str, str]:
+        """alias -> survivor among `wanted`; a survivor's events get its aliases' added (history
+        joined: the alias's stamps net to zero through its `member.merged` event)."""
+        cond_a, params_a = self._any("alias", list(wanted))
+        cond_i, params_i = self._any("into_id", list(wanted))
+        pairs = self._x(c, f"SELECT alias, into_id FROM merges WHERE {cond_a} OR {cond_i}",
+                        [*params_a, *params_i]).fetchall()
+        aliases: dict[str, list[str]] = {}
+        for alias, into in pairs:
+            if into in events:
+                aliases.setdefault(into, []).append(alias)
+        for into, lst in aliases.items():
+            cond, params = self._any("member", [into, *lst])
+            events[into] = [event_from_row(r) for r in self._x(
+                c, f"SELECT {', '.join(EVENT_COLS)} FROM events WHERE {cond} ORDER BY gseq", params).fetchall()]
+        return {alias: into for alias, into in pairs}
 
     def prune_feed(self, kinds: Sequence[str], before: dt.datetime) -> int:
         """Drop old entries of these kinds; cursors below the new floor get 410. Returns the floor."""

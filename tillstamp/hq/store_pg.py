@@ -72,6 +72,9 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS holds (grant_id TEXT PRIMARY KEY, member TEXT NOT NULL, terminal TEXT NOT NULL,
         cost BIGINT NOT NULL, expires TEXT NOT NULL, at TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS holds_member ON holds(member)",
+    # Member ids found to be one person (one phone enrolled at two tills): alias -> survivor.
+    "CREATE TABLE IF NOT EXISTS merges (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL, at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS members_phone ON members(phone)",
 )
 
 _STAGING = (
