@@ -122,3 +122,23 @@ def test_hq_applies_the_same_rules_to_each_event(change: dict, message: str) -> 
               ).with_position(seq=1, terminal="T", store="S").to_wire()
     as_json = decode_event({**w, **change})
     assert as_json.problem is not None and message in as_json.problem
+
+
+def test_the_cli_refuses_a_reused_receipt_and_a_nul_with_exit_2(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    from tillstamp.cli import main
+
+    monkeypatch.setenv("TILLSTAMP_HOME", str(tmp_path / "till"))
+    assert main(["init", "--store", "JKT-01", "--terminal", "T1"]) == 0
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps(sale_dict("R1", at="2026-11-20T09:00:00+07:00")))
+    assert main(["sale", "record", str(first)]) == 0
+    capsys.readouterr()
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(sale_dict("R1", at="2026-11-20T09:00:00+07:00",
+                                          lines=[{"sku": "TEH", "qty": 1, "price": 8000}])) + "\n"
+                     + json.dumps(sale_dict("R\x002", at="2026-11-20T09:00:00+07:00")) + "\n")
+    assert main(["sale", "record", str(other)]) == 2
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [o["error"] for o in out] == ["receipt_reused", "invalid_sale"]
