@@ -90,8 +90,13 @@ def sale_time() -> dt.datetime:
     return now
 
 
+# One time for every sale of a run: a POS retrying a sale sends the same `at`, and another
+# sale under a used receipt number (a different `at` included) is refused.
+SALE_AT = sale_time().isoformat()
+
+
 def sale(receipt: str, member: str | None = None, qty: int = 2) -> dict[str, Any]:
-    d: dict[str, Any] = {"receipt": receipt, "total": qty * 25000, "at": sale_time().isoformat(),
+    d: dict[str, Any] = {"receipt": receipt, "total": qty * 25000, "at": SALE_AT,
                          "lines": [{"sku": "KOPI-SUSU", "name": "Es Kopi Susu", "qty": qty, "price": 25000}]}
     if member:
         d["member"] = member

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from agent.kit import LoopbackPrinter, make_till, pos_print, running_agent, struk, wait_for
 from tillstamp.agent.config import CONFIG_NAME, load_config, render_config
 from tillstamp.drivers.escpos_decode import decode
 from tillstamp.drivers.events import ScanEvent, utc_now
+from tillstamp.pos_plugin.client import TillError
 
 TILLSTAMP = str(Path(sys.executable).parent / "tillstamp")
 
@@ -53,8 +56,12 @@ def test_a_receipt_printed_through_the_tap_is_recorded_and_the_scanned_member_ge
         pos_print(rt.tap.address, struk("INV-0002"))
         pos_print(rt.tap.address, struk("INV-0002"))
         wait_for(lambda: rt.tap_jobs["jobs"] >= 3, what="two more job reports")
-        assert client.record_sale({"receipt": "INV-0002", "total": 50000, "lines": [
-            {"sku": "ES KOPI SUSU AREN", "qty": 2, "price": 25000}]})["duplicate"] is True
+        # The same receipt number told again through the API with other content (no time, no
+        # names) is another sale under a used number: refused, nothing counted twice.
+        with pytest.raises(TillError) as refused:
+            client.record_sale({"receipt": "INV-0002", "total": 50000, "lines": [
+                {"sku": "ES KOPI SUSU AREN", "qty": 2, "price": 25000}]})
+        assert (refused.value.status, refused.value.code) == (409, "receipt_reused")
         doc = decode(bytes(printer.received))
         assert len(doc.qr) == 2 and doc.qr[0] == doc.qr[1]  # the reprint shows the same claim QR
         health = client.health()

@@ -54,20 +54,23 @@ def test_a_sale_is_recorded_exactly_once(service, budi):
     assert (first.stamps_awarded, first.balance, first.duplicate) == (3, 3, False)
     again = record(service, sale_dict("R-0001", member=budi.phone))
     assert (again.stamps_awarded, again.balance, again.duplicate) == (0, 3, True)
-    assert not again.conflict
-    # Same receipt number, different content: still a duplicate, flagged as a conflict.
-    other = record(service, sale_dict("R-0001", member=budi.phone, lines=[{"sku": "X", "qty": 9, "price": 9}]))
-    assert other.duplicate and other.conflict and other.stamps_awarded == 0
-    assert service.store.balance(budi.id) == 3
+    # Same receipt number, different content: another sale, refused, nothing written.
+    n = service.store.count_events()
+    with pytest.raises(Refused) as e:
+        record(service, sale_dict("R-0001", member=budi.phone, lines=[{"sku": "X", "qty": 9, "price": 9}]))
+    assert e.value.reason == "receipt_reused"
+    assert service.store.balance(budi.id) == 3 and service.store.count_events() == n
 
 
 def test_daily_numbering_keys_by_business_day(fresh_store, program, keys, clock):
+    clock.advance(days=2)  # the sales below are in the till's past
     svc = Service(fresh_store, program, keys, store_id="S", terminal_id="T1", daily_receipts=True, clock=clock)
     a = record(svc, sale_dict("0001", at="2026-11-23T09:00:00+07:00"))
     b = record(svc, sale_dict("0001", at="2026-11-24T09:00:00+07:00"))
-    # 23:30 UTC on the 23rd is the 24th in Jakarta: the same business day as b.
-    c = record(svc, sale_dict("0001", at="2026-11-23T23:30:00+00:00"))
-    assert (a.duplicate, b.duplicate, c.duplicate) == (False, False, True)
+    # 23:30 UTC on the 23rd is the 24th in Jakarta: the same business day as b, so the same
+    # key; with other content it is another sale under a used number, refused.
+    assert (a.duplicate, b.duplicate) == (False, False)
+    assert refused(lambda: record(svc, sale_dict("0001", at="2026-11-23T23:30:00+00:00"))) == "receipt_reused"
 
 
 def test_sale_without_member_returns_a_claim_that_works_once(service, budi):

@@ -108,3 +108,17 @@ def test_a_resend_with_other_content_is_quarantined(hq: Hq, form: str) -> None:
         hq.push_raw(t, *body(form, t, 1, changed, tip=False))
     assert [q["seq"] for q in hq.store.quarantine()] == [4, 5]  # the chain differs from seq 4 on
     assert hq.store.balances() == {"M1": 5}
+
+
+def test_an_event_breaking_the_rules_in_a_later_chunk_is_quarantined_and_the_rest_taken(hq: Hq, form: str) -> None:
+    t = enrol(hq, "S1")
+    evs = [earn("M1", 1) for _ in range(6)]
+    r = hq.push_raw(t, *body(form, t, 1, evs, tip=False, e4_ref="R\x00X"))
+    assert (r.acked, r.inserted, r.refused) == (6, 5, 1)
+    assert hq.store.balances() == {"M1": 5}
+    [q] = hq.store.quarantine()
+    assert q["seq"] == 5 and "U+0000" in q["received"]["refused"]
+    assert [(a["kind"], a["detail"]["seq"]) for a in hq.store.alerts()] == [("refused_event", 5)]
+    again = hq.push_raw(t, *body(form, t, 1, evs, tip=False, e4_ref="R\x00X"))  # a resend: duplicates
+    assert (again.acked, again.inserted, again.duplicates) == (6, 0, 6)
+    assert hq.push_raw(t, *body(form, t, 7, [earn("M1", 1)], tip=False)).acked == 7

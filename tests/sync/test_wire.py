@@ -94,28 +94,38 @@ def _line(**change: object) -> str:
     (_line().replace('{"at"', '{"seq":1,"at"'), "canonical"),
     (_line().replace('"seq":1', '"seq":1.0'), "seq"),
     (_line(seq=0), "seq"),
+    ('{"at":1}\x1f{}', "fields"),
+    ("[]\x1f{}", "object"),
+])
+def test_a_line_that_is_not_the_wire_format_is_refused_with_the_reason(line: str, message: str) -> None:
+    assert decode_lines([_line()])[0].id == "E1"
+    with pytest.raises(WireError, match=message):
+        decode_lines([_line(), line], 10)
+    with pytest.raises(WireError, match=r"events\[11\]"):
+        decode_lines([_line(), line], 10)
+
+
+@pytest.mark.parametrize(("line", "message"), [
     (_line(stamps=1_000_001), "stamps"),
     (_line(kind="nope"), "unknown kind"),
     (_line(at="2026-03-02T10:00:00+07:00"), "UTC"),
     (_line(at="2026-03-02T03:00:00.000000+00:00"), "UTC"),
     (_line(at="2026-13-02T03:00:00+00:00"), "ISO"),
     (_line(at="2026-W09-1T03:00:00+00:00"), "UTC"),
-    (_line(id="a\x00b"), "NUL"),
+    (_line(id="a\x00b"), "U+0000"),
+    (_line(ref="a\x85b"), "U+0085"),
     (_line(member="x" * 65), "member"),
     (_line(body=[1]), "object"),
     (_line() + "}", "object"),
     (_line() + "\r", "object"),  # a line ending changed to CRLF on the way
     (_line().replace('{"a":1}', '{"a":1} {}'), "object"),
     (_line().replace('{"a":1}', '{"a":}'), "object"),
-    ('{"at":1}\x1f{}', "fields"),
-    ("[]\x1f{}", "object"),
 ])
-def test_a_bad_ledger_line_is_refused_with_the_reason(line: str, message: str) -> None:
-    assert decode_lines([_line()])[0].id == "E1"
-    with pytest.raises(WireError, match=message):
-        decode_lines([_line(), line], 10)
-    with pytest.raises(WireError, match=r"events\[11\]"):
-        decode_lines([_line(), line], 10)
+def test_an_event_breaking_the_rules_is_decoded_with_the_reason_for_quarantine(line: str, message: str) -> None:
+    good, bad = decode_lines([_line(), line], 10)
+    assert good.problem is None
+    assert bad.problem is not None and message in bad.problem
+    assert (bad.seq, bad.terminal, bad.store, bad.content) == (1, "T", "S", line.encode())  # its place is known
 
 
 @given(st.integers(0, 200), st.text(max_size=3), st.integers(0, 3))
@@ -130,7 +140,8 @@ def test_whatever_a_mangled_line_decodes_to_is_exactly_canonical(at: int, insert
         return
     head = head_json(got.id, got.terminal, got.store, got.seq, got.kind, got.member, got.at, got.stamps, got.ref)
     assert head + "\x1f" + got.body == line and got.content == line.encode()
-    assert isinstance(json.loads(got.body), dict)
+    if got.problem is None:
+        assert isinstance(json.loads(got.body), dict)
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -152,14 +163,23 @@ def test_a_ledger_body_splits_into_lines_members_and_tip() -> None:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"seq": 0}, "seq"), ({"seq": "1"}, "seq"), ({"stamps": True}, "stamps"), ({"id": ""}, "id"),
-    ({"member": 5}, "member"), ({"body": []}, "body"), ({"kind": "nope"}, "unknown kind"),
-    ({"at": "2026-03-02T03:00:00"}, "UTC offset"), ({"extra": 1}, "unknown fields"), ({"ref": "a\x00"}, "NUL"),
+    ({"seq": 0}, "seq"), ({"seq": "1"}, "seq"), ({"stamps": True}, "stamps"),
+    ({"member": 5}, "member"), ({"body": []}, "body"), ({"extra": 1}, "unknown fields"),
 ])
 def test_a_bad_event_is_refused_with_the_reason(change: dict[str, object], message: str) -> None:
     e = Event("E1", ev.EARNED, T0, "M1", 1, None, {}).with_position(seq=1, terminal="T", store="S").to_wire()
     with pytest.raises(WireError, match=message):
         decode_event({**e, **change})
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"id": ""}, "id"), ({"kind": "nope"}, "unknown kind"), ({"at": "2026-03-02T03:00:00"}, "UTC offset"),
+    ({"ref": "a\x00"}, "U+0000"), ({"stamps": -1_000_001}, "stamps"),
+])
+def test_a_json_event_breaking_the_rules_is_decoded_with_the_reason(change: dict[str, object], message: str) -> None:
+    e = Event("E1", ev.EARNED, T0, "M1", 1, None, {}).with_position(seq=1, terminal="T", store="S").to_wire()
+    got = decode_event({**e, **change})
+    assert got.problem is not None and message in got.problem
 
 
 def test_envelope_is_checked() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from escpos.printer import Dummy
+from support import JAKARTA, Clock
 
 from tillstamp.tap import TapConfig, TapServer, service_record
 from tillstamp.tap.session import SessionSettings
@@ -19,6 +21,13 @@ from tillstamp.tap.template import resolve_templates
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "escpos"
 SAMPLE = DATA / "escpos-tools__receipt-with-logo.bin"
 ONLINE, OFFLINE = 0x12, 0x1A
+
+
+@pytest.fixture
+def clock() -> Clock:
+    # The sample receipts are printed at 09:15 on a Monday in Jakarta; the till reads them a
+    # little later (a sale more than a few minutes in the till's future is refused).
+    return Clock(dt.datetime(2026, 11, 23, 9, 20, tzinfo=JAKARTA))
 
 
 class PrinterSim:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..loyalty import events as ev
-from ..loyalty import tokens
+from ..loyalty import rules, tokens
 from ..loyalty.earning import compute_earn, eligible_lines, reversal_for_refund
 from ..loyalty.events import Event, canonical, derived_id, new_id
 from ..loyalty.program import Program
@@ -56,7 +56,6 @@ class SaleResult:
     claim: str | None = None
     claim_stamps: int = 0
     missions: tuple[str, ...] = ()
-    conflict: bool = False
     seq: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,8 +72,6 @@ class SaleResult:
             d["claim_stamps"] = self.claim_stamps
         if self.missions:
             d["missions"] = list(self.missions)
-        if self.conflict:
-            d["conflict"] = True
         return d
 
 
@@ -90,6 +87,20 @@ class Outcome:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"member": self.member, "stamps": self.stamps, "balance": self.balance, **self.detail}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Head office's authorisation of one redemption against the merged balance."""
+
+    id: str
+    available: int
+
+
+# What head office may authorise online: the offline caps of rule 7, and a local view that is
+# short only because it has not seen the member's latest stamps from other tills.
+ONLINE_REASONS = frozenset({"offline_cap_member", "offline_cap_terminal", "offline_too_long", "clock_skew",
+                            "insufficient_balance"})
 
 
 def _utcnow() -> dt.datetime:
@@ -122,7 +133,14 @@ class Service:
         self.remote_events: Callable[[str], Sequence[Event]] = lambda member: ()
         self.remote_watermark: Callable[[str], int] = lambda member: 0  # W of rule 6
         self.redeem_guard: Callable[[str, int], None] = lambda member, cost: None
+        # Online authorisation by head office (docs/SYNC.md): (member, reward, cost) -> a Grant,
+        # None when head office cannot be reached in time; raises Refused when it says no.
+        self.authorize: Callable[[str, str, int], Grant | None] | None = None
         self.revoked: Callable[[tokens.MemberToken], bool] = lambda token: False
+        # Claims of receipts refunded at other tills, learned from head office (a token id).
+        self.claim_revoked: Callable[[str], bool] = lambda token_id: False
+        # A member id head office merged into another (one phone enrolled twice): the survivor.
+        self.alias_of: Callable[[str], str | None] = lambda member: None
         # Rule 9: expiry is not written off on a clock head office says is too far off.
         self.clock_trusted: Callable[[], bool] = lambda: True
 
@@ -133,7 +151,10 @@ class Service:
         return self.clock()
 
     def _append(self, events: Iterable[Event]) -> list[Event]:
-        return self.store.append(list(events), terminal=self.terminal_id, store=self.store_id)
+        try:
+            return self.store.append(list(events), terminal=self.terminal_id, store=self.store_id)
+        except rules.RuleError as e:
+            raise Refused("invalid_event", str(e)) from None
 
     def member_events(self, member: str) -> list[Event]:
         """The member's events this till knows: head office's snapshot plus its own."""
@@ -146,6 +167,12 @@ class Service:
         w = self.remote_watermark(member)
         seen = {e.id for e in remote}
         return remote + [e for e in own if e.seq > w and e.id not in seen]
+
+    def balance(self, member: str) -> int:
+        """The member's balance as this till shows it everywhere: the local view of rule 6."""
+        if not self.remote_events(member):
+            return self.store.balance(member)  # a till alone, or a member HQ has not sent: own events
+        return sum(e.stamps for e in self.member_events(member))
 
     def _expire(self, member: str, at: dt.datetime) -> list[Event]:
         """Write off stamps that expired by `at` (inside a write); returns the member's history."""
@@ -167,7 +194,21 @@ class Service:
     # -- identity -----------------------------------------------------------------------
 
     def identify(self, ref: str, *, learn: bool = True) -> MemberRow:
-        """The member a QR payload, phone number or member id refers to; refused if unknown."""
+        """The member a QR payload, phone number or member id refers to; refused if unknown.
+        An id head office merged into another gives the survivor."""
+        row = self._identify(ref, learn=learn)
+        into = self.alias_of(row.id)
+        if into is None:
+            return row
+        survivor = self.store.member(into)
+        if survivor is None:
+            survivor = MemberRow(into, None, None, None, None, "merge", None)
+            with self.store.write():
+                if self.store.member(into) is None:
+                    self.store.add_member(survivor, 0)
+        return survivor
+
+    def _identify(self, ref: str, *, learn: bool) -> MemberRow:
         text = ref.strip()
         upper = text.upper()
         if upper.startswith(tokens.MEMBER_PREFIX):
@@ -222,7 +263,9 @@ class Service:
             raise Refused("invalid_phone", str(e)) from None
         if name is not None and (not name.strip() or len(name) > 100):
             raise Refused("invalid_name", "name: expected 1 to 100 characters")
-        if email is not None and (len(email) > 200 or not _EMAIL.match(email)):
+        if name is not None and (problem := rules.text_problem(name, 100)) is not None:
+            raise Refused("invalid_name", f"name: {problem}")
+        if email is not None and (len(email) > 200 or not _EMAIL.match(email) or rules.text_problem(email, 200)):
             raise Refused("invalid_email", f"email: {email!r} is not an email address")
         if birthday is not None:
             try:
@@ -282,6 +325,9 @@ class Service:
                 history = self._expire(member, sale.at)
             tier = tier_at(self.program, history, sale.at) if member else None
             earn = compute_earn(self.program, sale, tier)
+            if earn.stamps > rules.MAX_SALE_STAMPS:
+                raise Refused("too_many_stamps", f"receipt {sale.receipt}: this sale would earn {earn.stamps:,} "
+                                                 f"stamps, more than {rules.MAX_SALE_STAMPS:,} per sale")
             eligible = {id(ln) for ln in eligible_lines(self.program, sale.lines)}
             body: dict[str, Any] = {
                 "receipt": sale.receipt,
@@ -311,7 +357,7 @@ class Service:
             key=key,
             member=member,
             stamps_awarded=awarded,
-            balance=self.store.balance(member) if member else None,
+            balance=self.balance(member) if member else None,
             duplicate=False,
             claim=claim,
             claim_stamps=earn.stamps if claim else 0,
@@ -340,6 +386,11 @@ class Service:
         return self._claim_payload(e.body["receipt"], e.body["claim"])
 
     def _duplicate(self, row: SaleRow, digest: str) -> SaleResult:
+        if row.digest != digest:
+            # Exactly once means the same sale once: another sale under a used receipt number
+            # is refused, never answered as if it had been recorded.
+            raise Refused("receipt_reused", f"receipt {row.receipt}: already recorded with other content "
+                                            f"(seq {row.seq}); use a new receipt number")
         holder = row.member or row.claimed_by
         claim = self.claim_payload_for(row.key) if row.member is None and row.claimed_by is None else None
         return SaleResult(
@@ -347,10 +398,9 @@ class Service:
             key=row.key,
             member=row.member,
             stamps_awarded=0,
-            balance=self.store.balance(holder) if holder else None,
+            balance=self.balance(holder) if holder else None,
             duplicate=True,
             claim=claim,
-            conflict=row.digest != digest,
             seq=row.seq,
         )
 
@@ -399,8 +449,15 @@ class Service:
             now = self.now()
             if holder:
                 self._expire(holder, now)
-            take = min(back, max(self.store.balance(holder), 0)) if holder else 0
+            # Capped by the balance this till shows (rule 6), which counts what the member
+            # earned at other tills: a refund here takes back stamps earned anywhere.
+            take = min(back, max(self.balance(holder), 0)) if holder else 0
             body = {"receipt": row.receipt, "amount": amount, "lines": qtys, "wanted": back, "uncollected": back - take}
+            claim = self.claim_payload_for(row.key) if holder is None else None
+            if claim is not None and row.refunded + amount >= row.total:
+                # A void of a guest sale revokes its claim QR everywhere: head office tells the
+                # tills, and takes back the stamps of a claim made elsewhere before it knew.
+                body["claim_token"] = tokens.claim_token_id(claim)
             new = [Event(new_id(), ev.REFUNDED, now, holder, 0, row.key, body)]
             if take:
                 new.append(
@@ -409,7 +466,7 @@ class Service:
                 )
             self._append(new)
         return Outcome(
-            holder, -take, self.store.balance(holder) if holder else None,
+            holder, -take, self.balance(holder) if holder else None,
             {"receipt": row.receipt, "refunded": amount, "uncollected": back - take},
         )
 
@@ -422,21 +479,50 @@ class Service:
         except KeyError:
             raise Refused("unknown_reward", f"reward {reward_id!r}: not in the catalogue") from None
         member = self.identify(member_ref).id
+        grant = self._online_grant(member, reward.id, reward.cost)
         now = self.now()
         with self.store.write():
             self._expire(member, now)
             view = self.view(member)
             if not reward.allowed_for(view.tier.id):
                 raise Refused("tier_not_allowed", f"reward {reward.id}: not for tier {view.tier.name}")
-            if view.balance < reward.cost:
-                raise Refused(
-                    "insufficient_balance",
-                    f"reward {reward.id}: costs {reward.cost} stamps, balance is {view.balance}",
-                )
-            self.redeem_guard(member, reward.cost)
-            self._append([Event(new_id(), ev.REDEEMED, now, member, -reward.cost, reward.id,
-                                {"reward": reward.id, "name": reward.name, "cost": reward.cost})])
-        return Outcome(member, -reward.cost, self.store.balance(member), {"reward": reward.id, "name": reward.name})
+            body: dict[str, Any] = {"reward": reward.id, "name": reward.name, "cost": reward.cost}
+            if grant is None:
+                self._offline_check(member, reward.cost, view.balance, reward.id)
+            else:
+                body["grant"] = grant.id  # HQ releases its hold when this event arrives
+            self._append([Event(new_id(), ev.REDEEMED, now, member, -reward.cost, reward.id, body)])
+        detail = {"reward": reward.id, "name": reward.name, **({"authorized": "online"} if grant else {})}
+        return Outcome(member, -reward.cost, self.balance(member), detail)
+
+    def _offline_check(self, member: str, cost: int, balance: int, reward_id: str) -> None:
+        """What a till decides alone: never above the local view, and within the caps of rule 7."""
+        if balance < cost:
+            raise Refused("insufficient_balance", f"reward {reward_id}: costs {cost} stamps, balance is {balance}")
+        self.redeem_guard(member, cost)
+
+    def _online_grant(self, member: str, reward_id: str, cost: int) -> Grant | None:
+        """Head office's grant when the till alone would refuse and head office answers in time.
+
+        Asked before the write transaction, so the database is never locked while the network
+        is awaited; the wait is bounded by the authoriser's deadline (2 s). Unreachable: the
+        till's own refusal stands (the offline caps apply)."""
+        if self.authorize is None:
+            return None
+        view = self.view(member)
+        if not self.program.reward(reward_id).allowed_for(view.tier.id):
+            return None  # refused in the transaction; no stamps are held at HQ for nothing
+        try:
+            self._offline_check(member, cost, view.balance, reward_id)
+            return None
+        except Refused as e:
+            if e.reason not in ONLINE_REASONS:
+                raise
+            refusal = e
+        grant = self.authorize(member, reward_id, cost)
+        if grant is None:
+            raise refusal
+        return grant
 
     def claim(self, payload: str, member_ref: str) -> Outcome:
         """Give a member the stamps of a receipt-claim QR, once."""
@@ -445,6 +531,8 @@ class Service:
         except tokens.TokenError as e:
             raise Refused(f"token_{e.reason}", str(e)) from None
         member = self.identify(member_ref).id
+        if self.claim_revoked(tok.token_id):
+            raise Refused("refunded", f"claim: receipt {tok.receipt} was refunded")
         with self.store.write():
             used_by = self.store.claim_used(tok.token_id)
             if used_by is not None:
@@ -472,10 +560,13 @@ class Service:
             new += due_missions(self.program, member, history + new, now)
             placed = self._append(new)
         return Outcome(
-            member, sum(e.stamps for e in placed), self.store.balance(member),
+            member, sum(e.stamps for e in placed), self.balance(member),
             {"receipt": tok.receipt, "missions": [e.body["mission"] for e in placed if e.kind == ev.MISSION]},
         )
 
 
 def _digest(sale: Sale) -> str:
-    return hashlib.sha256(canonical(sale.to_dict())).hexdigest()[:32]
+    d = sale.to_dict()
+    if not sale.at_given:
+        del d["at"]  # the till's clock at input: a retry of the same sale must digest the same
+    return hashlib.sha256(canonical(d)).hexdigest()[:32]

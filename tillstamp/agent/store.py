@@ -22,6 +22,7 @@ from typing import Any
 from sqlite_utils import Database, Migrations
 
 from ..loyalty import events as ev
+from ..loyalty import rules
 from ..loyalty.events import Event, canonical, content_hash
 
 migrations = Migrations("tillstamp.agent")
@@ -283,6 +284,11 @@ class Store:
             raise StoreError("append() must run inside store.write()")
         placed = []
         for e in events:
+            # Whatever head office would refuse is never committed here (rules.py): the
+            # transaction is rolled back by the caller, so nothing of the request is written.
+            problem = rules.event_problem(e.id, terminal, store, e.kind, e.member, e.ref, e.stamps, e.body)
+            if problem is not None:
+                raise rules.RuleError(f"{e.kind}: {problem}")
             self._seq += 1
             e = e.with_position(seq=self._seq, terminal=terminal, store=store)
             body = canonical(e.body)

@@ -27,7 +27,7 @@ from ..loyalty.program import OfflineCaps, Program, parse_program
 from ..sync.client import RequestsTransport, RetryPolicy, SyncClient, SyncLoop, Transport, errors, p
 from ..sync.wire import LedgerRow
 from .keys import Keys
-from .service import Refused, Service
+from .service import Grant, Refused, Service
 from .store import MemberRow, Store
 
 migrations = Migrations("tillstamp.sync")
@@ -50,6 +50,13 @@ def m001_sync(db: Database) -> None:
             last_seq INTEGER NOT NULL, status INTEGER NOT NULL, code TEXT NOT NULL, message TEXT NOT NULL,
             at TEXT NOT NULL, open INTEGER NOT NULL) STRICT"""
     )
+
+
+@migrations()
+def m002_claims_and_aliases(db: Database) -> None:
+    db.execute("CREATE TABLE revoked_claims (token TEXT PRIMARY KEY, feed_seq INTEGER NOT NULL) STRICT")
+    # member ids head office merged into another (one phone enrolled at two tills)
+    db.execute("CREATE TABLE member_aliases (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL) STRICT")
 
 
 def _iso(t: dt.datetime) -> str:
@@ -248,6 +255,9 @@ class SyncStore:
                 "tier = excluded.tier, events = excluded.events, feed_seq = excluded.feed_seq",
                 (member, int(d["watermark"]), int(d["balance"]), d.get("tier"), canonical(d["events"]).decode(), ch.seq),
             )
+            if d.get("merged_into"):
+                c.execute("INSERT INTO member_aliases(alias, into_id) VALUES (?, ?) "
+                          "ON CONFLICT(alias) DO UPDATE SET into_id = excluded.into_id", (member, d["merged_into"]))
             pii = None if erased else d.get("pii")
             if pii and self.store.member(member) is None:
                 phone = pii.get("phone")
@@ -271,6 +281,9 @@ class SyncStore:
         elif ch.kind == "member_key":
             c.execute("INSERT INTO trusted_member_keys(kid, public_key) VALUES (?, ?) ON CONFLICT DO NOTHING",
                       (d["kid"], d["public_key"]))
+        elif ch.kind == "claim_revoked":
+            c.execute("INSERT INTO revoked_claims(token, feed_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                      (d["token"], ch.seq))
         elif ch.kind == "program":
             c.execute("INSERT INTO hq_programs(version, source) VALUES (?, ?) ON CONFLICT DO NOTHING",
                       (int(d["version"]), canonical(d["source"]).decode()))
@@ -299,6 +312,16 @@ class SyncStore:
             return [], 0
         return [Event.from_wire(w) for w in json.loads(row[0])], int(row[1])
 
+    def alias_of(self, member: str) -> str | None:
+        """The member head office merged this id into, if it did."""
+        row = self.store.conn.execute("SELECT into_id FROM member_aliases WHERE alias = ?", (member,)).fetchone()
+        return row[0] if row else None
+
+    def claim_revoked(self, token_id: str) -> bool:
+        """True when head office says this receipt claim was revoked (its sale was voided)."""
+        return self.store.conn.execute("SELECT 1 FROM revoked_claims WHERE token = ?",
+                                       (token_id,)).fetchone() is not None
+
     def program(self) -> Program | None:
         """The newest program HQ published, if any."""
         row = self.store.conn.execute("SELECT source FROM hq_programs ORDER BY version DESC LIMIT 1").fetchone()
@@ -314,9 +337,12 @@ class SyncStore:
     def exposure(self, caps: OfflineCaps) -> tuple[Exposure, dict[str, int]]:
         """Redemptions since the last fresh pull, in total and per member."""
         fresh = int(self.get("fresh_seq", "0") or 0)
+        # Redemptions head office authorised online are not blind: they were checked against
+        # the merged balance, with their stamps held there until they arrive.
         per: dict[str, int] = {
             m: -int(s) for m, s in self.store.conn.execute(
-                "SELECT member, sum(stamps) FROM ledger WHERE kind = ? AND seq > ? GROUP BY member",
+                "SELECT member, sum(stamps) FROM ledger WHERE kind = ? AND seq > ? "
+                "AND json_extract(body, '$.grant') IS NULL GROUP BY member",
                 (ev.REDEEMED, fresh))
         }
         terminals = self.store.conn.execute("SELECT count(*) FROM trusted_terminals").fetchone()[0]
@@ -340,6 +366,12 @@ class SyncStore:
         if expo.blind_total + cost > caps.max_per_terminal:
             raise Refused("offline_cap_terminal",
                           f"offline limit: at most {caps.max_per_terminal} stamps at this till until the next sync")
+
+    def pending_stamps(self, member: str, after: int) -> int:
+        """The stamps this till's own events with seq > `after` move for `member`."""
+        row = self.store.conn.execute("SELECT coalesce(sum(stamps), 0) FROM ledger WHERE member = ? AND seq > ?",
+                                      (member, after)).fetchone()
+        return int(row[0])
 
     def status(self, caps: OfflineCaps) -> dict[str, Any]:
         """What `tillstamp sync status` prints."""
@@ -371,9 +403,38 @@ def attach_sync(store: Store, service: Service, keys: Keys, hq_url: str) -> Sync
     service.remote_events = lambda member: sync.remote(member)[0]
     service.remote_watermark = lambda member: sync.remote(member)[1]
     service.redeem_guard = lambda member, cost: sync.guard(service, member, cost)
+    service.authorize = online_authorizer(sync, lambda: client_for(
+        store, keys, sync, hq_url, transport=RequestsTransport(hq_url, timeout=AUTHORIZE_WAIT_S),
+        clock=service.now))
     service.revoked = sync.revoked
+    service.claim_revoked = sync.claim_revoked
+    service.alias_of = sync.alias_of
     service.clock_trusted = lambda: abs(sync.clock_offset()) <= service.program.offline.max_clock_skew_s
     return sync
+
+
+AUTHORIZE_WAIT_S = 2.0  # how long a cashier waits for head office to authorise a redemption
+
+
+def online_authorizer(sync: SyncStore, client: Callable[[], SyncClient]) -> Callable[[str, str, int], Grant | None]:
+    """`Service.authorize` over a sync client (built on first use): a Grant, None when head office
+    cannot be reached (the offline caps then apply), or Refused when it says no."""
+    made: list[SyncClient] = []
+
+    def authorize(member: str, reward: str, cost: int) -> Grant | None:
+        if not made:
+            made.append(client())
+        acked = sync.acked()
+        try:
+            resp = made[0].authorize(member, reward, cost, after=acked, pending=sync.pending_stamps(member, acked))
+        except errors.SyncError:
+            return None  # offline, too slow, or a head office without online authorisation
+        if not resp.ok or resp.grant is None:
+            raise Refused("insufficient_balance",
+                          f"reward {reward}: costs {cost} stamps, head office says {resp.available} are available")
+        return Grant(resp.grant, resp.available)
+
+    return authorize
 
 
 def client_for(store: Store, keys: Keys, sync: SyncStore, hq_url: str, *, transport: Transport | None = None,

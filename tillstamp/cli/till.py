@@ -271,7 +271,7 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from ..agent import ledger
 
     with _till(args) as till:
-        report = ledger.verify(till.store)
+        report = ledger.verify(till.store, shown=till.service.balance)
         emit(args, report.to_dict(), lambda d: "ledger ok: {events} events, {members} members".format(**d)
              if d["ok"] else "ledger NOT ok:\n  " + "\n  ".join(d["problems"]))
     return 0 if report.ok else 1

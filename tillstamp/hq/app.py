@@ -2,6 +2,7 @@
 
     POST /v1/enroll   one-time code -> terminal id, store, member keys, program  (unsigned)
     POST /v1/push     a batch of the terminal's events (gzip JSON)              (signed)
+    POST /v1/authorize  a redemption above the offline caps, against the merged balance (signed)
     GET  /v1/pull     ?cursor=N&limit=M: a page of the change feed              (signed)
     GET  /v1/time     HQ's clock, for a till to measure its offset             (unsigned)
 
@@ -126,6 +127,13 @@ def create_app(hq: Hq) -> FastAPI:
         term, body = await signed(request)
         raw = _gunzip(body, request.headers.get("content-encoding", ""))
         return await run_in_threadpool(hq.push_raw, term, raw, request.headers.get("content-type", ""))
+
+    @app.post("/v1/authorize", response_model=p.AuthorizeResponse, responses=_ERRORS,
+              summary="Authorise a redemption above the offline caps against the merged balance")
+    async def authorize(request: Request) -> p.AuthorizeResponse:
+        term, body = await signed(request)
+        req = p.AuthorizeRequest.model_validate_json(body)
+        return await run_in_threadpool(hq.authorize, term, req)
 
     @app.get("/v1/pull", response_model=p.PullResponse, responses={**_ERRORS, "410": {"model": p.ErrorBody}},
              summary="A page of the change feed")

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..loyalty import events as ev
 from ..loyalty import tokens
-from ..loyalty.events import Event, derived_id
+from ..loyalty.events import Event, derived_id, new_id
 from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import balance, tier_at
 from ..sync import protocol as p
@@ -204,7 +204,8 @@ class Hq:
         except BadChain as e:
             raise BadBatch(str(e)) from None
         return p.PushResponse(terminal=term.id, acked=result.acked, inserted=result.inserted,
-                              duplicates=result.duplicates, adjustments=len(result.adjustments))
+                              duplicates=result.duplicates, adjustments=len(result.adjustments),
+                              refused=result.refused)
 
     @staticmethod
     def _check(term: TerminalRow, events: Sequence[Incoming], prev: int) -> None:
@@ -227,7 +228,8 @@ class Hq:
         except BadChain as e:
             raise BadBatch(str(e)) from None
         return p.PushResponse(terminal=term.id, acked=result.acked, inserted=result.inserted,
-                              duplicates=result.duplicates, adjustments=len(result.adjustments))
+                              duplicates=result.duplicates, adjustments=len(result.adjustments),
+                              refused=result.refused)
 
     def _compensate(self, member: str, events: list[Event]) -> Event | None:
         """Rule 7: an overdraft found after a merge is paid back by HQ, never by dropping events."""
@@ -239,6 +241,22 @@ class Hq:
             id=derived_id("overdraft", member, last), kind=ev.ADJUSTED, at=self.clock(), member=member,
             stamps=deficit, ref="overdraft", body={"reason": "overdraft", "deficit": deficit, "after": last},
         )
+
+    # -- online authorisation ------------------------------------------------------------
+
+    def authorize(self, term: TerminalRow, req: p.AuthorizeRequest) -> p.AuthorizeResponse:
+        """Authorise a redemption against the merged balance, holding its stamps until the
+        redemption (carrying the grant) arrives, or until `max_offline_hours` pass."""
+        now = self.clock()
+        program = self.program()
+        hours = program.offline.max_offline_hours if program else 72
+        expires = now + dt.timedelta(hours=hours)
+        grant = new_id()
+        ok, available = self.store.authorize(term.id, req.member, req.cost, req.after, req.pending, grant, now,
+                                             expires)
+        if not ok:
+            return p.AuthorizeResponse(ok=False, available=available)
+        return p.AuthorizeResponse(ok=True, grant=grant, available=available, expires=expires.isoformat())
 
     # -- pull ---------------------------------------------------------------------------
 
@@ -262,6 +280,8 @@ class Hq:
                     "tier": tier_at(program, events, now).id if program else None,
                     "pii": page.members.get(member),
                 }
+                if member in page.merged:
+                    data["merged_into"] = page.merged[member]
             changes.append(p.Change(seq=row.seq, kind=row.kind, key=row.key, data=data))  # type: ignore[arg-type]
         nxt = page.rows[-1].seq if page.rows else cursor
         return p.PullResponse(cursor=cursor, next=nxt, more=len(page.rows) == limit, reset=cursor == 0,

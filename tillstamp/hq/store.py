@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..loyalty.events import Event, canonical
+from ..loyalty.events import (
+    ADJUSTED,
+    CLAIMED,
+    MERGED,
+    REDEEMED,
+    REFUNDED,
+    Event,
+    canonical,
+    derived_id,
+)
 from ..sync.wire import Incoming, chain
 
 HQ_TERMINAL = "HQ"
@@ -91,6 +101,8 @@ class IngestResult:
     inserted: int = 0
     duplicates: int = 0
     adjustments: list[Event] = field(default_factory=list)
+    refused: int = 0  # events that break the event rules: quarantined, their positions taken
+    touched: list[str] = field(default_factory=list)  # members HQ wrote events for besides the batch's
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ class FeedPage:
     watermark: int
     events: dict[str, list[Event]]
     members: dict[str, dict[str, Any]]
+    merged: dict[str, str] = field(default_factory=dict)  # alias -> survivor
 
 
 Compensate = Callable[[str, list[Event]], Event | None]
@@ -136,6 +149,9 @@ class HqStore(Protocol):
     def add_member_key(self, kid: str, public_hex: str, private_pem: str | None, now: dt.datetime) -> None: ...
     def member_keys(self) -> dict[str, str]: ...
     def signing_key(self) -> str | None: ...
+    def authorize(self, terminal_id: str, member: str, cost: int, after: int, pending: int, grant: str,
+                  now: dt.datetime, expires: dt.datetime) -> tuple[bool, int]: ...
+    def holds(self, member: str, now: dt.datetime) -> int: ...
     def erase(self, member: str, now: dt.datetime) -> None: ...
     def member_by_phone(self, phone: str) -> str | None: ...
     def revoke(self, member: str, before: dt.datetime, now: dt.datetime) -> None: ...
@@ -343,6 +359,149 @@ class SqlHqStore:
         self._alert(c, "quarantine", terminal_id, None,
                     {"seqs": [e.seq for e, _ in bad][:50], "count": len(bad)}, now)
 
+    def _refuse(self, c: Any, terminal_id: str, refused: Sequence[tuple[Incoming, str]], now: dt.datetime) -> None:
+        """Events that break the event rules (`Incoming.problem`): each is kept aside in
+        `quarantine` (its line as received and the reason) with an alert, and its position is
+        taken with its digest, so the terminal's sequence moves past it and a resend compares
+        equal. The rest of the batch is applied as usual: one bad event never stops a till."""
+        self._many(c, "INSERT INTO positions(terminal, seq, event_id, digest) VALUES (?, ?, ?, ?)",
+                   [(terminal_id, e.seq, refused_id(e), d) for e, d in refused])
+        self._many(c, "INSERT INTO quarantine(terminal, seq, held_digest, received, at) VALUES (?, ?, ?, ?, ?)",
+                   [(terminal_id, e.seq, None, canonical({"refused": e.problem, "line": e.content.decode()}).decode(),
+                     _iso(now)) for e, _ in refused])
+        for e, _ in refused:
+            self._alert(c, "refused_event", terminal_id, None, {"seq": e.seq, "reason": e.problem}, now)
+
+    # -- claims at the merge (rule 3 across tills, rule 7's compensation) ---------------------
+
+    def _merge_claims(self, c: Any, terminal_id: str, result: IngestResult, claims: Sequence[Incoming],
+                      now: dt.datetime) -> None:
+        """Receipt claims the tills could not settle alone. A claim's event id is derived from its
+        token, so two tills claiming one QR offline produce one id and HQ keeps the first: the
+        other member is compensated (+stamps, `double_claim` alert) for what the cashier promised.
+        A void of a guest sale revokes its claim (feed `claim_revoked`); a claim of it already
+        held or arriving later is taken back (`claim_of_refunded` alert), never below zero."""
+        for e in claims:
+            body = json.loads(e.body)
+            if e.kind == REFUNDED:
+                token = body.get("claim_token")
+                if type(token) is not str:
+                    continue
+                self._feed_put(c, [("claim_revoked", f"claim:{token}",
+                                    {"token": token, "terminal": e.terminal, "receipt": body.get("receipt")})], now)
+                held = self._x(c, "SELECT member, stamps FROM events WHERE id = ?",
+                               (derived_id("claim", token),)).fetchone()
+                if held is not None and held[0] is not None:
+                    self._take_back_claim(c, terminal_id, token, held[0], int(held[1]), result, now)
+                continue
+            token = body.get("token")
+            held = self._x(c, "SELECT terminal, seq, member FROM events WHERE id = ?", (e.id,)).fetchone()
+            if held is None or e.member is None:
+                continue
+            if (held[0], int(held[1])) != (e.terminal, e.seq):
+                if held[2] != e.member:  # the same QR claimed for another member elsewhere
+                    adj = Event(derived_id("double_claim", e.id, e.member), ADJUSTED, now, e.member, e.stamps,
+                                "double_claim", {"reason": "double_claim", "token": token, "kept": held[2],
+                                                 "claim": e.id})
+                    self._hq_adjust(c, adj, result)
+                    self._alert(c, "double_claim", terminal_id, e.member,
+                                {"token": token, "kept_for": held[2], "compensated": e.stamps, "event": adj.id}, now)
+                continue
+            revoked = self._x(c, "SELECT 1 FROM feed WHERE key = ? AND kind = 'claim_revoked'",
+                              (f"claim:{token}",)).fetchone()
+            if revoked is not None:
+                self._take_back_claim(c, terminal_id, str(token), e.member, e.stamps, result, now)
+
+    def _take_back_claim(self, c: Any, terminal_id: str, token: str, member: str, stamps: int,
+                         result: IngestResult, now: dt.datetime) -> None:
+        eid = derived_id("claim_void", token, member)
+        if self._x(c, "SELECT 1 FROM events WHERE id = ?", (eid,)).fetchone():
+            return
+        row = self._x(c, "SELECT balance FROM balances WHERE member = ?", (member,)).fetchone()
+        take = min(stamps, max(int(row[0]) if row else 0, 0))
+        adj = Event(eid, ADJUSTED, now, member, -take, "claim_of_refunded",
+                    {"reason": "claim_of_refunded", "token": token, "wanted": stamps, "uncollected": stamps - take})
+        self._hq_adjust(c, adj, result)
+        self._alert(c, "claim_of_refunded", terminal_id, member,
+                    {"token": token, "taken": take, "uncollected": stamps - take, "event": eid}, now)
+
+    def _hq_adjust(self, c: Any, adj: Event, result: IngestResult) -> None:
+        """Append an HQ adjustment and move the member's running balance with it."""
+        assert adj.member is not None
+        self._insert_hq_event(c, adj)
+        self._x(c, "INSERT INTO balances(member, balance) VALUES (?, ?) ON CONFLICT(member) DO UPDATE "
+                   "SET balance = balances.balance + excluded.balance", (adj.member, adj.stamps))
+        result.adjustments.append(adj)
+        result.touched.append(adj.member)
+
+    # -- one phone, two member ids: merged at HQ ---------------------------------------------
+
+    def _merge_phones(self, c: Any, terminal_id: str, rows: Sequence[dict[str, Any]], result: IngestResult,
+                      now: dt.datetime) -> None:
+        """Members enrolled with the same phone at tills that were offline become one: the earlier
+        enrolment survives, the other id becomes its alias (`merges`, a `member.merged` event, a
+        `member_merged` alert), and an alias's stamps, then and whenever more arrive from a till
+        that has not heard yet, move to the survivor. Tills learn it from the alias's snapshot."""
+        for phone in sorted({m["phone"] for m in rows if m.get("phone")}):
+            found = self._x(c, "SELECT id, enrolled_at FROM members WHERE phone = ? AND id NOT IN "
+                               "(SELECT alias FROM merges)", (phone,)).fetchall()
+            if len(found) < 2:
+                continue
+            ordered = sorted(found, key=lambda r: (r[1] or "9999", r[0]))
+            survivor = ordered[0][0]
+            for alias, _ in ordered[1:]:
+                self._x(c, "INSERT INTO merges(alias, into_id, at) VALUES (?, ?, ?)", (alias, survivor, _iso(now)))
+                self._fold(c, alias, survivor, result, now)
+                self._alert(c, "member_merged", terminal_id, alias, {"alias": alias, "into": survivor}, now)
+        for alias, survivor in self._x(c, "SELECT m.alias, m.into_id FROM merges m JOIN balances b "
+                                          "ON b.member = m.alias WHERE b.balance <> 0").fetchall():
+            self._fold(c, alias, survivor, result, now)
+
+    def _fold(self, c: Any, alias: str, survivor: str, result: IngestResult, now: dt.datetime) -> None:
+        """Move an alias's whole balance to its survivor with a pair of HQ events."""
+        row = self._x(c, "SELECT balance FROM balances WHERE member = ?", (alias,)).fetchone()
+        stamps = int(row[0]) if row else 0
+        last = self._x(c, "SELECT max(gseq) FROM events WHERE member = ?", (alias,)).fetchone()[0]
+        cause = f"{alias}:{last}"
+        self._hq_adjust(c, Event(derived_id("merge", cause), MERGED, now, alias, -stamps, survivor,
+                                 {"into": survivor, "stamps": stamps}), result)
+        if stamps:
+            self._hq_adjust(c, Event(derived_id("merge-in", cause), ADJUSTED, now, survivor, stamps, "merge",
+                                     {"reason": "merge", "from": alias, "stamps": stamps}), result)
+
+    # -- online authorisation of redemptions (docs/SYNC.md) --------------------------------
+
+    def authorize(self, terminal_id: str, member: str, cost: int, after: int, pending: int, grant: str,
+                  now: dt.datetime, expires: dt.datetime) -> tuple[bool, int]:
+        """Hold `cost` stamps of `member` for a redemption at `terminal_id` when the merged
+        balance allows it: (granted, available before it). Available = HQ's balance + the
+        terminal's `pending` stamps after `after` that HQ does not hold yet - stamps still held
+        for other grants. Holds are taken one member at a time (the balance row is locked)."""
+        with self._tx() as c:
+            self._x(c, "DELETE FROM holds WHERE expires < ?", (_iso(now),))
+            row = self._x(c, "SELECT balance FROM balances WHERE member = ?" + self.FOR_UPDATE, (member,)).fetchone()
+            held_here = self._x(c, "SELECT coalesce(sum(stamps), 0) FROM events WHERE member = ? AND terminal = ? "
+                                   "AND seq > ?", (member, terminal_id, after)).fetchone()[0]
+            on_hold = self._x(c, "SELECT coalesce(sum(cost), 0) FROM holds WHERE member = ?", (member,)).fetchone()[0]
+            available = (int(row[0]) if row else 0) + pending - int(held_here) - int(on_hold)
+            if available < cost:
+                return False, available
+            self._x(c, "INSERT INTO holds(grant_id, member, terminal, cost, expires, at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (grant, member, terminal_id, cost, _iso(expires), _iso(now)))
+        return True, available
+
+    def holds(self, member: str, now: dt.datetime) -> int:
+        """Stamps of `member` held for online-authorised redemptions not yet received."""
+        with self._tx(write=False) as c:
+            return int(self._x(c, "SELECT coalesce(sum(cost), 0) FROM holds WHERE member = ? AND expires >= ?",
+                               (member, _iso(now))).fetchone()[0])
+
+    def _release(self, c: Any, grants: Sequence[str]) -> None:
+        """The redemptions of these grants arrived: their stamps are in the balance now."""
+        if grants:
+            cond, params = self._any("grant_id", list(grants))
+            self._x(c, f"DELETE FROM holds WHERE {cond}", params)
+
     def _alert(self, c: Any, kind: str, terminal: str | None, member: str | None, detail: dict[str, Any],
                now: dt.datetime) -> None:
         self._x(c, "INSERT INTO alerts(kind, terminal, member, detail, at) VALUES (?, ?, ?, ?, ?)",
@@ -370,20 +529,29 @@ class SqlHqStore:
         """Store new events with set operations over `staging`: a handful of statements per batch."""
         if not new:
             return IngestResult(acked=0)
+        last = new[-1].seq
+        refused = [(e, d) for e, d in zip(new, digests, strict=True) if e.problem is not None]
+        if refused:
+            self._refuse(c, terminal_id, refused, now)
+            kept = [i for i, e in enumerate(new) if e.problem is None]
+            new, digests = [new[i] for i in kept], [digests[i] for i in kept]
         self._stage(c, new, digests)
         self._x(c, "INSERT INTO positions(terminal, seq, event_id, digest) SELECT terminal, seq, id, digest "
                    "FROM staging")
         inserted, balances = self._insert_events(c)
-        result = IngestResult(acked=new[-1].seq, inserted=inserted, duplicates=len(new) - inserted)
+        self._release(c, grants_of(new))
+        result = IngestResult(acked=last, inserted=inserted, duplicates=len(new) - inserted, refused=len(refused))
         self._finish(c, terminal_id, result, [m for m, b in balances if int(b) < 0], members, now, compensate,
-                     staged=True)
+                     staged=True, claims=claims_of(new))
         return result
 
     def _finish(self, c: Any, terminal_id: str, result: IngestResult, negative: Sequence[str],
                 members: Sequence[dict[str, Any]], now: dt.datetime, compensate: Compensate, *,
-                staged: bool) -> None:
-        """The once-per-batch steps after the events are in: PII, overdrafts of the members in
-        `negative` (balance below zero after the batch), the feed, and the terminal's acked."""
+                staged: bool, claims: Sequence[Incoming] = ()) -> None:
+        """The once-per-batch steps after the events are in: claims found at the merge, PII,
+        overdrafts of the members in `negative` (balance below zero after the batch), the feed,
+        and the terminal's acked."""
+        self._merge_claims(c, terminal_id, result, claims, now)
         pii = sorted({m["id"] for m in members})
         erased: set[str] = set()
         if pii:
@@ -397,6 +565,7 @@ class SqlHqStore:
                       "birthday = coalesce(excluded.birthday, members.birthday), updated_at = excluded.updated_at",
                    [(m["id"], m.get("phone"), m.get("name"), m.get("email"), m.get("birthday"),
                      m.get("origin", "till"), m.get("enrolled_at"), _iso(now)) for m in sorted(live, key=lambda m: m["id"])])
+        self._merge_phones(c, terminal_id, live, result, now)
         for member in sorted(negative):
             adj = compensate(member, self._member_events(c, member))
             if adj is not None:
@@ -404,7 +573,7 @@ class SqlHqStore:
                 self._x(c, "UPDATE balances SET balance = balance + ? WHERE member = ?", (adj.stamps, member))
                 self._alert(c, "overdraft", terminal_id, member, {"deficit": adj.stamps, "event": adj.id}, now)
                 result.adjustments.append(adj)
-        self._feed_members(c, [m for m in pii if m not in erased], now, staged=staged)
+        self._feed_members(c, [m for m in [*pii, *result.touched] if m not in erased], now, staged=staged)
         if staged:
             self._x(c, "DELETE FROM staging")  # a second batch in the same transaction must not see these
         self._x(c, "UPDATE terminals SET acked = ? WHERE id = ?", (result.acked, terminal_id))
@@ -488,7 +657,27 @@ class SqlHqStore:
                                     f"WHERE {cond}", params).fetchall():
                     members[r[0]] = dict(zip(("id", "phone", "name", "email", "birthday", "origin", "enrolled_at"),
                                              r, strict=True))
-        return FeedPage(rows, int(w[0]) if w else 0, events, members)
+            merged: dict[str, str] = {}
+            if wanted:
+                merged = self._merges_of(c, wanted, events)
+        return FeedPage(rows, int(w[0]) if w else 0, events, members, merged)
+
+    def _merges_of(self, c: Any, wanted: Sequence[str], events: dict[str, list[Event]]) -> dict[str, str]:
+        """alias -> survivor among `wanted`; a survivor's events get its aliases' added (history
+        joined: the alias's stamps net to zero through its `member.merged` event)."""
+        cond_a, params_a = self._any("alias", list(wanted))
+        cond_i, params_i = self._any("into_id", list(wanted))
+        pairs = self._x(c, f"SELECT alias, into_id FROM merges WHERE {cond_a} OR {cond_i}",
+                        [*params_a, *params_i]).fetchall()
+        aliases: dict[str, list[str]] = {}
+        for alias, into in pairs:
+            if into in events:
+                aliases.setdefault(into, []).append(alias)
+        for into, lst in aliases.items():
+            cond, params = self._any("member", [into, *lst])
+            events[into] = [event_from_row(r) for r in self._x(
+                c, f"SELECT {', '.join(EVENT_COLS)} FROM events WHERE {cond} ORDER BY gseq", params).fetchall()]
+        return {alias: into for alias, into in pairs}
 
     def prune_feed(self, kinds: Sequence[str], before: dt.datetime) -> int:
         """Drop old entries of these kinds; cursors below the new floor get 410. Returns the floor."""
@@ -615,6 +804,30 @@ def slices(n: int, step: int = 200) -> Iterator[tuple[int, int]]:
     for lo in range(0, n, step):
         yield lo, min(n, lo + step)
         time.sleep(0)
+
+
+def claims_of(events: Sequence[Incoming]) -> list[Incoming]:
+    """The claims and refunds among `events`, which the merge looks at again (`_merge_claims`)."""
+    return [e for e in events if e.kind == CLAIMED or (e.kind == REFUNDED and '"claim_token":' in e.body)]
+
+
+def grants_of(events: Sequence[Incoming]) -> list[str]:
+    """The grants named by redemptions among `events` (authorised online by HQ)."""
+    out = []
+    for e in events:
+        if e.kind == REDEEMED and '"grant":' in e.body:
+            grant = json.loads(e.body).get("grant")
+            if type(grant) is str:
+                out.append(grant)
+    return out
+
+
+def refused_id(e: Incoming) -> str:
+    """What a refused event's position records as its id: the id when it is fit to store,
+    else a name derived from its content (a NUL cannot be stored in PostgreSQL text)."""
+    if e.problem is not None and (e.problem.startswith("id:") or type(e.id) is not str):
+        return "refused:" + hashlib.sha256(e.content).hexdigest()[:32]
+    return e.id
 
 
 def stored_row(e: Incoming, digest: str) -> tuple[Any, ...]:

@@ -28,6 +28,8 @@ from .store import (
     IngestResult,
     QuarantineError,
     SqlHqStore,
+    claims_of,
+    grants_of,
     slices,
 )
 
@@ -66,6 +68,13 @@ SCHEMA = (
         member TEXT, detail TEXT NOT NULL, at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS quarantine (id BIGSERIAL PRIMARY KEY, terminal TEXT NOT NULL,
         seq BIGINT NOT NULL, held_digest TEXT, received TEXT NOT NULL, at TEXT NOT NULL)""",
+    # Redemptions authorised online, until their event arrives (or they expire).
+    """CREATE TABLE IF NOT EXISTS holds (grant_id TEXT PRIMARY KEY, member TEXT NOT NULL, terminal TEXT NOT NULL,
+        cost BIGINT NOT NULL, expires TEXT NOT NULL, at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS holds_member ON holds(member)",
+    # Member ids found to be one person (one phone enrolled at two tills): alias -> survivor.
+    "CREATE TABLE IF NOT EXISTS merges (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL, at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS members_phone ON members(phone)",
 )
 
 _STAGING = (
@@ -78,8 +87,9 @@ _STAGING = (
 
 
 class _Chunk(NamedTuple):
-    """A decoded chunk ready for `staging`: COPY text, size, last seq, the chain's digest after
-    it, the stamps per member it carries, and the members it names."""
+    """A decoded chunk ready for `staging`: COPY text, how many events it stages, last seq, the
+    chain's digest after it, the stamps per member it carries, the members it names, and the
+    events that break the event rules (not staged: quarantined) with their digests."""
 
     text: str
     n: int
@@ -87,20 +97,31 @@ class _Chunk(NamedTuple):
     tip: str
     deltas: dict[str, int]
     members: set[str | None]
+    refused: list[tuple[Incoming, str]]
+    grants: list[str]
+    claims: list[Incoming]
 
     @classmethod
     def of(cls, events: list[Incoming], prev: str) -> _Chunk:
         texts = []
         deltas: dict[str, int] = {}
+        refused: list[tuple[Incoming, str]] = []
         for lo, hi in slices(len(events)):  # in the decode thread, beside the database's
             part = events[lo:hi]
             digests = chain(prev, [e.content for e in part])
             prev = digests[-1]
+            if any(e.problem is not None for e in part):
+                refused += [(e, d) for e, d in zip(part, digests, strict=True) if e.problem is not None]
+                kept = [i for i, e in enumerate(part) if e.problem is None]
+                part, digests = [part[i] for i in kept], [digests[i] for i in kept]
             texts.append(copy_text(part, digests))
             for e in part:
                 if e.member is not None:
                     deltas[e.member] = deltas.get(e.member, 0) + e.stamps
-        return cls("".join(texts), len(events), events[-1].seq, prev, deltas, {e.member for e in events})
+        ok = {e.member for e in events if e.problem is None}
+        return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas, ok, refused,
+                   grants_of([e for e in events if e.problem is None]),
+                   claims_of([e for e in events if e.problem is None]))
 
 
 class PgHqStore(SqlHqStore):
@@ -191,16 +212,22 @@ class PgHqStore(SqlHqStore):
         chunk = _Chunk.of(head, row[0] if row else "")
         touched: set[str | None] = set()
         deltas: dict[str, int] = {}
-        inserted = total = 0
+        inserted = total = refused = 0
+        claims: list[Incoming] = []
         for k in range(1, n_chunks + 1):
             fut: Future[_Chunk] | None = _DECODER.submit(decode_prep, k, chunk.tip) if k < n_chunks else None
             try:
                 inserted += self._apply_chunk(c, chunk, deltas)
+                if chunk.refused:
+                    self._refuse(c, terminal_id, chunk.refused, now)
+                self._release(c, chunk.grants)
             except BaseException:
                 if fut is not None:
                     fut.cancel()
                 raise
             total += chunk.n
+            refused += len(chunk.refused)
+            claims += chunk.claims
             touched |= chunk.members
             done = chunk
             if fut is not None:
@@ -220,9 +247,11 @@ class PgHqStore(SqlHqStore):
             (names, [deltas[m] for m in names])).fetchall()]
         c.execute("DELETE FROM pending")
         c.execute("DELETE FROM touched")
-        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m", (sorted(m for m in touched if m is not None),))
-        result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted)
-        self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False)
+        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m",
+                  (sorted(m for m in touched if m is not None),))
+        result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
+        self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
+                     claims=claims)
         return result
 
     def _apply_chunk(self, c: Any, chunk: _Chunk, deltas: dict[str, int]) -> int:

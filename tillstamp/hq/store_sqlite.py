@@ -28,6 +28,25 @@ def m001_hq(db: Database) -> None:
         db.execute("INSERT INTO counters(name, value) VALUES (?, 0)", [name])
 
 
+@migrations()
+def m002_holds(db: Database) -> None:
+    db.execute(HOLDS)
+    db.execute("CREATE INDEX holds_member ON holds(member)")
+
+
+@migrations()
+def m003_merges(db: Database) -> None:
+    db.execute(MERGES)
+    db.execute("CREATE INDEX IF NOT EXISTS members_phone ON members(phone)")
+
+
+# Member ids found to be one person (one phone enrolled at two tills): alias -> survivor.
+MERGES = """CREATE TABLE IF NOT EXISTS merges (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL, at TEXT NOT NULL)"""
+
+# Redemptions head office authorised online, until their event arrives (or they expire).
+HOLDS = """CREATE TABLE IF NOT EXISTS holds (grant_id TEXT PRIMARY KEY, member TEXT NOT NULL, terminal TEXT NOT NULL,
+    cost INTEGER NOT NULL, expires TEXT NOT NULL, at TEXT NOT NULL)"""
+
 SCHEMA = (
     """CREATE TABLE terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
         acked INTEGER NOT NULL DEFAULT 0, last_seen TEXT, clock_offset_s REAL, enrolled_at TEXT NOT NULL,

@@ -26,9 +26,12 @@ REDEEMED = "reward.redeemed"  # (-)
 MISSION = "mission.completed"  # (+) bonus stamps, a badge
 EXPIRED = "stamps.expired"  # (-)
 ADJUSTED = "stamps.adjusted"  # (+/-) a correction, e.g. head office compensating an overdraft
+# (-) head office: this member id is an alias of body["into"] (one phone enrolled twice); its
+# balance moves to the survivor, which gets a `stamps.adjusted` (+) with ref "merge"
+MERGED = "member.merged"
 
 KINDS = frozenset(
-    {ENROLLED, CONSENT, SALE, EARNED, REFUNDED, REVERSED, CLAIMED, REDEEMED, MISSION, EXPIRED, ADJUSTED}
+    {ENROLLED, CONSENT, SALE, EARNED, REFUNDED, REVERSED, CLAIMED, REDEEMED, MISSION, EXPIRED, ADJUSTED, MERGED}
 )
 EARNING_KINDS = frozenset({EARNED, CLAIMED, MISSION})
 CHANNELS = ("whatsapp", "email", "sms")

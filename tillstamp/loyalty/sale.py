@@ -6,6 +6,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from . import rules
+from .rules import MAX_AMOUNT, MAX_LINES, MAX_QTY
+
 
 class SaleError(ValueError):
     """A sale that cannot be recorded; the message says which field and why."""
@@ -48,6 +51,7 @@ class Sale:
     member: str | None = None
     discount: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    at_given: bool = field(default=True, compare=False)  # False: `at` is the till's clock at input
 
     def to_dict(self) -> dict[str, Any]:
         """The sale as JSON-ready data (without the member reference)."""
@@ -62,18 +66,37 @@ class Sale:
         return d
 
 
-MAX_LINES = 500
-MAX_AMOUNT = 10**13  # ten trillion rupiah: anything above is a typo or an attack
+# A sale may be dated a little ahead of the till's clock (a POS clock a few minutes fast);
+# beyond this it is refused: a future date would count towards missions and tiers early.
+FUTURE_TOLERANCE = dt.timedelta(minutes=10)
+KEYS = frozenset({"receipt", "at", "lines", "total", "member", "discount", "source"})
+LINE_KEYS = frozenset({"sku", "name", "qty", "price", "category", "paid_with_stamps"})
+
+def _text(where: str, value: Any, max_len: int, min_len: int = 0) -> None:
+    problem = rules.text_problem(value, max_len, min_len)
+    if problem is not None:
+        raise SaleError(f"{where}: {problem}")
+
+
+def _unknown(where: str, data: dict[str, Any], known: frozenset[str]) -> None:
+    # A misspelt key ("memebr") must not silently drop what it meant to say.
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        raise SaleError(f"{where}unknown field {unknown[0][:40]!r} (known: {', '.join(sorted(known))})")
 
 
 def parse_sale(data: Any, *, now: dt.datetime) -> Sale:
     """Validate a sale from JSON-like data; raise SaleError naming the first problem."""
     if not isinstance(data, dict):
         raise SaleError("sale: expected a JSON object")
+    _unknown("", data, KEYS)
     receipt = data.get("receipt")
-    if not isinstance(receipt, str) or not receipt.strip() or len(receipt) > 64:
+    if not isinstance(receipt, str) or not receipt.strip() or len(receipt) > rules.MAX_RECEIPT:
         raise SaleError("receipt: expected a non-empty text of at most 64 characters")
+    _text("receipt", receipt, rules.MAX_RECEIPT, 1)
     at = _parse_at(data.get("at"), now)
+    if at - now > FUTURE_TOLERANCE:
+        raise SaleError(f"at: {at.isoformat()} is in the future (the till's clock says {now.isoformat()})")
     raw_lines = data.get("lines")
     if not isinstance(raw_lines, list) or not raw_lines:
         raise SaleError("lines: expected a non-empty list")
@@ -94,8 +117,11 @@ def parse_sale(data: Any, *, now: dt.datetime) -> Sale:
     member = data.get("member")
     if member is not None and (not isinstance(member, str) or not member.strip()):
         raise SaleError("member: expected a QR payload, phone number or member id")
-    known = {"receipt", "at", "lines", "total", "member", "discount"}
-    extra = {k: v for k, v in data.items() if k not in known}
+    if member is not None:
+        _text("member", member, 1024, 1)
+    source = data.get("source")
+    if source is not None:
+        _text("source", source, 32)
     return Sale(
         receipt=receipt.strip(),
         at=at,
@@ -103,7 +129,8 @@ def parse_sale(data: Any, *, now: dt.datetime) -> Sale:
         total=total,
         member=member.strip() if member else None,
         discount=discount,
-        extra=extra,
+        extra={"source": source} if source is not None else {},
+        at_given=data.get("at") is not None,
     )
 
 
@@ -129,21 +156,24 @@ def _parse_line(i: int, ln: Any) -> SaleLine:
     where = f"lines[{i}]"
     if not isinstance(ln, dict):
         raise SaleError(f"{where}: expected an object")
+    _unknown(f"{where}: ", ln, LINE_KEYS)
     sku = ln.get("sku")
-    if not isinstance(sku, str) or not sku.strip() or len(sku) > 64:
+    if not isinstance(sku, str) or not sku.strip() or len(sku) > rules.MAX_SKU:
         raise SaleError(f"{where}.sku: expected a non-empty text")
+    _text(f"{where}.sku", sku, rules.MAX_SKU, 1)
     name = ln.get("name", sku)
-    if not isinstance(name, str) or len(name) > 200:
+    if not isinstance(name, str) or len(name) > rules.MAX_LINE_NAME:
         raise SaleError(f"{where}.name: expected a text")
+    _text(f"{where}.name", name, rules.MAX_LINE_NAME)
     qty = ln.get("qty", 1)
-    if not _is_int(qty) or qty <= 0 or qty > 100_000:
-        raise SaleError(f"{where}.qty: expected a whole number > 0, got {qty!r}")
+    if not _is_int(qty) or qty <= 0 or qty > MAX_QTY:
+        raise SaleError(f"{where}.qty: expected a whole number 1-{MAX_QTY:,}, got {qty!r}")
     price = ln.get("price")
     if not _is_int(price) or price < 0 or price > MAX_AMOUNT:
         raise SaleError(f"{where}.price: expected a whole number >= 0 (minor units), got {price!r}")
     category = ln.get("category")
-    if category is not None and not isinstance(category, str):
-        raise SaleError(f"{where}.category: expected a text")
+    if category is not None:
+        _text(f"{where}.category", category, rules.MAX_CATEGORY)
     paid = ln.get("paid_with_stamps", False)
     if not isinstance(paid, bool):
         raise SaleError(f"{where}.paid_with_stamps: expected true or false")

@@ -228,6 +228,13 @@ def verify_claim(text: str, terminal_keys: Mapping[str, Ed25519PublicKey], now: 
     return ClaimToken(store, terminal, receipt, stamps, _time(issued), _time(expires), token_id)
 
 
+def claim_token_id(text: str) -> str:
+    """The id of a claim payload (the hash of its signed body), read without verifying it: for
+    the till that printed it, to name the claim a refund revokes."""
+    _, body, _ = _parse_claim(text)
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
 def new_private_key() -> Ed25519PrivateKey:
     """A fresh Ed25519 signing key."""
     return Ed25519PrivateKey.generate()

@@ -49,7 +49,7 @@ KEY_HEADER = "X-API-Key"
 KEY_COOKIE = "tillstamp_key"
 NOT_FOUND = {"unknown_member", "unknown_sale", "unknown_reward", "no_scan"}
 CONFLICT = {"already_enrolled", "token_already_claimed", "already_refunded", "refunded",
-            "insufficient_balance", "tier_not_allowed", "no_printer", "offline_cap"}
+            "insufficient_balance", "tier_not_allowed", "no_printer", "offline_cap", "receipt_reused"}
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (401, 404, 409, 422, 503)
 }

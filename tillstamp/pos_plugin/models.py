@@ -29,8 +29,6 @@ class SaleLineIn(_In):
 class SaleIn(_In):
     """A sale as the POS reports it (the same JSON as `tillstamp sale record`)."""
 
-    model_config = ConfigDict(strict=True, extra="allow")  # POS extras are kept on the sale
-
     receipt: Text64
     at: Annotated[StrictStr, Field(max_length=40, description="ISO 8601 with offset; default now")] | None = None
     lines: Annotated[list[SaleLineIn], Field(min_length=1, max_length=500)]
@@ -39,6 +37,7 @@ class SaleIn(_In):
     member: Annotated[StrictStr, Field(min_length=1, max_length=512, description=(
         "member card QR payload, phone number, member id, or '@scan' for the last scan at this till"
     ))] | None = None
+    source: Annotated[StrictStr, Field(max_length=32, description="where the sale came from, e.g. `tap`")] | None = None
 
 
 class SaleOut(BaseModel):
@@ -52,7 +51,6 @@ class SaleOut(BaseModel):
     claim: str | None = None
     claim_stamps: int | None = None
     missions: list[str] | None = None
-    conflict: bool | None = None
 
 
 class RefundIn(_In):

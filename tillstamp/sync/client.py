@@ -304,6 +304,19 @@ class SyncClient:
         return PushReport(pushed, acked, max(0, self.outbox.last_seq() - acked), batches,
                           time.perf_counter() - start)
 
+    # -- online authorisation ------------------------------------------------------------
+
+    def authorize(self, member: str, reward: str, cost: int, *, after: int, pending: int) -> p.AuthorizeResponse:
+        """Ask HQ to authorise a redemption, once, without retries: the cashier is waiting, and
+        the transport's deadline bounds the wait. Errors are the usual tree (Retryable: offline)."""
+        body = p.AuthorizeRequest(member=member, reward=reward, cost=cost, after=after,
+                                  pending=pending).model_dump_json().encode()
+        reply = self._send("POST", "/v1/authorize", body, {"Content-Type": "application/json"})
+        try:
+            return p.AuthorizeResponse.model_validate_json(reply.body)
+        except ValidationError:
+            raise errors.Offline(f"garbled answer ({len(reply.body)} bytes)") from None
+
     # -- pull ---------------------------------------------------------------------------
 
     def pull(self, *, max_pages: int = 1000) -> PullReport:

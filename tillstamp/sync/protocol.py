@@ -88,13 +88,39 @@ class PushResponse(BaseModel):
     inserted: int
     duplicates: int
     adjustments: int = 0
+    refused: int = 0  # events that break the event rules: quarantined at HQ, the sequence moved past them
+
+
+class AuthorizeRequest(BaseModel):
+    """A till asking head office to authorise a redemption above its offline caps (or above its
+    local view) against the merged balance. `pending` is the stamps this terminal's own events
+    with seq > `after` move for the member (`after`: what the till last saw HQ acknowledge), so
+    what the till recorded but has not pushed yet counts, once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    member: str = Id
+    reward: str = Field(min_length=1, max_length=64)
+    cost: int = Field(ge=1, le=1_000_000)
+    after: int = Field(ge=0)
+    pending: int = Field(ge=-10**12, le=10**12)
+
+
+class AuthorizeResponse(BaseModel):
+    """Head office's answer: `grant` (to put in the redemption's body) when `ok`; `available` is
+    the merged balance, plus the till's pending stamps, minus other grants still held."""
+
+    ok: bool
+    grant: str | None = None
+    available: int
+    expires: str | None = None
 
 
 class Change(BaseModel):
     """One entry of the pull feed. `kind` says what `data` is."""
 
     seq: int
-    kind: Literal["program", "member", "erased", "revoked", "terminal_key", "member_key"]
+    kind: Literal["program", "member", "erased", "revoked", "terminal_key", "member_key", "claim_revoked"]
     key: str
     data: dict[str, Any]
 

@@ -23,6 +23,13 @@ Two push bodies carry the same events (both gzip on the wire):
   checks each field's type, length and form; any other head is parsed and must equal its
   canonical rebuild, so the fields stored are exactly the text hashed. Each body must be
   exactly one JSON object (read by the C scanner, not re-encoded).
+
+Two kinds of fault. A body that cannot be read as a batch (not the wire format, a head that
+is not canonical, a field of the wrong type, no sequence number) raises `WireError`: nothing
+of the batch is stored. An event that is well formed but breaks the event rules shared with
+the tills (`loyalty.rules`: control characters, lengths, bounds, an unknown kind, a body that
+is not an object) is returned with `problem` set: HQ quarantines that one event and takes
+the rest, so a till that once committed such an event is not stuck behind it for ever.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from json.encoder import encode_basestring
 from json.scanner import make_scanner
 from typing import Any, NamedTuple
 
-from ..loyalty.events import KINDS
+from ..loyalty import rules
+from ..loyalty.events import KINDS, SALE
 from .protocol import MAX_BATCH_EVENTS, WireMember
 
 _FIELDS = frozenset(("id", "terminal", "store", "seq", "kind", "member", "at", "stamps", "ref", "body"))
@@ -67,7 +75,8 @@ class LedgerRow(NamedTuple):
 
 
 class Incoming(NamedTuple):
-    """One pushed event, checked, with the bytes its digest covers (`content`)."""
+    """One pushed event, checked, with the bytes its digest covers (`content`); `problem` says
+    which event rule it breaks (HQ quarantines it) or is None."""
 
     id: str
     terminal: str
@@ -80,6 +89,7 @@ class Incoming(NamedTuple):
     ref: str | None
     body: str
     content: bytes
+    problem: str | None = None
 
 
 class WireBatch(NamedTuple):
@@ -121,37 +131,45 @@ def _bad(i: int, what: str) -> WireError:
     return WireError(f"events[{i}]: {what}")
 
 
-_TEXT = (("id", 1, 64, False), ("terminal", 1, 64, False), ("store", 1, 64, False), ("kind", 1, 40, False),
-         ("member", 0, 64, True), ("ref", 0, 200, True), ("at", 10, 40, False))
+def _types_ok(eid: Any, terminal: Any, store: Any, kind: Any, member: Any, ref: Any, at: Any, seq: Any,
+              stamps: Any) -> bool:
+    """The head's types: what must hold for the event to have a place in the sequence at all."""
+    return (type(eid) is str and type(terminal) is str and type(store) is str and type(kind) is str
+            and (member is None or type(member) is str) and (ref is None or type(ref) is str)
+            and type(at) is str and type(seq) is int and seq >= 1 and type(stamps) is int)
 
 
-def _explain(d: dict[str, Any], i: int) -> WireError:
-    """Which constraint an event breaks (the slow path, for the message only)."""
-    for key, lo, hi, null in _TEXT:
+def _types_error(d: dict[str, Any], i: int) -> WireError:
+    """Which head field has the wrong type (the slow path, for the message only)."""
+    for key in ("id", "terminal", "store", "kind", "member", "ref", "at"):
         v = d.get(key)
-        if not (v is None and null) and (type(v) is not str or not lo <= len(v) <= hi):
-            return _bad(i, f"{key} must be a string of {lo}-{hi} characters")
+        if not (v is None and key in ("member", "ref")) and type(v) is not str:
+            return _bad(i, f"{key} must be a string")
     if type(d["seq"]) is not int or d["seq"] < 1:
         return _bad(i, "seq must be an integer >= 1")
-    if type(d["stamps"]) is not int or not -1_000_000 <= d["stamps"] <= 1_000_000:
-        return _bad(i, "stamps must be an integer within +-1,000,000")
+    if type(d["stamps"]) is not int:
+        return _bad(i, "stamps must be an integer")
     return _bad(i, "body must be an object")
 
 
-def _fields_ok(eid: Any, terminal: Any, store: Any, kind: Any, member: Any, ref: Any, at: Any, seq: Any,
-               stamps: Any) -> bool:
-    """The constraints of `protocol.WireEvent` on the head fields, as one expression (the common
-    case); `_explain` finds the broken one otherwise."""
-    return (type(eid) is str and 0 < len(eid) <= 64 and type(terminal) is str and 0 < len(terminal) <= 64
-            and type(store) is str and 0 < len(store) <= 64 and type(kind) is str and 0 < len(kind) <= 40
-            and (member is None or type(member) is str and len(member) <= 64)
-            and (ref is None or type(ref) is str and len(ref) <= 200)
-            and type(at) is str and 10 <= len(at) <= 40
-            and type(seq) is int and seq >= 1 and type(stamps) is int and -1_000_000 <= stamps <= 1_000_000)
+def _at_problem(at: str, *, ledger_form: bool) -> str | None:
+    """Why an event time is not acceptable, or None (ledger lines carry it as the ledger writes it)."""
+    if not 10 <= len(at) <= 40:
+        return "at: must be 10-40 characters"
+    try:
+        t = dt.datetime.fromisoformat(at)
+    except ValueError:
+        return f"at: {at[:40]!r} is not an ISO time"
+    if t.tzinfo is None:
+        return "at: event time has no UTC offset"
+    if ledger_form and (t.utcoffset() != dt.timedelta(0) or t.isoformat() != at):
+        return f"at: {at!r} is not a UTC time as the ledger writes it"
+    return None
 
 
 def decode_event(d: Any, i: int = 0) -> Incoming:
-    """Check one wire event (the constraints of `protocol.WireEvent`) and prepare it for storage."""
+    """Check one wire event (the constraints of `protocol.WireEvent` and `loyalty.rules`) and
+    prepare it for storage; an event that breaks a rule comes back with `problem` set."""
     if type(d) is not dict:
         raise _bad(i, "not an object")
     keys = d.keys()
@@ -159,26 +177,22 @@ def decode_event(d: Any, i: int = 0) -> Incoming:
         raise _bad(i, f"unknown fields {sorted(keys - _FIELDS)}, missing fields {sorted(_REQUIRED - keys)}")
     eid, terminal, store, kind, raw_at = d["id"], d["terminal"], d["store"], d["kind"], d["at"]
     member, ref, seq, stamps, body = d.get("member"), d.get("ref"), d["seq"], d["stamps"], d.get("body", {})
-    if not (_fields_ok(eid, terminal, store, kind, member, ref, raw_at, seq, stamps) and type(body) is dict):
-        raise _explain(d, i)
-    if kind not in KINDS:
-        raise _bad(i, f"unknown kind {kind!r}")
-    if "\x00" in f"{eid}{terminal}{store}{member}{ref}":
-        raise _bad(i, "text fields must not contain NUL characters")
-    try:
+    if not (_types_ok(eid, terminal, store, kind, member, ref, raw_at, seq, stamps) and type(body) is dict):
+        raise _types_error(d, i)
+    at_problem = _at_problem(raw_at, ledger_form=False)
+    at = raw_at
+    if at_problem is None:
+        # Stored and hashed in the form the till hashes (Event.to_wire): UTC, isoformat.
         t = dt.datetime.fromisoformat(raw_at)
-    except ValueError:
-        raise _bad(i, f"at {raw_at!r} is not an ISO time") from None
-    if t.tzinfo is None:
-        raise _bad(i, "event time has no UTC offset")
-    # Stored and hashed in the form the till hashes (Event.to_wire): UTC, isoformat.
-    at = t.isoformat() if t.tzinfo is dt.UTC else t.astimezone(dt.UTC).isoformat()
+        at = t.isoformat() if t.tzinfo is dt.UTC else t.astimezone(dt.UTC).isoformat()
+    problem = rules.head_problem(eid, terminal, store, kind, member, ref, stamps) or at_problem or \
+        rules.body_problem(kind, body)
     try:
         body_json = _canonical_encoder.encode(body)
         content = (head_json(eid, terminal, store, seq, kind, member, at, stamps, ref) + "\x1f" + body_json).encode()
     except (ValueError, UnicodeEncodeError) as e:
         raise _bad(i, f"cannot encode: {e}") from None
-    return Incoming(eid, terminal, store, seq, kind, member, at, stamps, ref, body_json, content)
+    return Incoming(eid, terminal, store, seq, kind, member, at, stamps, ref, body_json, content, problem)
 
 
 def decode_events(events: Sequence[Any], start: int = 0) -> list[Incoming]:
@@ -245,10 +259,11 @@ def split_ledger(raw: bytes) -> tuple[list[str], list[dict[str, Any]], str | Non
     return lines, rows, tip
 
 
-# The exact shape of a canonical ledger line whose strings need no JSON escape (nearly all):
-# one match checks every field's type, length and form (at: UTC, as `isoformat` writes it).
-# A line it does not fit takes `_decode_line`, which says precisely what is wrong, if anything.
-_PLAIN = r'[^"\\\x00-\x1f]'
+# The exact shape of a canonical ledger line whose strings need no JSON escape and hold no
+# control character (nearly all): one match checks every field's type, length and form (at:
+# UTC, as `isoformat` writes it). A line it does not fit takes `_decode_line`, which says
+# precisely what is wrong, if anything.
+_PLAIN = r'[^"\\\x00-\x1f\x7f-\x9f]'
 _LINE = re.compile(
     r'\{"at":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(?!000000)\d{6})?\+00:00)",'
     rf'"id":"({_PLAIN}{{1,64}})","kind":"({_PLAIN}{{1,40}})","member":(?:"({_PLAIN}{{0,64}})"|null),'
@@ -258,21 +273,32 @@ _LINE = re.compile(
 _scan: Callable[[str, int], tuple[Any, int]] = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
-def _is_object(text: str) -> bool:
-    """True when `text` is exactly one JSON object."""
+def _object(text: str) -> dict[str, Any] | None:
+    """`text` read as exactly one JSON object, or None."""
     try:
         value, end = _scan(text, 0)
-    except (ValueError, StopIteration):
-        return False
-    return end == len(text) and type(value) is dict
+    except (ValueError, StopIteration, RecursionError):
+        return None
+    return value if end == len(text) and type(value) is dict else None
+
+
+def _body_problem(kind: str, body: str) -> str | None:
+    """Why a body breaks the rules, or None; only a sale's body is read further than its braces."""
+    obj = _object(body)
+    if obj is None:
+        return "body: must be one JSON object"
+    return rules.body_problem(kind, obj) if kind == SALE else None
 
 
 def decode_lines(lines: Sequence[str], start: int = 0) -> list[Incoming]:
     """Check event lines of a ledger push (`start` numbers them in messages) and prepare them
-    for storage; `content` is each line's own bytes, the text its digest covers."""
+    for storage; `content` is each line's own bytes, the text its digest covers. An event that
+    breaks an event rule comes back with `problem` set."""
     out = []
     match = _LINE.fullmatch
     fromiso = dt.datetime.fromisoformat
+    kinds = KINDS
+    limit = rules.MAX_EVENT_STAMPS
     for i, line in enumerate(lines, start):
         m = match(line)
         if m is None:
@@ -280,17 +306,19 @@ def decode_lines(lines: Sequence[str], start: int = 0) -> list[Incoming]:
             continue
         at, eid, kind, member, ref, seq, stamps, store, terminal, body = m.groups()
         n = int(stamps)
-        if not -1_000_000 <= n <= 1_000_000:
-            raise _bad(i, "stamps must be an integer within +-1,000,000")
-        if kind not in KINDS:
-            raise _bad(i, f"unknown kind {kind!r}")
-        try:
-            fromiso(at)
-        except ValueError:
-            raise _bad(i, f"at {at!r} is not an ISO time") from None
-        if not _is_object(body):
-            raise _bad(i, "body must be a JSON object")
-        out.append(Incoming(eid, terminal, store, int(seq), kind, member, at, n, ref, body, line.encode()))
+        problem = None
+        if not -limit <= n <= limit:
+            problem = f"stamps: must be an integer within +-{limit:,}"
+        elif kind not in kinds:
+            problem = f"kind: unknown kind {kind!r}"
+        else:
+            try:
+                fromiso(at)
+            except ValueError:
+                problem = f"at: {at!r} is not an ISO time"
+            else:
+                problem = _body_problem(kind, body)
+        out.append(Incoming(eid, terminal, store, int(seq), kind, member, at, n, ref, body, line.encode(), problem))
     return out
 
 
@@ -304,23 +332,13 @@ def _decode_line(line: str, i: int) -> Incoming:
         raise _bad(i, f"head must have exactly the fields {sorted(_HEAD)}")
     eid, terminal, store, kind, at = d["id"], d["terminal"], d["store"], d["kind"], d["at"]
     member, ref, seq, stamps = d["member"], d["ref"], d["seq"], d["stamps"]
-    if not _fields_ok(eid, terminal, store, kind, member, ref, at, seq, stamps):
-        raise _explain({**d, "body": {}}, i)
-    if kind not in KINDS:
-        raise _bad(i, f"unknown kind {kind!r}")
-    if "\x00" in f"{eid}{terminal}{store}{member}{ref}":
-        raise _bad(i, "text fields must not contain NUL characters")
+    if not _types_ok(eid, terminal, store, kind, member, ref, at, seq, stamps):
+        raise _types_error({**d, "body": {}}, i)
     if head_json(eid, terminal, store, seq, kind, member, at, stamps, ref) != head:
         raise _bad(i, "head is not canonical JSON (sorted keys, no spaces, no needless escapes)")
-    try:
-        t = dt.datetime.fromisoformat(at)
-    except ValueError:
-        raise _bad(i, f"at {at!r} is not an ISO time") from None
-    if t.utcoffset() != dt.timedelta(0) or t.isoformat() != at:
-        raise _bad(i, f"at {at!r} is not a UTC time as the ledger writes it")
-    if not _is_object(body):
-        raise _bad(i, "body must be a JSON object")
-    return Incoming(eid, terminal, store, seq, kind, member, at, stamps, ref, body, line.encode())
+    problem = rules.head_problem(eid, terminal, store, kind, member, ref, stamps) or \
+        _at_problem(at, ledger_form=True) or _body_problem(kind, body)
+    return Incoming(eid, terminal, store, seq, kind, member, at, stamps, ref, body, line.encode(), problem)
 
 
 def _loads_object(text: str, i: int, what: str) -> dict[str, Any]:
