@@ -3,31 +3,50 @@ the member's own card QR only when it is asked for."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from agent.kit import make_till, sale
 from tillstamp.agent.receipts import build_receipt
+from tillstamp.agent.service import Refused
 from tillstamp.agent.till import open_till
 from tillstamp.cli import main
 from tillstamp.drivers.escpos_decode import decode
 from tillstamp.drivers.receipt import render_receipt
 from tillstamp.drivers.text import choose_codepage, printable
-from tillstamp.loyalty.sale import parse_sale
+from tillstamp.loyalty.sale import SaleError, parse_sale
 
 DRAWER_KICK = b"\x1bp\x00\x19\xfa"  # ESC p 0: open the cash drawer
 CUT = b"\x1dV\x00"  # GS V 0: full cut
 
 
 def _hostile_receipt(tmp_path: Path) -> tuple[bytes, str, str]:
+    """Input checks refuse control bytes (see test_input_refuses_control_bytes); printing strips
+    them anyway, so a name that reached the till some other way (an old ledger, a member row
+    from head office) still cannot drive the printer."""
     with open_till(make_till(tmp_path / "till")) as till:
         svc = till.service
-        m = svc.enroll("0812-1111-2222", "Rina\x1bp\x00\x19\xfaWijaya\x1dV\x00")
-        data = sale("R\x1bp\x00\x19\xfa1", member=m.id)
-        data["lines"][0]["name"] = "Es Kopi\x1dV\x00\r\x07Susu"
-        r = svc.record_sale(parse_sale(data, now=svc.now()))
-        raw = render_receipt(build_receipt(svc, r.key, store_name="Kopi\x1bp\x00Senja", result=r))
-        return raw, m.id, svc.member_card(m.id)
+        m = svc.enroll("0812-1111-2222", "Rina Wijaya")
+        r = svc.record_sale(parse_sale(sale("R1", member=m.id), now=svc.now()))
+        receipt = build_receipt(svc, r.key, store_name="Kopi\x1bp\x00Senja", result=r)
+        line = dataclasses.replace(receipt.lines[0], name="Es Kopi\x1dV\x00\r\x07Susu")
+        receipt = dataclasses.replace(receipt, member_name="Rina\x1bp\x00\x19\xfaWijaya\x1dV\x00",
+                                      receipt_no="R\x1bp\x00\x19\xfa1", lines=(line, *receipt.lines[1:]))
+        return render_receipt(receipt), m.id, svc.member_card(m.id)
+
+
+def test_input_refuses_control_bytes(tmp_path: Path) -> None:
+    with open_till(make_till(tmp_path / "till")) as till:
+        svc = till.service
+        with pytest.raises(Refused):
+            svc.enroll("0812-1111-2222", "Rina\x1bp\x00\x19\xfaWijaya")
+        data = sale("R\x1bp1")
+        with pytest.raises((Refused, SaleError)):
+            svc.record_sale(parse_sale(data, now=svc.now()))
+        assert till.store.events() == []
 
 
 def test_control_bytes_in_names_never_reach_the_printer(tmp_path: Path) -> None:
