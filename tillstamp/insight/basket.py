@@ -100,7 +100,7 @@ class NextBasket:
             + item[ok]
         )
         pop = np.bincount(key % (n_items + 1), minlength=n_items + 1)[:n_items].astype(float)
-        self.popularity_ = pop / max(pop.max(), 1.0)
+        self.popularity_ = pop / max(pop.max(initial=0.0), 1.0)
         return self
 
     def recommend(self, k: int = 10) -> np.ndarray:

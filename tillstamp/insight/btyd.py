@@ -7,6 +7,9 @@ References:
 - P. S. Fader, B. G. S. Hardie, K. L. Lee (2005), "RFM and CLV: Using Iso-Value Curves for
   Customer Base Analysis", Journal of Marketing Research 42(4), 415-430.
 
+Optimisation is BFGS on log-parameters: L-BFGS-B calls LAPACK on every step, which a threaded
+BLAS on a busy machine turns from microseconds into milliseconds.
+
 The likelihoods are written out here (and the BG/NBD gradient by hand) because no maintained
 buy-till-you-die library is light enough to ship in head office; `lifetimes` agrees with them
 in the tests where it installs.
@@ -138,7 +141,7 @@ class BetaGeo:
         self.penalizer = penalizer
 
     def fit(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BetaGeo:
-        """Maximise the summed log-likelihood over log-parameters with L-BFGS-B."""
+        """Maximise the summed log-likelihood over log-parameters with BFGS."""
         (ux, ut, uT), w = _compress(
             np.asarray(x, float), np.asarray(t_x, float), np.asarray(T, float)
         )
@@ -155,9 +158,7 @@ class BetaGeo:
 
         best: optimize.OptimizeResult | None = None
         for start in (np.zeros(4), np.log([0.5, 5.0, 0.8, 2.5])):
-            res = optimize.minimize(
-                neg, start, jac=True, method="L-BFGS-B", options={"ftol": 1e-13, "gtol": 1e-9}
-            )
+            res = optimize.minimize(neg, start, jac=True, method="BFGS", options={"gtol": 1e-9})
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
         assert best is not None
@@ -257,7 +258,7 @@ class GammaGamma:
 
         best: optimize.OptimizeResult | None = None
         for start in (np.log([1.0, 1.0, 1.0]), np.log([5.0, 4.0, 3.0])):
-            res = optimize.minimize(neg, start, method="L-BFGS-B", options={"ftol": 1e-14})
+            res = optimize.minimize(neg, start, method="BFGS", options={"gtol": 1e-9})
             if np.isfinite(res.fun) and (best is None or res.fun < best.fun):
                 best = res
         assert best is not None

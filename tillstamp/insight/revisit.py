@@ -145,7 +145,7 @@ def _last_gaps(occ: Occasions, cut: np.datetime64, tenure: np.ndarray) -> np.nda
 
 
 class Logistic:
-    """L2-regularised logistic regression on standardized features, fitted with L-BFGS.
+    """L2-regularised logistic regression on standardized features, fitted with BFGS.
 
     Minimises mean log-loss + l2 * ||w||^2 (the intercept is not penalised).
     """
@@ -178,7 +178,8 @@ class Logistic:
             grad = np.r_[Z.T @ g / n + 2 * l2 * w, g.mean()]
             return float(loss.mean() + l2 * (w @ w)), grad
 
-        res = optimize.minimize(neg, np.zeros(k + 1), jac=True, method="L-BFGS-B")
+        # BFGS, not L-BFGS-B: see tillstamp.insight.btyd on LAPACK calls under a threaded BLAS.
+        res = optimize.minimize(neg, np.zeros(k + 1), jac=True, method="BFGS")
         self.coef_ = res.x[:k]
         self.intercept_ = float(res.x[k])
         return self

@@ -54,5 +54,7 @@ class BestTime:
         n = hours.sum(axis=1, keepdims=True)
         p_hour = (hours + k * prior) / (n + k)
         window = sum(np.roll(p_hour, s, axis=1) for s in range(-self.window, self.window + 1))
+        # Among equally good windows, the one centred on the busier hour.
+        window = window + 1e-6 * p_hour
         p_day = (days + k * self.weekday_prior_) / (days.sum(axis=1, keepdims=True) + k)
         return np.argmax(window, axis=1).astype(np.int8), np.argmax(p_day, axis=1).astype(np.int8)
