@@ -9,12 +9,16 @@ similar households buy fills in. Global popularity breaks ties and fills short l
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import sparse
 
 from tillstamp.insight.history import unique_int
+from tillstamp.insight.revisit import Logistic
 
-__all__ = ["NextBasket", "basket_vectors", "top_k"]
+__all__ = ["NextBasket", "RepeatRanker", "basket_vectors", "candidates", "top_k"]
 
 
 def basket_vectors(
@@ -155,3 +159,208 @@ class NextBasket:
             dense[empty] = self.popularity_[cols]
             out[rows] = cols[top_k(dense, out.shape[1])]
         return out
+
+
+RANKER_FEATURES = (
+    "log_count",
+    "decay_90",
+    "decay_97",
+    "share",
+    "log_baskets_since",
+    "log_days_since",
+    "log_member_baskets",
+    "log_popularity",
+    "item_repeat_rate",
+    "log_due_ratio",
+    "owned",
+    "share_x_repeat",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Candidate (member, item) pairs with their features as of a cut-off."""
+
+    member: np.ndarray  # int64
+    item: np.ndarray  # int64
+    X: np.ndarray  # float64 (n_pairs, len(RANKER_FEATURES))
+
+
+def candidates(
+    member: np.ndarray,
+    day: np.ndarray,
+    item: np.ndarray,
+    n_members: int,
+    n_items: int,
+    cut: np.datetime64,
+    per_member: int = 40,
+    popular: int = 20,
+) -> Candidates:
+    """Each member's `per_member` best own items by decayed frequency plus the `popular` most
+    popular items, with repeat-purchase features computed from baskets before `cut` only."""
+    ok = (item >= 0) & (day < cut)
+    m, d, it = member[ok].astype(np.int64), day[ok].astype(np.int64), item[ok].astype(np.int64)
+    empty = Candidates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 12)))
+    if len(m) == 0:
+        return empty
+    cut_day = int(np.asarray(cut).astype("datetime64[D]").astype(np.int64))
+    bkey, b_of_line = unique_int(m * 1_000_000 + d, return_inverse=True)
+    b_member, b_day = bkey // 1_000_000, bkey % 1_000_000
+    nb = np.bincount(b_member, minlength=n_members)
+    j = (np.cumsum(nb)[b_member] - 1 - np.arange(len(bkey))).astype(np.float64)
+    norm90 = np.bincount(b_member, weights=0.9**j, minlength=n_members)
+    norm97 = np.bincount(b_member, weights=0.97**j, minlength=n_members)
+    pair, _ = unique_int(b_of_line * (n_items + 1) + it[np.arange(len(it))])
+    pb, pi = pair // (n_items + 1), pair % (n_items + 1)
+    pm = b_member[pb]
+    # Group (basket, item) entries by (member, item).
+    gkey, g_of = unique_int(pm * n_items + pi, return_inverse=True)
+    g_m, g_i = gkey // n_items, gkey % n_items
+    cnt = np.bincount(g_of, minlength=len(gkey)).astype(np.float64)
+    dec90 = np.bincount(g_of, weights=0.9 ** j[pb], minlength=len(gkey)) / norm90[g_m]
+    dec97 = np.bincount(g_of, weights=0.97 ** j[pb], minlength=len(gkey)) / norm97[g_m]
+    # Per-group min/max by sorting entries by group, then reducing each run.
+    by_g = np.argsort(g_of, kind="stable")
+    g_starts = np.r_[0, np.cumsum(cnt.astype(np.int64))][:-1]
+    last_j = np.minimum.reduceat(j[pb][by_g], g_starts)
+    first_j = np.maximum.reduceat(j[pb][by_g], g_starts)
+    last_day = np.maximum.reduceat(b_day[pb][by_g], g_starts)
+    # Item-level: share of baskets with the item, and how often buyers buy it again.
+    pop = np.bincount(pi, minlength=n_items).astype(np.float64) / max(len(bkey), 1)
+    again = np.bincount(g_i, weights=cnt - 1, minlength=n_items)
+    chances = np.bincount(g_i, weights=first_j, minlength=n_items)
+    repeat_rate = (again + 1.0) / (chances + 10.0)
+    # Keep each member's best own items.
+    order = np.lexsort((-dec90, g_m))
+    starts = np.r_[0, np.cumsum(np.bincount(g_m, minlength=n_members))][:-1]
+    rank = np.arange(len(order)) - starts[g_m[order]]
+    keep = order[rank < per_member]
+    own_m, own_i = g_m[keep], g_i[keep]
+    # Popular items each member has not bought (among those kept or not).
+    top = np.argsort(-pop, kind="stable")[:popular]
+    members_seen = np.flatnonzero(nb > 0)
+    pm_all = np.repeat(members_seen, len(top))
+    pi_all = np.tile(top, len(members_seen))
+    owned_keys = gkey
+    pk = pm_all * n_items + pi_all
+    pos = np.searchsorted(owned_keys, pk)
+    is_owned = (pos < len(owned_keys)) & (owned_keys[np.minimum(pos, len(owned_keys) - 1)] == pk)
+    pop_m, pop_i = pm_all[~is_owned], pi_all[~is_owned]
+    cm = np.r_[own_m, pop_m]
+    ci = np.r_[own_i, pop_i]
+    n_own = len(keep)
+    zeros = np.zeros(len(pop_m))
+    c_cnt = np.r_[cnt[keep], zeros]
+    c_share = c_cnt / np.maximum(nb[cm], 1)
+    c_last_j = np.r_[last_j[keep], nb[pop_m].astype(np.float64)]
+    c_days = np.r_[cut_day - last_day[keep], np.full(len(pop_m), 365.0)]
+    interval = np.where(
+        c_cnt[:n_own] > 1, (first_j[keep] - last_j[keep]) / np.maximum(c_cnt[:n_own] - 1, 1), 0
+    )
+    due = np.r_[np.log((last_j[keep] + 1) / (interval + 1)), zeros]
+    rr = repeat_rate[ci]
+    X = np.column_stack(
+        [
+            np.log1p(c_cnt),
+            np.r_[dec90[keep], zeros],
+            np.r_[dec97[keep], zeros],
+            c_share,
+            np.log1p(c_last_j),
+            np.log1p(c_days),
+            np.log1p(nb[cm]),
+            np.log(pop[ci] + 1e-6),
+            rr,
+            due,
+            np.r_[np.ones(n_own), zeros],
+            c_share * rr,
+        ]
+    )
+    return Candidates(cm, ci, X)
+
+
+class RepeatRanker:
+    """Next basket by a logistic ranker over own-history and popular candidates.
+
+    Features are a member's repeat-purchase history of each item (count, share of baskets,
+    recency-decayed frequency, baskets and days since, whether it is "due" at the member's
+    usual interval) and the item's popularity and how often its buyers buy it again. The model
+    is trained on the first basket after a cut-off `validation_days` before `as_of`, weighting
+    each basket's items by 1/|basket| so that the loss follows recall.
+    """
+
+    model_: Logistic
+
+    def __init__(self, validation_days: tuple[int, ...] = (28, 56), l2: float = 1e-3) -> None:
+        self.validation_days = validation_days
+        self.l2 = l2
+
+    def fit_recommend(
+        self,
+        member: np.ndarray,
+        day: np.ndarray,
+        item: np.ndarray,
+        n_members: int,
+        n_items: int,
+        as_of: dt.date,
+        k: int = 10,
+    ) -> np.ndarray:
+        """Top-k item codes per member from lines before `as_of`; -1 pads short rows."""
+        today = np.datetime64(as_of, "D")
+        xs, ys, ws = [], [], []
+        end = today
+        for back in self.validation_days:
+            cut = today - np.timedelta64(back, "D")
+            c = candidates(member, day, item, n_members, n_items, cut)
+            y, w = _first_basket_labels(member, day, item, n_items, cut, end, c)
+            xs.append(c.X[w > 0])
+            ys.append(y[w > 0])
+            ws.append(w[w > 0])
+            end = cut
+        X, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+        out = np.full((n_members, min(k, n_items)), -1, dtype=np.int64)
+        c = candidates(member, day, item, n_members, n_items, today)
+        if len(y) < 20 or y.min() == y.max():
+            score = c.X[:, RANKER_FEATURES.index("decay_90")] + 1e-3 * c.X[:, 7]
+        else:
+            self.model_ = Logistic(self.l2).fit(X, y, sample_weight=w)
+            score = self.model_.predict_proba(c.X)
+        order = np.lexsort((c.item, -score, c.member))
+        cm = c.member[order]
+        starts = np.r_[0, np.cumsum(np.bincount(cm, minlength=n_members))][:-1]
+        rank = np.arange(len(order)) - starts[cm]
+        sel = rank < out.shape[1]
+        out[cm[sel], rank[sel]] = c.item[order][sel]
+        return out
+
+
+def _first_basket_labels(
+    member: np.ndarray,
+    day: np.ndarray,
+    item: np.ndarray,
+    n_items: int,
+    start: np.datetime64,
+    end: np.datetime64,
+    c: Candidates,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each candidate is in its member's first basket in [start, end), and 1/|basket|
+    as its weight (0 for members with no basket then)."""
+    ok = (day >= start) & (day < end) & (item >= 0)
+    m, d, it = member[ok].astype(np.int64), day[ok], item[ok].astype(np.int64)
+    n = int(max(c.member.max(initial=-1), m.max(initial=-1))) + 1
+    first = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
+    if len(m):
+        order = np.lexsort((d, m))
+        s = np.r_[True, m[order][1:] != m[order][:-1]]
+        first[m[order][s]] = d[order][s]
+    in_first = d == first[m] if len(m) else np.zeros(0, bool)
+    keys, _ = unique_int(m[in_first] * n_items + it[in_first])
+    size = np.bincount(keys // n_items, minlength=n).astype(np.float64)
+    ck = c.member * n_items + c.item
+    pos = np.searchsorted(keys, ck)
+    y = (
+        (pos < len(keys)) & (keys[np.minimum(pos, max(len(keys) - 1, 0))] == ck)
+        if len(keys)
+        else (np.zeros(len(ck), bool))
+    )
+    w = np.where(size[c.member] > 0, 1.0 / np.maximum(size[c.member], 1), 0.0)
+    return y.astype(np.float64), w

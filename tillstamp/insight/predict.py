@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tillstamp.insight.basket import NextBasket
+from tillstamp.insight.basket import RANKER_FEATURES, RepeatRanker
 from tillstamp.insight.btyd import BetaGeo, GammaGamma, summarize
 from tillstamp.insight.history import History, occasions, receipts
 from tillstamp.insight.reorder import ReorderDue
@@ -137,14 +137,13 @@ def predict(history: History, as_of: dt.date) -> Predictions:
     p14 = _p_visit(occ, as_of, bg, s, params)
 
     # Next basket over SKUs and over categories.
-    basket = NextBasket()
-    sku_codes = basket.fit(h.member, h.occasion, h.sku, n, len(h.skus)).recommend(10)
-    cat_codes = basket.fit(h.member, h.occasion, h.category, n, len(h.categories)).recommend(10)
+    ranker = RepeatRanker()
+    sku_codes = ranker.fit_recommend(h.member, h.occasion, h.sku, n, len(h.skus), as_of)
+    cat_codes = ranker.fit_recommend(h.member, h.occasion, h.category, n, len(h.categories), as_of)
     params["next_basket"] = {
-        "model": "tifu-knn",
-        "decay": basket.decay,
-        "neighbours": basket.neighbours,
-        "alpha": basket.alpha,
+        "model": "repeat-ranker",
+        "features": list(RANKER_FEATURES),
+        "trained_on_days_before": list(ranker.validation_days),
     }
 
     # Reorder due per (member, category) bought on at least three dates.

@@ -76,11 +76,16 @@ def visits_between(occ: Occasions, start: dt.date, end: dt.date) -> np.ndarray:
 
 
 def visit_features(
-    occ: Occasions, cutoff: dt.date, horizon_days: float = 14.0, bgnbd: bool = True
+    occ: Occasions,
+    cutoff: dt.date,
+    horizon_days: float = 14.0,
+    bgnbd: bool = True,
+    bgnbd_fit_members: int = 30_000,
 ) -> Features:
     """Recency, frequency, spend, tenure, recent counts, gaps (and BG/NBD outputs) before `cutoff`.
 
-    Only occasions strictly before `cutoff` are read.
+    Only occasions strictly before `cutoff` are read. BG/NBD's four population parameters are
+    fitted on at most `bgnbd_fit_members` members (a seeded sample) to bound the cost.
     """
     s = summarize(occ, cutoff, unit_days=1.0)
     cut = np.datetime64(cutoff, "D")
@@ -112,9 +117,12 @@ def visit_features(
     }
     names: tuple[str, ...] = _BASE
     if bgnbd:
-        h = s.has_history
+        fit_on = np.flatnonzero(s.has_history)
+        if len(fit_on) > bgnbd_fit_members:
+            rng = np.random.default_rng(0)
+            fit_on = np.sort(rng.choice(fit_on, bgnbd_fit_members, replace=False))
         weeks = summarize(occ, cutoff)
-        bg = BetaGeo().fit(weeks.x[h], weeks.t_x[h], weeks.T[h])
+        bg = BetaGeo().fit(weeks.x[fit_on], weeks.t_x[fit_on], weeks.T[fit_on])
         p_any = bg.p_any_visit(horizon_days / 7.0, weeks.x, weeks.t_x, weeks.T)
         p_any = np.clip(p_any, 1e-6, 1 - 1e-6)
         cols["bg_logit_p_any"] = special.logit(p_any)
@@ -158,25 +166,29 @@ class Logistic:
     def __init__(self, l2: float = 1e-3) -> None:
         self.l2 = l2
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> Logistic:
-        """Fit weights by maximum penalised likelihood."""
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> Logistic:
+        """Fit weights by maximum penalised (weighted) likelihood."""
         self.mean_ = X.mean(axis=0)
         self.scale_ = X.std(axis=0)
         self.scale_[self.scale_ == 0] = 1.0
         Z = (X - self.mean_) / self.scale_
         y = np.asarray(y, dtype=np.float64)
         n, k = Z.shape
+        sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        sw = sw / sw.mean()
         l2 = self.l2
 
         def neg(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w, b = theta[:k], theta[k]
-            z = Z @ w + b
+            z = np.einsum("ij,j->i", Z, w) + b  # einsum: no threaded BLAS call
             # log(1 + e^z) - y z, stably
-            loss = np.logaddexp(0.0, z) - y * z
+            loss = sw * (np.logaddexp(0.0, z) - y * z)
             p = special.expit(z)
-            g = p - y
-            grad = np.r_[Z.T @ g / n + 2 * l2 * w, g.mean()]
-            return float(loss.mean() + l2 * (w @ w)), grad
+            g = sw * (p - y)
+            grad = np.r_[np.einsum("ij,i->j", Z, g) / n + 2 * l2 * w, g.mean()]
+            return float(loss.mean() + l2 * np.sum(w * w)), grad
 
         # BFGS, not L-BFGS-B: see tillstamp.insight.btyd on LAPACK calls under a threaded BLAS.
         res = optimize.minimize(neg, np.zeros(k + 1), jac=True, method="BFGS")
@@ -187,7 +199,7 @@ class Logistic:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(y = 1 | X)."""
         Z = (X - self.mean_) / self.scale_
-        return np.asarray(special.expit(Z @ self.coef_ + self.intercept_))
+        return np.asarray(special.expit(np.einsum("ij,j->i", Z, self.coef_) + self.intercept_))
 
 
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -214,7 +226,7 @@ class RevisitModel:
         windows: int = 4,
         l2_grid: tuple[float, ...] = (1e-4, 1e-2),
         feature_sets: tuple[str, ...] = ("recency", "rfm", "full", "full+bgnbd"),
-        max_rows: int = 300_000,
+        max_rows: int = 150_000,
         seed: int = 0,
     ) -> None:
         self.horizon_days = horizon_days
