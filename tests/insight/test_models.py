@@ -9,7 +9,14 @@ import pytest
 from insight_support import shop_rows
 from scipy import optimize
 
-from tillstamp.insight.basket import NextBasket, basket_vectors, top_k
+from tillstamp.insight.basket import (
+    RANKER_FEATURES,
+    NextBasket,
+    RepeatRanker,
+    basket_vectors,
+    candidates,
+    top_k,
+)
 from tillstamp.insight.history import History, occasions
 from tillstamp.insight.reorder import ReorderDue
 from tillstamp.insight.revisit import Logistic, NotEnoughHistory, RevisitModel, visit_features
@@ -147,3 +154,40 @@ def test_revisit_model_refuses_a_short_history() -> None:
     h = History.from_rows(shop_rows(n_members=30, days=20, seed=3))
     with pytest.raises(NotEnoughHistory):
         RevisitModel().fit(occasions(h), dt.date(2026, 1, 15))
+
+
+def test_candidates_features_are_from_before_the_cut() -> None:
+    # Member 0 buys item 1 on days 0, 7, 14 and item 2 on day 14; item 3 only after the cut.
+    # Member 1 buys item 4 once.
+    member = np.array([0, 0, 0, 0, 0, 1], np.int32)
+    day = days(0, 7, 14, 14, 30, 3)
+    item = np.array([1, 1, 1, 2, 3, 4], np.int32)
+    c = candidates(member, day, item, 2, 5, D0 + 20, per_member=10, popular=5)
+    mine = c.member == 0
+    got = {int(i): row for i, row in zip(c.item[mine], c.X[mine], strict=True)}
+    # Own items 1 and 2, popular item 4; never 3 (bought after the cut) nor 0 (never bought).
+    assert set(got) == {1, 2, 4}
+    col = RANKER_FEATURES.index
+    assert got[1][col("log_count")] == pytest.approx(np.log1p(3))
+    assert got[1][col("share")] == pytest.approx(1.0)
+    assert got[2][col("share")] == pytest.approx(1 / 3)
+    assert got[1][col("log_days_since")] == pytest.approx(np.log1p(6))
+    assert got[1][col("owned")] == 1.0 and got[4][col("owned")] == 0.0
+
+
+def test_repeat_ranker_puts_staples_first() -> None:
+    rng = np.random.default_rng(5)
+    rows = []
+    for m in range(300):
+        staples = rng.choice(50, 3, replace=False)
+        for d in range(0, 150, 5):
+            for s in staples:
+                if rng.random() < 0.8:
+                    rows.append((m, d, s))
+            rows.append((m, d, int(rng.integers(50, 400))))  # one-off items
+    member, day, item = (np.array(c) for c in zip(*rows, strict=True))
+    rec = RepeatRanker().fit_recommend(member, D0 + day, item, 300, 400, (D0 + 150).astype(dt.date))
+    assert rec.shape == (300, 10)
+    staples_first = [set(rec[m, :3].tolist()) <= set(range(50)) for m in range(300)]
+    assert np.mean(staples_first) > 0.95
+    assert all(len(set(r.tolist()) - {-1}) == (r >= 0).sum() for r in rec)

@@ -238,6 +238,7 @@ def candidates(
     own_m, own_i = g_m[keep], g_i[keep]
     # Popular items each member has not bought (among those kept or not).
     top = np.argsort(-pop, kind="stable")[:popular]
+    top = top[pop[top] > 0]
     members_seen = np.flatnonzero(nb > 0)
     pm_all = np.repeat(members_seen, len(top))
     pi_all = np.tile(top, len(members_seen))
@@ -290,9 +291,17 @@ class RepeatRanker:
 
     model_: Logistic
 
-    def __init__(self, validation_days: tuple[int, ...] = (28, 56), l2: float = 1e-3) -> None:
+    def __init__(
+        self,
+        validation_days: tuple[int, ...] = (28, 56),
+        l2: float = 1e-3,
+        train_members: int = 20_000,
+        seed: int = 0,
+    ) -> None:
         self.validation_days = validation_days
         self.l2 = l2
+        self.train_members = train_members
+        self.seed = seed
 
     def fit_recommend(
         self,
@@ -308,10 +317,18 @@ class RepeatRanker:
         today = np.datetime64(as_of, "D")
         xs, ys, ws = [], [], []
         end = today
+        # Train on a seeded sample of members: the weights need thousands, not millions.
+        tm, td, ti = member, day, item
+        if n_members > self.train_members:
+            rng = np.random.default_rng(self.seed)
+            chosen = np.zeros(n_members, bool)
+            chosen[rng.choice(n_members, self.train_members, replace=False)] = True
+            keep = chosen[member]
+            tm, td, ti = member[keep], day[keep], item[keep]
         for back in self.validation_days:
             cut = today - np.timedelta64(back, "D")
-            c = candidates(member, day, item, n_members, n_items, cut)
-            y, w = _first_basket_labels(member, day, item, n_items, cut, end, c)
+            c = candidates(tm, td, ti, n_members, n_items, cut)
+            y, w = _first_basket_labels(tm, td, ti, n_items, cut, end, c)
             xs.append(c.X[w > 0])
             ys.append(y[w > 0])
             ws.append(w[w > 0])

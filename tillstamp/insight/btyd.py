@@ -260,12 +260,23 @@ class GammaGamma:
     gamma_: float
     ll_: float
 
+    def __init__(self, max_members: int = 50_000, seed: int = 0) -> None:
+        self.max_members = max_members
+        self.seed = seed
+
     def fit(self, x: np.ndarray, m: np.ndarray) -> GammaGamma:
-        """Maximum likelihood over log-parameters, on members with x > 0 and m > 0."""
+        """Maximum likelihood over log-parameters, on members with x > 0 and m > 0.
+
+        Beyond `max_members` such members, the three population parameters are fitted on a
+        seeded sample of them.
+        """
         x = np.asarray(x, float)
         m = np.asarray(m, float)
         ok = (x > 0) & (m > 0)
         x, m = x[ok], m[ok]
+        if len(x) > self.max_members:
+            pick = np.random.default_rng(self.seed).choice(len(x), self.max_members, replace=False)
+            x, m = x[np.sort(pick)], m[np.sort(pick)]
         if len(x) < 3:
             raise ValueError("Gamma-Gamma needs at least 3 members with repeat spend")
         scale = float(np.median(m))

@@ -227,6 +227,7 @@ class RevisitModel:
         l2_grid: tuple[float, ...] = (1e-4, 1e-2),
         feature_sets: tuple[str, ...] = ("recency", "rfm", "full", "full+bgnbd"),
         max_rows: int = 150_000,
+        max_members: int = 40_000,
         seed: int = 0,
     ) -> None:
         self.horizon_days = horizon_days
@@ -234,12 +235,19 @@ class RevisitModel:
         self.l2_grid = l2_grid
         self.feature_sets = feature_sets
         self.max_rows = max_rows
+        self.max_members = max_members
         self.seed = seed
 
     def _rows(
         self, occ: Occasions, cutoffs: list[dt.date], cache: dict[dt.date, Features]
     ) -> tuple[Features, np.ndarray]:
         feats, labels = [], []
+        # Rows come from a seeded sample of members, the same at every cut-off.
+        sample = np.ones(occ.n_members, bool)
+        if occ.n_members > self.max_members:
+            sample[:] = False
+            rng = np.random.default_rng(self.seed)
+            sample[rng.choice(occ.n_members, self.max_members, replace=False)] = True
         for c in cutoffs:
             if not (occ.day < np.datetime64(c, "D")).any():
                 raise NotEnoughHistory(f"no occasion before the training cut-off {c}")
@@ -247,8 +255,9 @@ class RevisitModel:
                 cache[c] = visit_features(occ, c, self.horizon_days)
             f = cache[c]
             y = visits_between(occ, c, c + dt.timedelta(days=self.horizon_days)) > 0
-            feats.append(f.X[f.has_history])
-            labels.append(y[f.has_history])
+            use = f.has_history & sample
+            feats.append(f.X[use])
+            labels.append(y[use])
         X = np.concatenate(feats)
         y = np.concatenate(labels).astype(np.float64)
         if len(y) > self.max_rows:
