@@ -19,7 +19,14 @@ from tillstamp.insight.basket import (
 )
 from tillstamp.insight.history import History, occasions
 from tillstamp.insight.reorder import ReorderDue
-from tillstamp.insight.revisit import Logistic, NotEnoughHistory, RevisitModel, visit_features
+from tillstamp.insight.revisit import (
+    Logistic,
+    NotEnoughHistory,
+    Poisson,
+    RevisitModel,
+    VisitCountModel,
+    visit_features,
+)
 from tillstamp.insight.timing import BestTime
 
 D0 = np.datetime64("2026-01-01", "D")
@@ -191,3 +198,26 @@ def test_repeat_ranker_puts_staples_first() -> None:
     staples_first = [set(rec[m, :3].tolist()) <= set(range(50)) for m in range(300)]
     assert np.mean(staples_first) > 0.95
     assert all(len(set(r.tolist()) - {-1}) == (r >= 0).sum() for r in rec)
+
+
+def test_poisson_regression_recovers_rates() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(4000, 2))
+    y = rng.poisson(np.exp(0.5 + 0.8 * X[:, 0]))
+    m = Poisson(l2=1e-6).fit(X, y)
+    w = m.coef_ / m.scale_
+    assert w[0] == pytest.approx(0.8, abs=0.06)
+    assert abs(w[1]) < 0.06
+    assert m.predict_proba(X).mean() == pytest.approx(y.mean(), rel=0.02)
+
+
+def test_visit_count_model_predicts_more_for_frequent_members() -> None:
+    h = History.from_rows(shop_rows(n_members=150, days=120, seed=2))
+    occ = occasions(h)
+    as_of = dt.date(2026, 4, 20)
+    model = VisitCountModel().fit(occ, as_of)
+    f = visit_features(occ, as_of, 30)
+    e = model.predict(f)
+    assert (e >= 0).all()
+    freq = f.select(("log_frequency",))[:, 0]
+    assert e[freq >= np.quantile(freq, 0.8)].mean() > 2 * e[freq <= np.quantile(freq, 0.2)].mean()

@@ -43,6 +43,7 @@ def test_predictions_have_the_promised_shape(base: Predictions) -> None:
     assert set(bg) == {"r", "alpha", "a", "b", "ll", "unit"} and bg["unit"] == "week"
     assert set(p.model_params["gamma_gamma"]) == {"p", "q", "gamma"}
     assert p.model_params["p_visit_14d"]["model"] == "logistic"
+    assert p.model_params["expected_visits_30d"]["model"] == "poisson"
     for m in p:
         assert 0 <= m.p_alive <= 1 and 0 <= m.p_visit_14d <= 1
         assert m.expected_visits_30d >= 0 and isinstance(m.value_12m, int) and m.value_12m >= 0

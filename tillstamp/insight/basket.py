@@ -183,6 +183,8 @@ class Candidates:
 
     member: np.ndarray  # int64
     item: np.ndarray  # int64
+    slot: np.ndarray  # int64: own items 0.. by decayed frequency, then popular ones
+    width: int  # slots per member
     X: np.ndarray  # float64 (n_pairs, len(RANKER_FEATURES))
 
 
@@ -200,7 +202,8 @@ def candidates(
     popular items, with repeat-purchase features computed from baskets before `cut` only."""
     ok = (item >= 0) & (day < cut)
     m, d, it = member[ok].astype(np.int64), day[ok].astype(np.int64), item[ok].astype(np.int64)
-    empty = Candidates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 12)))
+    z = np.zeros(0, np.int64)
+    empty = Candidates(z, z, z, per_member + popular, np.zeros((0, len(RANKER_FEATURES))))
     if len(m) == 0:
         return empty
     cut_day = int(np.asarray(cut).astype("datetime64[D]").astype(np.int64))
@@ -235,6 +238,7 @@ def candidates(
     starts = np.r_[0, np.cumsum(np.bincount(g_m, minlength=n_members))][:-1]
     rank = np.arange(len(order)) - starts[g_m[order]]
     keep = order[rank < per_member]
+    own_slot = rank[rank < per_member]
     own_m, own_i = g_m[keep], g_i[keep]
     # Popular items each member has not bought (among those kept or not).
     top = np.argsort(-pop, kind="stable")[:popular]
@@ -247,6 +251,7 @@ def candidates(
     pos = np.searchsorted(owned_keys, pk)
     is_owned = (pos < len(owned_keys)) & (owned_keys[np.minimum(pos, len(owned_keys) - 1)] == pk)
     pop_m, pop_i = pm_all[~is_owned], pi_all[~is_owned]
+    pop_slot = per_member + np.tile(np.arange(len(top)), len(members_seen))[~is_owned]
     cm = np.r_[own_m, pop_m]
     ci = np.r_[own_i, pop_i]
     n_own = len(keep)
@@ -276,7 +281,7 @@ def candidates(
             c_share * rr,
         ]
     )
-    return Candidates(cm, ci, X)
+    return Candidates(cm, ci, np.r_[own_slot, pop_slot], per_member + popular, X)
 
 
 class RepeatRanker:
@@ -295,7 +300,7 @@ class RepeatRanker:
         self,
         validation_days: tuple[int, ...] = (28, 56),
         l2: float = 1e-3,
-        train_members: int = 20_000,
+        train_members: int = 8_000,
         seed: int = 0,
     ) -> None:
         self.validation_days = validation_days
@@ -341,12 +346,15 @@ class RepeatRanker:
         else:
             self.model_ = Logistic(self.l2).fit(X, y, sample_weight=w)
             score = self.model_.predict_proba(c.X)
-        order = np.lexsort((c.item, -score, c.member))
-        cm = c.member[order]
-        starts = np.r_[0, np.cumsum(np.bincount(cm, minlength=n_members))][:-1]
-        rank = np.arange(len(order)) - starts[cm]
-        sel = rank < out.shape[1]
-        out[cm[sel], rank[sel]] = c.item[order][sel]
+        # A member's candidates sit in slots of one row: top-k per row, ties to the lower slot.
+        scores = np.full((n_members, c.width), -np.inf)
+        scores[c.member, c.slot] = score
+        items = np.full((n_members, c.width), -1, dtype=np.int64)
+        items[c.member, c.slot] = c.item
+        best = top_k(scores, out.shape[1])
+        picked = np.take_along_axis(items, best, axis=1)
+        valid = np.isfinite(np.take_along_axis(scores, best, axis=1))
+        out[:, : picked.shape[1]] = np.where(valid, picked, -1)
         return out
 
 

@@ -18,7 +18,12 @@ from tillstamp.insight.basket import RANKER_FEATURES, RepeatRanker
 from tillstamp.insight.btyd import BetaGeo, GammaGamma, summarize
 from tillstamp.insight.history import History, occasions, receipts
 from tillstamp.insight.reorder import ReorderDue
-from tillstamp.insight.revisit import NotEnoughHistory, RevisitModel, visit_features
+from tillstamp.insight.revisit import (
+    NotEnoughHistory,
+    RevisitModel,
+    VisitCountModel,
+    visit_features,
+)
 from tillstamp.insight.timing import BestTime
 
 __all__ = ["MODEL_VERSION", "MemberPrediction", "Predictions", "predict"]
@@ -135,6 +140,8 @@ def predict(history: History, as_of: dt.date) -> Predictions:
 
     # Visits again within 14 days: logistic regression chosen on a split before as_of.
     p14 = _p_visit(occ, as_of, bg, s, params)
+    # Visits in 30 days: Poisson regression with BG/NBD's expectation among its features.
+    exp30 = _visits_30d(occ, as_of, exp30, params)
 
     # Next basket over SKUs and over categories.
     ranker = RepeatRanker()
@@ -221,3 +228,21 @@ def _p_visit(
         "validation_log_loss": model.validation_,
     }
     return model.predict(visit_features(occ, as_of, HORIZON_DAYS))
+
+
+def _visits_30d(
+    occ: Any, as_of: dt.date, bgnbd_30d: np.ndarray, params: dict[str, Any]
+) -> np.ndarray:
+    """Poisson-regression expected visits in 30 days, or BG/NBD's when the history is short."""
+    try:
+        model = VisitCountModel(horizon_days=30).fit(occ, as_of)
+    except NotEnoughHistory:
+        params["expected_visits_30d"] = {"model": "bgnbd"}
+        return bgnbd_30d
+    params["expected_visits_30d"] = {
+        "model": "poisson",
+        "features": model.chosen_,
+        "l2": model.l2_,
+        "validation_deviance": model.validation_,
+    }
+    return model.predict(visit_features(occ, as_of, 30))
