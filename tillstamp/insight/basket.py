@@ -342,7 +342,8 @@ class RepeatRanker:
         out = np.full((n_members, min(k, n_items)), -1, dtype=np.int64)
         c = candidates(member, day, item, n_members, n_items, today)
         if len(y) < 20 or y.min() == y.max():
-            score = c.X[:, RANKER_FEATURES.index("decay_90")] + 1e-3 * c.X[:, 7]
+            col = RANKER_FEATURES.index
+            score = c.X[:, col("decay_90")] + 1e-3 * c.X[:, col("log_popularity")]
         else:
             self.model_ = Logistic(self.l2).fit(X, y, sample_weight=w)
             score = self.model_.predict_proba(c.X)
