@@ -1,0 +1,223 @@
+"""Reorder due, best time, next basket and the revisit model on small hand-made arrays."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from insight_support import shop_rows
+from scipy import optimize
+
+from tillstamp.insight.basket import (
+    RANKER_FEATURES,
+    NextBasket,
+    RepeatRanker,
+    basket_vectors,
+    candidates,
+    top_k,
+)
+from tillstamp.insight.history import History, occasions
+from tillstamp.insight.reorder import ReorderDue
+from tillstamp.insight.revisit import (
+    Logistic,
+    NotEnoughHistory,
+    Poisson,
+    RevisitModel,
+    VisitCountModel,
+    visit_features,
+)
+from tillstamp.insight.timing import BestTime
+
+D0 = np.datetime64("2026-01-01", "D")
+
+
+def days(*offsets: int) -> np.ndarray:
+    return D0 + np.array(offsets, dtype=np.int64)
+
+
+def test_reorder_due_is_last_plus_shrunk_median_gap() -> None:
+    # Member 0 buys coffee (category 0) every 21 days; member 1 every 7 days.
+    member = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1], np.int32)
+    day = days(0, 21, 42, 63, 0, 7, 14, 21, 28)
+    cat = np.zeros(9, np.int32)
+    as_of = dt.date(2026, 3, 10)  # day 68
+    due = ReorderDue(prior_weight=0.0).fit_predict(member, day, cat, 1, as_of)
+    got = dict(zip(due.member.tolist(), due.due.tolist(), strict=True))
+    assert got[0] == dt.date(2026, 3, 26)  # day 63 + 21 = day 84
+    assert got[1] == as_of  # day 28 + 7 is long past: due now
+    shrunk = ReorderDue(prior_weight=3.0).fit_predict(member, day, cat, 1, as_of)
+    # The category's median gap over both members is 7 (4 gaps of 7 against 3 of 21).
+    gap = dict(zip(shrunk.member.tolist(), shrunk.gap_days.tolist(), strict=True))
+    assert gap[0] == pytest.approx((3 * 21 + 3 * 7) / 6)
+
+
+def test_reorder_needs_three_dates_and_ignores_later_lines() -> None:
+    member = np.array([0, 0, 0, 0], np.int32)
+    day = days(0, 10, 10, 90)  # two distinct dates before the cut, one after
+    cat = np.zeros(4, np.int32)
+    due = ReorderDue().fit_predict(member, day, cat, 1, dt.date(2026, 2, 1))
+    assert len(due.member) == 0
+
+
+def test_best_hour_follows_own_visits_then_the_store() -> None:
+    # Member 0: twenty evening visits. Member 1: one 3 am visit. Everyone else: mornings.
+    member = np.r_[np.zeros(20), [1], np.full(200, 2)].astype(np.int32)
+    hour = np.r_[np.full(20, 19), [3], np.full(200, 9)].astype(np.int64)
+    weekday = np.r_[np.full(20, 4), [6], np.full(200, 1)].astype(np.int64)
+    best_hour, best_day = BestTime(prior_weight=3.0).fit_predict(member, hour, weekday, 3)
+    assert best_hour.tolist() == [19, 9, 9]
+    assert best_day.tolist() == [4, 1, 1]
+    store = np.full((3, 24), np.nan)
+    store[1] = 0.0
+    store[1, 12] = 1.0
+    best_hour, _ = BestTime(prior_weight=3.0).fit_predict(member, hour, weekday, 3, store)
+    assert best_hour[1] == 12
+
+
+def test_best_hour_takes_the_densest_window() -> None:
+    # 18 and 20 together outweigh a single peak at 8.
+    member = np.zeros(10, np.int32)
+    hour = np.array([8, 8, 8, 8, 18, 18, 18, 20, 20, 20])
+    best_hour, _ = BestTime(prior_weight=0.0).fit_predict(member, hour, np.zeros(10, int), 1)
+    assert best_hour[0] == 19
+
+
+def test_basket_vectors_decay_by_basket() -> None:
+    member = np.array([0, 0, 0, 0], np.int32)
+    day = days(0, 0, 1, 2)
+    item = np.array([0, 0, 1, 0], np.int32)  # item 0 twice in one basket counts once
+    v = basket_vectors(member, day, item, 1, 2, decay=0.5).toarray()[0]
+    norm = 1 + 0.5 + 0.25
+    assert v == pytest.approx([(1 + 0.25) / norm, 0.5 / norm])
+
+
+def test_top_k_is_ordered_with_ties_by_index() -> None:
+    scores = np.array([[0.1, 0.5, 0.5, 0.0, 0.9]])
+    assert top_k(scores, 3).tolist() == [[4, 1, 2]]
+
+
+def test_next_basket_repeats_own_items_and_fills_from_neighbours() -> None:
+    # Members 0-3 buy items 0,1,2 and 5; member 4 buys 0,1,2 only. Item 9 is bought by 5 alone.
+    rows = [(m, d, i) for m in range(4) for d in range(3) for i in (0, 1, 2, 5)]
+    rows += [(4, d, i) for d in range(3) for i in (0, 1, 2)]
+    rows += [(5, 0, 9)]
+    member, day, item = (np.array(c) for c in zip(*rows, strict=True))
+    nb = NextBasket(neighbours=2, alpha=0.7).fit(member, D0 + day, item, 7, 10)
+    rec = nb.recommend(4)
+    assert set(rec[4, :3].tolist()) == {0, 1, 2}
+    assert rec[4, 3] == 5  # from the neighbours, not the lone item 9
+    assert rec[5, 0] == 9
+    # Member 6 bought nothing: popular items.
+    assert set(rec[6, :4].tolist()) == {0, 1, 2, 5}
+
+
+def test_logistic_recovers_a_known_direction() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 3)) * [1.0, 5.0, 1.0] + [0.0, 10.0, 0.0]
+    z = 1.5 * X[:, 0] - 0.4 * (X[:, 1] - 10)
+    y = rng.random(3000) < 1 / (1 + np.exp(-z))
+    m = Logistic(l2=1e-6).fit(X, y)
+    w = m.coef_ / m.scale_
+    assert w[0] == pytest.approx(1.5, rel=0.15)
+    assert w[1] == pytest.approx(-0.4, rel=0.15)
+    assert abs(w[2]) < 0.15
+    stronger = Logistic(l2=1.0).fit(X, y)
+    assert np.abs(stronger.coef_).sum() < np.abs(m.coef_).sum()
+
+
+def test_logistic_gradient() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 2))
+    y = (rng.random(200) < 0.3).astype(float)
+    m = Logistic(l2=0.1).fit(X, y)
+    # At the optimum the penalised gradient vanishes.
+    Z = (X - m.mean_) / m.scale_
+
+    def loss(theta: np.ndarray) -> float:
+        z = Z @ theta[:2] + theta[2]
+        return float((np.logaddexp(0, z) - y * z).mean() + 0.1 * theta[:2] @ theta[:2])
+
+    grad = optimize.approx_fprime(np.r_[m.coef_, m.intercept_], loss, 1e-7)
+    assert np.abs(grad).max() < 1e-4
+
+
+def test_revisit_model_ranks_frequent_members_higher() -> None:
+    h = History.from_rows(shop_rows(n_members=150, days=120, seed=2))
+    occ = occasions(h)
+    as_of = dt.date(2026, 4, 20)
+    model = RevisitModel().fit(occ, as_of)
+    assert model.chosen_ in ("recency", "rfm", "full", "full+bgnbd")
+    assert set(model.validation_) >= {"recency@0.0001", "full@0.01"}
+    f = visit_features(occ, as_of)
+    p = model.predict(f)
+    assert ((p >= 0) & (p <= 1)).all()
+    freq = f.select(("log_frequency",))[:, 0]
+    top, bottom = freq >= np.quantile(freq, 0.8), freq <= np.quantile(freq, 0.2)
+    assert p[top].mean() > p[bottom].mean() + 0.2
+
+
+def test_revisit_model_refuses_a_short_history() -> None:
+    h = History.from_rows(shop_rows(n_members=30, days=20, seed=3))
+    with pytest.raises(NotEnoughHistory):
+        RevisitModel().fit(occasions(h), dt.date(2026, 1, 15))
+
+
+def test_candidates_features_are_from_before_the_cut() -> None:
+    # Member 0 buys item 1 on days 0, 7, 14 and item 2 on day 14; item 3 only after the cut.
+    # Member 1 buys item 4 once.
+    member = np.array([0, 0, 0, 0, 0, 1], np.int32)
+    day = days(0, 7, 14, 14, 30, 3)
+    item = np.array([1, 1, 1, 2, 3, 4], np.int32)
+    c = candidates(member, day, item, 2, 5, D0 + 20, per_member=10, popular=5)
+    mine = c.member == 0
+    got = {int(i): row for i, row in zip(c.item[mine], c.X[mine], strict=True)}
+    # Own items 1 and 2, popular item 4; never 3 (bought after the cut) nor 0 (never bought).
+    assert set(got) == {1, 2, 4}
+    col = RANKER_FEATURES.index
+    assert got[1][col("log_count")] == pytest.approx(np.log1p(3))
+    assert got[1][col("share")] == pytest.approx(1.0)
+    assert got[2][col("share")] == pytest.approx(1 / 3)
+    assert got[1][col("log_days_since")] == pytest.approx(np.log1p(6))
+    assert got[1][col("owned")] == 1.0 and got[4][col("owned")] == 0.0
+
+
+def test_repeat_ranker_puts_staples_first() -> None:
+    rng = np.random.default_rng(5)
+    rows = []
+    for m in range(300):
+        staples = rng.choice(50, 3, replace=False)
+        for d in range(0, 150, 5):
+            for s in staples:
+                if rng.random() < 0.8:
+                    rows.append((m, d, s))
+            rows.append((m, d, int(rng.integers(50, 400))))  # one-off items
+    member, day, item = (np.array(c) for c in zip(*rows, strict=True))
+    rec = RepeatRanker().fit_recommend(member, D0 + day, item, 300, 400, (D0 + 150).astype(dt.date))
+    assert rec.shape == (300, 10)
+    staples_first = [set(rec[m, :3].tolist()) <= set(range(50)) for m in range(300)]
+    assert np.mean(staples_first) > 0.95
+    assert all(len(set(r.tolist()) - {-1}) == (r >= 0).sum() for r in rec)
+
+
+def test_poisson_regression_recovers_rates() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(4000, 2))
+    y = rng.poisson(np.exp(0.5 + 0.8 * X[:, 0]))
+    m = Poisson(l2=1e-6).fit(X, y)
+    w = m.coef_ / m.scale_
+    assert w[0] == pytest.approx(0.8, abs=0.06)
+    assert abs(w[1]) < 0.06
+    assert m.predict_proba(X).mean() == pytest.approx(y.mean(), rel=0.02)
+
+
+def test_visit_count_model_predicts_more_for_frequent_members() -> None:
+    h = History.from_rows(shop_rows(n_members=150, days=120, seed=2))
+    occ = occasions(h)
+    as_of = dt.date(2026, 4, 20)
+    model = VisitCountModel().fit(occ, as_of)
+    f = visit_features(occ, as_of, 30)
+    e = model.predict(f)
+    assert (e >= 0).all()
+    freq = f.select(("log_frequency",))[:, 0]
+    assert e[freq >= np.quantile(freq, 0.8)].mean() > 2 * e[freq <= np.quantile(freq, 0.2)].mean()

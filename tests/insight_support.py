@@ -1,0 +1,77 @@
+"""Read the CDNOW purchase log of Fader, Hardie & Lee (2005) into a History."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from tillstamp.insight.history import History, Row
+
+UTC = dt.UTC
+
+
+def data_dir() -> Path:
+    """The shared test data: $TILLSTAMP_TEST_DATA, else <repo>/../shared/data."""
+    env = os.environ.get("TILLSTAMP_TEST_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def require(path: Path) -> Path:
+    """The path, or a skip (a failure under CI=true) when the shared data is absent."""
+    if path.exists():
+        return path
+    reason = f"shared test data not found at {path} (set TILLSTAMP_TEST_DATA)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def cdnow_rows(path: Path) -> list[Row]:
+    """One row per log line: dollars become cents, each line its own receipt at local noon."""
+    rows: list[Row] = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        _, sid, ymd, _, dollars = line.split()
+        day = dt.datetime.strptime(ymd, "%Y%m%d").replace(hour=12, tzinfo=UTC)
+        rows.append((sid, f"r{i}", day, "cd", "music", round(float(dollars) * 100)))
+    return rows
+
+
+def cdnow_history(path: Path) -> History:
+    """The CDNOW sample as a History."""
+    return History.from_rows(cdnow_rows(path))
+
+
+JAKARTA = dt.timezone(dt.timedelta(hours=7), "WIB")
+
+
+def shop_rows(n_members: int = 120, days: int = 150, seed: int = 0) -> list[Row]:
+    """A small seeded shop: members visit at their own rate and hour and buy favourite SKUs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    start = dt.datetime(2026, 1, 1, tzinfo=JAKARTA)
+    cats = [f"cat{c}" for c in range(8)]
+    rows: list[Row] = []
+    for m in range(n_members):
+        gap = rng.uniform(2, 20)
+        hour = int(rng.integers(8, 21))
+        favourites = rng.choice(40, size=5, replace=False)
+        t = rng.uniform(0, gap)
+        r = 0
+        while t < days:
+            at = start + dt.timedelta(days=float(t))
+            at = at.replace(hour=int(np.clip(hour + rng.integers(-1, 2), 0, 23)))
+            for s in set(rng.choice(favourites, size=int(rng.integers(1, 4))).tolist()) | {
+                int(rng.integers(0, 40))
+            }:
+                rows.append((f"m{m:04d}", f"m{m}-r{r}", at, f"sku{s}", cats[s % 8], 1000 * (s + 1)))
+            r += 1
+            t += rng.exponential(gap)
+    return rows

@@ -1,0 +1,392 @@
+"""Next-basket recommendations: what a member is likely to buy on the next visit.
+
+The model is TIFU-KNN (Hu, Yeung, Li, Wang, Zeng & He 2020, "Modeling Personalized Item
+Frequency Information for Next-basket Recommendation", SIGIR): a member's vector is the
+recency-decayed mean of their basket vectors; it is blended with the mean vector of the
+member's k nearest neighbours (cosine) so that a member's repeat items come first and what
+similar households buy fills in. Global popularity breaks ties and fills short lists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from tillstamp.insight.history import unique_int
+from tillstamp.insight.revisit import Logistic
+
+__all__ = ["NextBasket", "RepeatRanker", "basket_vectors", "candidates", "top_k"]
+
+
+def basket_vectors(
+    member: np.ndarray,
+    day: np.ndarray,
+    item: np.ndarray,
+    n_members: int,
+    n_items: int,
+    decay: float,
+) -> sparse.csr_matrix:
+    """Recency-decayed mean basket vector per member: sum_j decay^j b_j / sum_j decay^j.
+
+    A basket is a member's items on one local date; j counts baskets back from the latest
+    (j = 0). Items without a code (negative) are left out.
+    """
+    ok = item >= 0
+    member, day, item = member[ok], day[ok].astype(np.int64), item[ok]
+    if len(member) == 0:
+        return sparse.csr_matrix((n_members, n_items))
+    basket_key = member.astype(np.int64) * 1_000_000 + day
+    uniq_b, b_of_line = unique_int(basket_key, return_inverse=True)
+    b_member = (uniq_b // 1_000_000).astype(np.int64)
+    # Baskets are sorted by member then day: rank back from each member's last basket.
+    counts = np.bincount(b_member, minlength=n_members)
+    ends = np.cumsum(counts)
+    j = ends[b_member] - 1 - np.arange(len(uniq_b))
+    bw = decay ** j.astype(np.float64)
+    norm = np.bincount(b_member, weights=bw, minlength=n_members)
+    # One entry per (basket, item): an item twice in a basket counts once.
+    pair, _ = unique_int(b_of_line.astype(np.int64) * (n_items + 1) + item)
+    pb, pi = pair // (n_items + 1), pair % (n_items + 1)
+    w = bw[pb] / norm[b_member[pb]]
+    m = sparse.csr_matrix((w, (b_member[pb], pi)), shape=(n_members, n_items))
+    m.sum_duplicates()
+    return m
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores per row, best first (ties by lower index)."""
+    k = min(k, scores.shape[1])
+    if k == 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
+class NextBasket:
+    """TIFU-KNN next-basket scores: alpha * own decayed vector + (1 - alpha) * neighbours' mean."""
+
+    popularity_: np.ndarray
+    vectors_: sparse.csr_matrix
+
+    def __init__(
+        self,
+        decay: float = 0.95,
+        neighbours: int = 100,
+        alpha: float = 0.7,
+        pool: int = 20_000,
+        chunk: int = 512,
+    ) -> None:
+        self.decay = decay
+        self.neighbours = neighbours
+        self.alpha = alpha
+        self.pool = pool
+        self.chunk = chunk
+
+    def fit(
+        self,
+        member: np.ndarray,
+        day: np.ndarray,
+        item: np.ndarray,
+        n_members: int,
+        n_items: int,
+    ) -> NextBasket:
+        """Build member vectors and item popularity (share of baskets with the item)."""
+        self.n_items = n_items
+        self.vectors_ = basket_vectors(member, day, item, n_members, n_items, self.decay)
+        ok = item >= 0
+        key, _ = unique_int(
+            (member[ok].astype(np.int64) * 1_000_000 + day[ok].astype(np.int64)) * (n_items + 1)
+            + item[ok]
+        )
+        pop = np.bincount(key % (n_items + 1), minlength=n_items + 1)[:n_items].astype(float)
+        self.popularity_ = pop / max(pop.max(initial=0.0), 1.0)
+        return self
+
+    def recommend(self, k: int = 10) -> np.ndarray:
+        """Top-k item codes per member, best first; -1 pads rows when there are fewer items."""
+        U = self.vectors_
+        n = U.shape[0]
+        out = np.full((n, min(k, self.n_items)), -1, dtype=np.int64)
+        if n == 0 or self.n_items == 0:
+            return out
+        norms = np.sqrt(np.asarray(U.multiply(U).sum(axis=1)).ravel())
+        Un = sparse.diags(1.0 / np.maximum(norms, 1e-12)) @ U
+        active = np.flatnonzero(norms > 0)
+        # Neighbours come from a bounded pool (the members with the most items) so that the
+        # cost stays linear in the number of members.
+        if len(active) > self.pool:
+            nnz = np.diff(U.indptr)[active]
+            pool_idx = np.sort(active[np.argsort(-nnz, kind="stable")[: self.pool]])
+        else:
+            pool_idx = active
+        pool_n = Un[pool_idx].T.tocsr()
+        pool_u = U[pool_idx]
+        kn = min(self.neighbours, max(len(pool_idx) - 1, 0))
+        top_pop = np.argsort(-self.popularity_, kind="stable")[: out.shape[1]]
+        for lo in range(0, n, self.chunk):
+            rows = np.arange(lo, min(lo + self.chunk, n))
+            score = self.alpha * U[rows]
+            if kn > 0:
+                sim = (Un[rows] @ pool_n).toarray()
+                # A member is never their own neighbour.
+                self_pos = np.searchsorted(pool_idx, rows)
+                inpool = (self_pos < len(pool_idx)) & (
+                    pool_idx[np.minimum(self_pos, len(pool_idx) - 1)] == rows
+                )
+                sim[np.flatnonzero(inpool), self_pos[inpool]] = -np.inf
+                nb = np.argpartition(-sim, kn - 1, axis=1)[:, :kn]
+                w = sparse.csr_matrix(
+                    (
+                        np.full(nb.size, 1.0 / kn),
+                        (np.repeat(np.arange(len(rows)), kn), nb.ravel()),
+                    ),
+                    shape=(len(rows), len(pool_idx)),
+                )
+                score = score + (1.0 - self.alpha) * (w @ pool_u)
+            score = sparse.csr_matrix(score)
+            # Rank only the items some row scores, plus the most popular to fill short lists.
+            cols = np.flatnonzero(
+                np.bincount(np.r_[score.indices, top_pop], minlength=self.n_items) > 0
+            )
+            dense = score[:, cols].toarray() + 1e-9 * self.popularity_[cols]
+            # A member with nothing to go on gets what is popular.
+            empty = norms[rows] == 0
+            dense[empty] = self.popularity_[cols]
+            out[rows] = cols[top_k(dense, out.shape[1])]
+        return out
+
+
+RANKER_FEATURES = (
+    "log_count",
+    "decay_90",
+    "decay_97",
+    "share",
+    "log_baskets_since",
+    "log_days_since",
+    "log_member_baskets",
+    "log_popularity",
+    "item_repeat_rate",
+    "log_due_ratio",
+    "owned",
+    "share_x_repeat",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Candidate (member, item) pairs with their features as of a cut-off."""
+
+    member: np.ndarray  # int64
+    item: np.ndarray  # int64
+    slot: np.ndarray  # int64: own items 0.. by decayed frequency, then popular ones
+    width: int  # slots per member
+    X: np.ndarray  # float64 (n_pairs, len(RANKER_FEATURES))
+
+
+def candidates(
+    member: np.ndarray,
+    day: np.ndarray,
+    item: np.ndarray,
+    n_members: int,
+    n_items: int,
+    cut: np.datetime64,
+    per_member: int = 40,
+    popular: int = 20,
+) -> Candidates:
+    """Each member's `per_member` best own items by decayed frequency plus the `popular` most
+    popular items, with repeat-purchase features computed from baskets before `cut` only."""
+    ok = (item >= 0) & (day < cut)
+    m, d, it = member[ok].astype(np.int64), day[ok].astype(np.int64), item[ok].astype(np.int64)
+    z = np.zeros(0, np.int64)
+    empty = Candidates(z, z, z, per_member + popular, np.zeros((0, len(RANKER_FEATURES))))
+    if len(m) == 0:
+        return empty
+    cut_day = int(np.asarray(cut).astype("datetime64[D]").astype(np.int64))
+    bkey, b_of_line = unique_int(m * 1_000_000 + d, return_inverse=True)
+    b_member, b_day = bkey // 1_000_000, bkey % 1_000_000
+    nb = np.bincount(b_member, minlength=n_members)
+    j = (np.cumsum(nb)[b_member] - 1 - np.arange(len(bkey))).astype(np.float64)
+    norm90 = np.bincount(b_member, weights=0.9**j, minlength=n_members)
+    norm97 = np.bincount(b_member, weights=0.97**j, minlength=n_members)
+    pair, _ = unique_int(b_of_line * (n_items + 1) + it[np.arange(len(it))])
+    pb, pi = pair // (n_items + 1), pair % (n_items + 1)
+    pm = b_member[pb]
+    # Group (basket, item) entries by (member, item).
+    gkey, g_of = unique_int(pm * n_items + pi, return_inverse=True)
+    g_m, g_i = gkey // n_items, gkey % n_items
+    cnt = np.bincount(g_of, minlength=len(gkey)).astype(np.float64)
+    dec90 = np.bincount(g_of, weights=0.9 ** j[pb], minlength=len(gkey)) / norm90[g_m]
+    dec97 = np.bincount(g_of, weights=0.97 ** j[pb], minlength=len(gkey)) / norm97[g_m]
+    # Per-group min/max by sorting entries by group, then reducing each run.
+    by_g = np.argsort(g_of, kind="stable")
+    g_starts = np.r_[0, np.cumsum(cnt.astype(np.int64))][:-1]
+    last_j = np.minimum.reduceat(j[pb][by_g], g_starts)
+    first_j = np.maximum.reduceat(j[pb][by_g], g_starts)
+    last_day = np.maximum.reduceat(b_day[pb][by_g], g_starts)
+    # Item-level: share of baskets with the item, and how often buyers buy it again.
+    pop = np.bincount(pi, minlength=n_items).astype(np.float64) / max(len(bkey), 1)
+    again = np.bincount(g_i, weights=cnt - 1, minlength=n_items)
+    chances = np.bincount(g_i, weights=first_j, minlength=n_items)
+    repeat_rate = (again + 1.0) / (chances + 10.0)
+    # Keep each member's best own items.
+    order = np.lexsort((-dec90, g_m))
+    starts = np.r_[0, np.cumsum(np.bincount(g_m, minlength=n_members))][:-1]
+    rank = np.arange(len(order)) - starts[g_m[order]]
+    keep = order[rank < per_member]
+    own_slot = rank[rank < per_member]
+    own_m, own_i = g_m[keep], g_i[keep]
+    # Popular items each member has not bought (among those kept or not).
+    top = np.argsort(-pop, kind="stable")[:popular]
+    top = top[pop[top] > 0]
+    members_seen = np.flatnonzero(nb > 0)
+    pm_all = np.repeat(members_seen, len(top))
+    pi_all = np.tile(top, len(members_seen))
+    owned_keys = gkey
+    pk = pm_all * n_items + pi_all
+    pos = np.searchsorted(owned_keys, pk)
+    is_owned = (pos < len(owned_keys)) & (owned_keys[np.minimum(pos, len(owned_keys) - 1)] == pk)
+    pop_m, pop_i = pm_all[~is_owned], pi_all[~is_owned]
+    pop_slot = per_member + np.tile(np.arange(len(top)), len(members_seen))[~is_owned]
+    cm = np.r_[own_m, pop_m]
+    ci = np.r_[own_i, pop_i]
+    n_own = len(keep)
+    zeros = np.zeros(len(pop_m))
+    c_cnt = np.r_[cnt[keep], zeros]
+    c_share = c_cnt / np.maximum(nb[cm], 1)
+    c_last_j = np.r_[last_j[keep], nb[pop_m].astype(np.float64)]
+    c_days = np.r_[cut_day - last_day[keep], np.full(len(pop_m), 365.0)]
+    interval = np.where(
+        c_cnt[:n_own] > 1, (first_j[keep] - last_j[keep]) / np.maximum(c_cnt[:n_own] - 1, 1), 0
+    )
+    due = np.r_[np.log((last_j[keep] + 1) / (interval + 1)), zeros]
+    rr = repeat_rate[ci]
+    X = np.column_stack(
+        [
+            np.log1p(c_cnt),
+            np.r_[dec90[keep], zeros],
+            np.r_[dec97[keep], zeros],
+            c_share,
+            np.log1p(c_last_j),
+            np.log1p(c_days),
+            np.log1p(nb[cm]),
+            np.log(pop[ci] + 1e-6),
+            rr,
+            due,
+            np.r_[np.ones(n_own), zeros],
+            c_share * rr,
+        ]
+    )
+    return Candidates(cm, ci, np.r_[own_slot, pop_slot], per_member + popular, X)
+
+
+class RepeatRanker:
+    """Next basket by a logistic ranker over own-history and popular candidates.
+
+    Features are a member's repeat-purchase history of each item (count, share of baskets,
+    recency-decayed frequency, baskets and days since, whether it is "due" at the member's
+    usual interval) and the item's popularity and how often its buyers buy it again. The model
+    is trained on the first basket after a cut-off `validation_days` before `as_of`, weighting
+    each basket's items by 1/|basket| so that the loss follows recall.
+    """
+
+    model_: Logistic
+
+    def __init__(
+        self,
+        validation_days: tuple[int, ...] = (28, 56),
+        l2: float = 1e-3,
+        train_members: int = 8_000,
+        seed: int = 0,
+    ) -> None:
+        self.validation_days = validation_days
+        self.l2 = l2
+        self.train_members = train_members
+        self.seed = seed
+
+    def fit_recommend(
+        self,
+        member: np.ndarray,
+        day: np.ndarray,
+        item: np.ndarray,
+        n_members: int,
+        n_items: int,
+        as_of: dt.date,
+        k: int = 10,
+    ) -> np.ndarray:
+        """Top-k item codes per member from lines before `as_of`; -1 pads short rows."""
+        today = np.datetime64(as_of, "D")
+        xs, ys, ws = [], [], []
+        end = today
+        # Train on a seeded sample of members: the weights need thousands, not millions.
+        tm, td, ti = member, day, item
+        if n_members > self.train_members:
+            rng = np.random.default_rng(self.seed)
+            chosen = np.zeros(n_members, bool)
+            chosen[rng.choice(n_members, self.train_members, replace=False)] = True
+            keep = chosen[member]
+            tm, td, ti = member[keep], day[keep], item[keep]
+        for back in self.validation_days:
+            cut = today - np.timedelta64(back, "D")
+            c = candidates(tm, td, ti, n_members, n_items, cut)
+            y, w = _first_basket_labels(tm, td, ti, n_items, cut, end, c)
+            xs.append(c.X[w > 0])
+            ys.append(y[w > 0])
+            ws.append(w[w > 0])
+            end = cut
+        X, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+        out = np.full((n_members, min(k, n_items)), -1, dtype=np.int64)
+        c = candidates(member, day, item, n_members, n_items, today)
+        if len(y) < 20 or y.min() == y.max():
+            col = RANKER_FEATURES.index
+            score = c.X[:, col("decay_90")] + 1e-3 * c.X[:, col("log_popularity")]
+        else:
+            self.model_ = Logistic(self.l2).fit(X, y, sample_weight=w)
+            score = self.model_.predict_proba(c.X)
+        # A member's candidates sit in slots of one row: top-k per row, ties to the lower slot.
+        scores = np.full((n_members, c.width), -np.inf)
+        scores[c.member, c.slot] = score
+        items = np.full((n_members, c.width), -1, dtype=np.int64)
+        items[c.member, c.slot] = c.item
+        best = top_k(scores, out.shape[1])
+        picked = np.take_along_axis(items, best, axis=1)
+        valid = np.isfinite(np.take_along_axis(scores, best, axis=1))
+        out[:, : picked.shape[1]] = np.where(valid, picked, -1)
+        return out
+
+
+def _first_basket_labels(
+    member: np.ndarray,
+    day: np.ndarray,
+    item: np.ndarray,
+    n_items: int,
+    start: np.datetime64,
+    end: np.datetime64,
+    c: Candidates,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each candidate is in its member's first basket in [start, end), and 1/|basket|
+    as its weight (0 for members with no basket then)."""
+    ok = (day >= start) & (day < end) & (item >= 0)
+    m, d, it = member[ok].astype(np.int64), day[ok], item[ok].astype(np.int64)
+    n = int(max(c.member.max(initial=-1), m.max(initial=-1))) + 1
+    first = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
+    if len(m):
+        order = np.lexsort((d, m))
+        s = np.r_[True, m[order][1:] != m[order][:-1]]
+        first[m[order][s]] = d[order][s]
+    in_first = d == first[m] if len(m) else np.zeros(0, bool)
+    keys, _ = unique_int(m[in_first] * n_items + it[in_first])
+    size = np.bincount(keys // n_items, minlength=n).astype(np.float64)
+    ck = c.member * n_items + c.item
+    pos = np.searchsorted(keys, ck)
+    y = (
+        (pos < len(keys)) & (keys[np.minimum(pos, max(len(keys) - 1, 0))] == ck)
+        if len(keys)
+        else (np.zeros(len(ck), bool))
+    )
+    w = np.where(size[c.member] > 0, 1.0 / np.maximum(size[c.member], 1), 0.0)
+    return y.astype(np.float64), w
