@@ -16,6 +16,7 @@ from tillstamp.cli.devices import register
 from tillstamp.drivers.escpos_decode import decode
 
 from .conftest import DATA, FakePrinter, qr_image
+from .photos import make_photo
 
 
 def main(argv: list[str]) -> int:
@@ -42,11 +43,12 @@ def test_every_command_has_help() -> None:
 def test_decode_prints_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     img = tmp_path / "member.png"
     cv2.imwrite(str(img), qr_image("TS1CLI"))
-    photo = DATA / "qr/zxing/qrcode-1/1.png"
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(make_photo("TS1PHONEPHOTO", seed=3))
     assert main(["decode", str(img), str(photo)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["file"] == str(img) and rows[0]["texts"] == ["TS1CLI"]
-    assert rows[1]["texts"] and rows[1]["ms"] >= 0
+    assert rows[1]["texts"] == ["TS1PHONEPHOTO"] and rows[1]["ms"] >= 0
 
 
 def test_decode_missing_file_is_status_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +57,8 @@ def test_decode_missing_file_is_status_2(capsys: pytest.CaptureFixture[str]) -> 
     assert len(err) == 1 and "no such image" in err[0]
 
 
-def test_preview_writes_png_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_preview_writes_png_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    shared_data: Path) -> None:
     out = tmp_path / "r.png"
     src = DATA / "escpos/escpos-tools__receipt-with-logo.bin"
     assert main(["print", "preview", str(src), "--out", str(out), "--json"]) == 0
