@@ -95,12 +95,16 @@ def test_a_wedge_scanner_types_the_card_into_the_focused_input(agent, page) -> N
     page.keyboard.type(m["card"] + "\n")  # ...and the scanner types anyway, ending with Enter
     expect(page.locator("#member .name")).to_have_text("Budi")
     expect(page.locator("#member")).to_contain_text("baru discan")
+    page.click("button.clear")  # the cashier is done with him without a sale
+    expect(page.locator("#result-text")).to_have_text("Pelanggan berikutnya belum dikenali.")
+    expect(page.locator("#member .name")).to_have_count(0)
+    assert agent.rt.last_scan.peek() is None  # and no "@scan" sale can land on him now
 
 
 def test_an_idle_member_box_clears_itself(till_dir, page) -> None:
-    with running_agent(till_dir, panel_ttl=1.0) as agent:
-        agent.client.enroll("0812-5555-6666", "Dewi")
+    with running_agent(till_dir, panel_ttl=3.0) as agent:
         _open(agent, page)
+        agent.client.enroll("0812-5555-6666", "Dewi")  # she is current; then nobody acts
         expect(page.locator("#member .name")).to_have_text("Dewi")
         expect(page.locator("#member .name")).to_have_count(0, timeout=8000)
         expect(page.locator("#member")).to_contain_text("Belum ada member")
@@ -182,9 +186,11 @@ def test_every_message_is_in_the_panels_language(agent, page) -> None:
 
 def test_a_stopped_agent_shows_disconnected_and_no_device_ready(till_dir, page, tmp_path) -> None:
     with running_agent(till_dir) as agent:
+        agent.client.record_sale(sale("R1"))
+        assert agent.rt.flush_prints(10)  # the file printer has printed: it reads "siap"
         _open(agent, page)
         expect(page.locator("#conn")).to_have_text("● terhubung")
-        expect(page.locator(".devices")).to_contain_text("siap")  # the file printer
+        expect(page.locator(".devices")).to_contain_text("siap")
         agent.server.stop()
         expect(page.locator("#conn")).to_have_text("● agen tidak terhubung")
         expect(page.locator("#stale")).to_be_visible()
