@@ -73,7 +73,7 @@ def test_tap_run_prints_one_json_line_per_job(data_dir, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tillstamp", "tap", "run", "--listen", f"tcp://127.0.0.1:{port}",
-         "--printer", f"file://{out_file}", "--data", str(data_dir)],
+         "--printer", f"file://{out_file}", "--data", str(data_dir), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         import socket

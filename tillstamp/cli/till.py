@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import COMMON, EXAMPLE_PROGRAM, Parser, UsageError, data_arg, emit, kv
+from .base import COMMON, EXAMPLE_PROGRAM, Parser, UsageError, data_arg, emit, item_failed, kv
 
 if TYPE_CHECKING:
     from ..agent.till import Till
@@ -65,9 +66,15 @@ def cmd_member_show(args: argparse.Namespace) -> int:
     ref = args.phone or args.id or args.qr
     if not ref:
         raise UsageError("member show: give --phone, --id or --qr")
+    from ..agent.receipts import mission_text
+
     with _till(args) as till:
         row = till.service.identify(ref)
-        emit(args, till.member_json(row.id), _show_member)
+        out = till.member_json(row.id)
+        kinds = {m.id: m.kind for m in till.program.missions}
+        for m in out["missions"]:  # a spend mission in Rupiah: `Rp 162.000 / Rp 500.000`
+            m["text"] = mission_text(kinds.get(m["id"], ""), m["progress"], m["target"])
+        emit(args, out, _show_member)
     return 0
 
 
@@ -76,47 +83,58 @@ def _show_member(d: dict[str, Any]) -> str:
              f"  balance {d['balance']} stamps, card {d['card']}, tier {d['tier_name']}"
              + (f" ({d['to_next_tier']} to {d['next_tier']})" if d["next_tier"] else "")]
     for m in d["missions"]:
-        lines.append(f"  mission {m['name']}: {m['progress']}/{m['target']}{' done' if m['done'] else ''}")
+        lines.append(f"  mission {m['name']}: {m['text']}{' done' if m['done'] else ''}")
     for x in d["expiring"]:
         lines.append(f"  {x['stamps']} stamps expire {x['at'][:10]}")
     return "\n".join(lines)
 
 
 def cmd_member_card(args: argparse.Namespace) -> int:
-    import qrcode
+    from ..agent.card import MemberCard, card_image
 
     with _till(args) as till:
-        member = till.service.identify(args.member).id
-        payload = till.service.member_card(member)
-        img = qrcode.make(payload, error_correction=qrcode.constants.ERROR_CORRECT_M)
-        img.save(args.out)
-        emit(args, {"member": member, "payload": payload, "out": args.out}, lambda d: f"wrote {d['out']}")
+        row = till.service.identify(args.member)
+        payload = till.service.member_card(row.id)
+        shop = till.config.store_name or till.config.store
+        try:
+            card_image(MemberCard(payload, shop, row.name or "", row.id)).save(args.out, format="PNG")
+        except OSError as e:
+            raise UsageError(f"member card: cannot write {args.out}: {e.strerror or e}") from None
+        emit(args, {"member": row.id, "payload": payload, "out": args.out}, lambda d: f"wrote {d['out']}")
     return 0
 
 
 # -- sales ----------------------------------------------------------------------------------
 
 
-def _read_sales(source: str) -> Any:
-    stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
-    try:
-        text = stream.read() if source != "-" else None
-        if text is not None:
-            stripped = text.strip()
-            if stripped.startswith("{") and "\n" in stripped:
-                try:
-                    yield json.loads(stripped)  # one pretty-printed JSON object
-                    return
-                except json.JSONDecodeError:
-                    pass
-            for line in text.splitlines():
-                yield line
-            return
-        for line in stream:
-            yield line
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
+def _read_sales(stream: Any) -> Iterator[tuple[int, Any]]:
+    """(line number, sale dict or an error message) for each JSON value in `stream`.
+
+    Accepts JSON lines and JSON objects spread over several lines (the README's `echo '{...}'`),
+    in any mix. A value is handed on as soon as its last line arrives, so each sale is recorded
+    and answered while the POS is still writing the next: the crash test relies on it.
+    """
+    decoder = json.JSONDecoder()
+    buf, first = "", 0
+    for n, line in enumerate(stream, 1):
+        if not buf.strip():
+            buf, first = "", n
+        buf += line
+        while buf.strip():
+            text = buf.lstrip()
+            try:
+                value, end = decoder.raw_decode(text)
+            except json.JSONDecodeError as e:
+                if e.pos >= len(text.rstrip()):
+                    break  # the value goes on in the next line
+                yield first, f"not valid JSON: {e.msg} at line {first + e.lineno - 1} column {e.colno}"
+                buf = ""  # start again at the next line
+                break
+            yield first, value
+            buf = text[end:]
+            first = n
+    if buf.strip():
+        yield first, "not valid JSON: the input ended inside a value"
 
 
 def cmd_sale_record(args: argparse.Namespace) -> int:
@@ -126,33 +144,43 @@ def cmd_sale_record(args: argparse.Namespace) -> int:
     from ..loyalty.sale import SaleError, parse_sale
 
     status = 0
-    with _till(args) as till:
-        for n, item in enumerate(_read_sales(args.file), 1):
-            if isinstance(item, str):
-                if not item.strip():
+    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+    try:
+        with _till(args) as till:
+            for n, item in _read_sales(stream):
+                if isinstance(item, str):
+                    status = _refuse_line(args, n, "invalid_json", item)
                     continue
                 try:
-                    item = json.loads(item)
-                except json.JSONDecodeError as e:
-                    status = _refuse_line(n, "invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
+                    sale = parse_sale(item, now=till.service.now())
+                    result = till.service.record_sale(sale)
+                except SaleError as e:
+                    status = _refuse_line(args, n, "invalid_sale", str(e), item)
                     continue
-            try:
-                sale = parse_sale(item, now=till.service.now())
-                result = till.service.record_sale(sale)
-            except SaleError as e:
-                status = _refuse_line(n, "invalid_sale", str(e), item)
-                continue
-            except Refused as e:
-                status = _refuse_line(n, e.reason, str(e), item)
-                continue
-            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+                except Refused as e:
+                    status = _refuse_line(args, n, e.reason, str(e), item)
+                    continue
+                emit(args, result.to_dict(), _human_result)
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
     return status
 
 
-def _refuse_line(n: int, reason: str, message: str, item: Any = None) -> int:
+def _human_result(d: dict[str, Any]) -> str:
+    if d["duplicate"]:
+        return f"{d['receipt']}: duplicate, nothing awarded" + (" (content differs)" if d.get("conflict") else "")
+    if d["member"] is None:
+        claim = f"; claim QR for {d['claim_stamps']} stamps: {d['claim']}" if d.get("claim") else ""
+        return f"{d['receipt']}: no member{claim}"
+    missions = f", missions {', '.join(d['missions'])}" if d.get("missions") else ""
+    return (f"{d['receipt']}: +{d['stamps_awarded']} stamps for {d['member']}, "
+            f"balance {d['balance']}{missions}")
+
+
+def _refuse_line(args: argparse.Namespace, n: int, reason: str, message: str, item: Any = None) -> int:
     receipt = item.get("receipt") if isinstance(item, dict) else None
-    print(json.dumps({"error": reason, "message": message, "line": n, "receipt": receipt}), flush=True)
-    print(f"tillstamp: line {n}: {message}", file=sys.stderr, flush=True)
+    item_failed(args, f"line {n}: {message}", error=reason, line=n, receipt=receipt)
     return 2
 
 
@@ -182,13 +210,29 @@ def cmd_sale_refund(args: argparse.Namespace) -> int:
 def cmd_reward_list(args: argparse.Namespace) -> int:
     with _till(args) as till:
         rewards = [{"id": r.id, "name": r.name, "cost": r.cost, "tiers": sorted(r.tiers)} for r in till.program.rewards]
-        if args.member:
-            view = till.service.view(till.service.identify(args.member).id)
-            for r, rw in zip(rewards, till.program.rewards, strict=True):
-                r["can_redeem"] = rw.allowed_for(view.tier.id) and view.balance >= rw.cost
-        emit(args, rewards, lambda rs: "\n".join(
-            f"{r['id']:<16} {r['cost']:>4} stamps  {r['name']}" + (" *" if r.get("can_redeem") else "") for r in rs))
+        if not args.member:
+            emit(args, rewards, lambda rs: "\n".join(
+                f"{r['id']:<16} {r['cost']:>4} stamps  {r['name']}" for r in rs))
+            return 0
+        row = till.service.identify(args.member)
+        view = till.service.view(row.id)
+        for r, rw in zip(rewards, till.program.rewards, strict=True):
+            r["can_redeem"] = rw.allowed_for(view.tier.id) and view.balance >= rw.cost
+        out = {"member": row.id, "name": row.name, "balance": view.balance, "tier": view.tier.id,
+               "rewards": rewards}
+        emit(args, out, _human_rewards)
     return 0
+
+
+def _human_rewards(d: dict[str, Any]) -> str:
+    now = [r for r in d["rewards"] if r["can_redeem"]]
+    lines = [f"{d['name'] or d['member']}: {d['balance']} stamps, tier {d['tier']}",
+             f"can redeem now: {', '.join(r['id'] for r in now) if now else 'nothing yet'}"]
+    for r in d["rewards"]:
+        mark = "now" if r["can_redeem"] else (
+            f"{r['cost'] - d['balance']} more" if r["cost"] > d["balance"] else "not for this tier")
+        lines.append(f"  {r['id']:<16} {r['cost']:>4} stamps  {r['name']}  ({mark})")
+    return "\n".join(lines)
 
 
 def cmd_reward_redeem(args: argparse.Namespace) -> int:
@@ -210,13 +254,28 @@ def cmd_claim(args: argparse.Namespace) -> int:
 
 def cmd_ledger_show(args: argparse.Namespace) -> int:
     with _till(args) as till:
-        events = till.store.events(after_seq=args.after, limit=args.limit)
-        if getattr(args, "json", False):
-            for e in events:
-                print(json.dumps(e.to_wire(), ensure_ascii=False))
+        if args.member:
+            member = till.service.identify(args.member, learn=False).id
+            events = [e for e in till.store.member_events(member) if e.seq > args.after]
         else:
-            for e in events:
-                print(f"{e.seq:>6} {e.at.isoformat()[:19]} {e.kind:<18} {e.member or '-':<26} {e.stamps:>+4} {e.ref or ''}")
+            events = till.store.events(after_seq=args.after)
+        if args.receipt:
+            keys = {row.key for row in till.store.sales_by_receipt(args.receipt)}
+            if not keys:
+                raise UsageError(f"ledger show: receipt {args.receipt}: no such sale at this till")
+            events = [e for e in events if e.ref in keys]
+        if args.limit is not None:
+            events = events[: args.limit]
+        zone = till.program.zone
+
+        def human(d: dict[str, Any]) -> str:
+            # The store's wall clock with its offset for people; the wire form (UTC) for programs.
+            at = dt.datetime.fromisoformat(d["at"]).astimezone(zone).isoformat(timespec="seconds")
+            return (f"{d['seq']:>6} {at} {d['kind']:<18} {d['member'] or '-':<26} "
+                    f"{d['stamps']:>+4} {d['ref'] or ''}")
+
+        for e in events:
+            emit(args, e.to_wire(), human)
     return 0
 
 
@@ -307,7 +366,9 @@ def register(sub: Any) -> None:
         dest="sub", metavar="ACTION", required=True, parser_class=Parser)
     p = lg.add_parser("show", parents=[COMMON], help="list events", description="List ledger events in order.")
     p.add_argument("--after", type=int, default=0, help="only events with seq > N")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="at most N events")
+    p.add_argument("--member", help="only this member's events (id, phone or card payload)")
+    p.add_argument("--receipt", help="only the events of this sale (its earn, refunds, claim)")
     p.set_defaults(func=cmd_ledger_show)
     p = lg.add_parser("verify", parents=[COMMON], help="check hash chain, sequence and projections",
                       description="Check the hash chain, the sequence, balances and projections; exit 1 if wrong.")
