@@ -92,8 +92,12 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> 
     """The POS API and the cashier panel for a running agent."""
     app = FastAPI(title="tillstamp POS API", version="1", description=(
         "Local API of the tillstamp till agent: record sales, refunds, members, rewards and "
-        "claims; server-sent events of scans, awards and devices at /v1/events."))
+        "claims; server-sent events of scans, awards and devices at /v1/events."),
+        docs_url=None, redoc_url=None)  # /docs comes from the package, not a CDN: apidocs.py
     app.state.runtime = rt
+    from ..apidocs import add_offline_docs
+
+    add_offline_docs(app)
 
     async def run(fn: Callable[..., T], *args: Any) -> T:
         try:
