@@ -151,6 +151,25 @@ class EventHub:
                 sub.put(None)
         return sub
 
+    def subscribe_since(self, sub: Subscription,
+                        last_id: int | None) -> tuple[list[dict[str, Any]], bool]:
+        """Subscribe, and the kept events after `last_id` (a reconnecting client missed them).
+
+        `last_id` None means the client's last id is from another run of the agent: it gets
+        every kept event. Returns (events, complete): complete is False when some events it
+        missed are no longer kept (only the last `keep`), so it should reload its state. Done
+        under the hub's lock, so no event falls between the replay and the live stream.
+        """
+        with self._lock:
+            after = 0 if last_id is None or last_id > self._n else last_id
+            missed = [e for e in self.recent if e["id"] > after]
+            forgotten = self._n - len(self.recent)  # ids up to this one are no longer kept
+            complete = last_id is not None and last_id <= self._n and after >= forgotten
+            self._subs.add(sub)
+            if self.closed:
+                sub.put(None)
+        return missed, complete
+
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscription."""
         with self._lock:

@@ -86,8 +86,11 @@ class Hq:
         return code
 
     def publish_program(self, source: dict[str, Any]) -> int:
-        """Validate and publish a program; tills pick it up from the feed."""
+        """Validate and publish a program; the same content as the newest version is that version."""
         parse_program(source)  # refuse a bad program before any till sees it
+        current = self.store.program()
+        if current is not None and _without_version(current[1]) == _without_version(source):
+            return current[0]  # publishing the same file twice must not make every till reload
         return self.store.publish_program(source, self.clock())
 
     def program(self) -> Program | None:
@@ -258,6 +261,12 @@ class Hq:
     def stats(self) -> dict[str, Any]:
         """What `hq stats` prints."""
         return self.store.stats()
+
+
+def _without_version(source: dict[str, Any]) -> dict[str, Any]:
+    """A program source without `program.version`, which HQ numbers itself."""
+    head = {k: v for k, v in source.get("program", {}).items() if k != "version"}
+    return {**source, "program": head}
 
 
 def load_json_or_toml(text: str) -> dict[str, Any]:

@@ -125,6 +125,7 @@ class HqStore(Protocol):
                now: dt.datetime) -> TerminalRow: ...
     def terminal(self, terminal_id: str) -> TerminalRow | None: ...
     def terminals(self) -> list[TerminalRow]: ...
+    def remove_terminal(self, terminal_id: str) -> bool: ...
     def note_request(self, terminal_id: str, nonce: str, time_ms: int, now: dt.datetime,
                      offset_s: float, window_s: int) -> bool: ...
     def ingest(self, terminal_id: str, events: Sequence[Incoming], members: Sequence[dict[str, Any]],
@@ -265,6 +266,12 @@ class SqlHqStore:
             rows = self._x(c, "SELECT id, store, public_key, acked, last_seen, clock_offset_s, quarantined "
                               "FROM terminals ORDER BY id").fetchall()
         return [_terminal(r) for r in rows]
+
+    def remove_terminal(self, terminal_id: str) -> bool:
+        """Forget a terminal's key, so it can no longer push or pull; its events stay. False if unknown."""
+        with self._tx() as c:
+            gone = self._x(c, "DELETE FROM terminals WHERE id = ?", (terminal_id,)).rowcount
+        return bool(gone)
 
     def note_request(self, terminal_id: str, nonce: str, time_ms: int, now: dt.datetime,
                      offset_s: float, window_s: int) -> bool:

@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -95,6 +96,7 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> 
         "claims; server-sent events of scans, awards and devices at /v1/events."),
         docs_url=None, redoc_url=None)  # /docs comes from the package, not a CDN: apidocs.py
     app.state.runtime = rt
+    boot = uuid.uuid4().hex[:8]  # this run of the agent, in every event-stream id
     from ..apidocs import add_offline_docs
 
     add_offline_docs(app)
@@ -210,10 +212,17 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> 
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "server-sent events; each `data:` is one JSON event"}})
     async def events(request: Request) -> StreamingResponse:
-        """A server-sent event stream of scans, sales and awards, and device changes."""
+        """A server-sent event stream of scans, sales and awards, and device changes.
+
+        A client reconnecting with `Last-Event-ID` first gets the events it missed (the last
+        50 are kept); when some are gone, or the agent restarted, a `replay_gap` event tells it
+        to reload its state.
+        """
         sub = _LoopSubscription(asyncio.get_running_loop())
-        rt.hub.subscribe(sub)
-        return StreamingResponse(_stream(rt, sub), media_type="text/event-stream",
+        missed, complete = rt.hub.subscribe_since(sub, _last_id(request, boot))
+        if request.headers.get("last-event-id") is None:
+            missed, complete = [], True  # a first connection starts from now
+        return StreamingResponse(_stream(rt, sub, boot, missed, complete), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/health", response_model=HealthOut, tags=["agent"])
@@ -228,9 +237,28 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False) -> 
     return app
 
 
-async def _stream(rt: Runtime, sub: _LoopSubscription) -> AsyncIterator[str]:
+def _last_id(request: Request, boot: str) -> int | None:
+    """The event id a reconnecting client saw last; None when it is from another run (or junk)."""
+    raw = request.headers.get("last-event-id", "")
+    run, _, n = raw.partition(".")
+    return int(n) if run == boot and n.isdigit() else None
+
+
+def _sse(boot: str, event: dict[str, Any]) -> str:
+    # The id carries this run's token: after a restart the counter starts again at 1.
+    return f"id: {boot}.{event['id']}\ndata: {json.dumps(event, ensure_ascii=False, default=str)}\n\n"
+
+
+async def _stream(rt: Runtime, sub: _LoopSubscription, boot: str, missed: list[dict[str, Any]],
+                  complete: bool) -> AsyncIterator[str]:
     try:
         yield "retry: 1000\n: connected\n\n"
+        if not complete:
+            yield f"data: {json.dumps({'type': 'replay_gap'})}\n\n"
+        seen = 0
+        for old in missed:
+            seen = old["id"]
+            yield _sse(boot, old)
         while True:
             try:
                 event = await asyncio.wait_for(sub.aq.get(), HEARTBEAT)
@@ -239,7 +267,9 @@ async def _stream(rt: Runtime, sub: _LoopSubscription) -> AsyncIterator[str]:
                 continue
             if event is None:
                 return
-            yield f"id: {event['id']}\ndata: {json.dumps(event, ensure_ascii=False, default=str)}\n\n"
+            if event["id"] <= seen:
+                continue  # already sent in the replay
+            yield _sse(boot, event)
     finally:
         rt.hub.unsubscribe(sub)
 
