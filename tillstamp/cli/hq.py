@@ -53,9 +53,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"tillstamp hq serving {_safe_db(args.db)} on http://{args.host}:{args.port}/ "
           f"(API docs at /docs)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(hq), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=True)
+                access_log=True, log_config=_log_config())
     hq.store.close()
     return 0
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging with the request lines on stderr too: stdout stays for results."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
 
 
 def _safe_db(url: str) -> str:
@@ -117,7 +128,7 @@ def cmd_program_show(args: argparse.Namespace) -> int:
 def cmd_terminal_add(args: argparse.Namespace) -> int:
     hq = _hq(args)
     try:
-        code = hq.new_code(args.store, args.terminal)
+        code = hq.new_code(args.store, args.terminal, args.store_name)
     except ValueError as e:
         return _fail(str(e))
     finally:
@@ -210,6 +221,7 @@ def register(sub: Any) -> None:
                                     "--code CODE` or `tillstamp sync enroll`.")
     p.add_argument("--store", required=True, help="the store the till belongs to")
     p.add_argument("--terminal", help="fix the terminal id (default: HQ assigns STORE-Tn, or the till keeps its own)")
+    p.add_argument("--store-name", help="the shop's name, printed on its tills' receipts")
     p.set_defaults(func=cmd_terminal_add)
     _register_terminal_more(term, common)
 

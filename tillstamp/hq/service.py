@@ -75,12 +75,21 @@ class Hq:
             assert pem is not None
         return tokens.load_private_pem(pem.encode())
 
-    def new_code(self, store: str, terminal: str | None = None) -> str:
-        """A one-time enrolment code for a till of `store` (optionally with a fixed terminal id)."""
+    def new_code(self, store: str, terminal: str | None = None, store_name: str | None = None) -> str:
+        """A one-time enrolment code for a till of `store` (optionally with a fixed terminal id).
+
+        `store_name` is remembered for the store (a `store` feed entry) and given to every till
+        that enrols for it, so receipts print the shop's name rather than its id.
+        """
         for what, val in (("store", store), ("terminal", terminal)):
             if val is not None and (not val or len(val) > 32 or not all(c.isalnum() or c in "-_" for c in val)):
                 raise ValueError(f"--{what}: use 1-32 letters, digits, '-' or '_'")
+        if store_name is not None and not 0 < len(store_name.strip()) <= 64:
+            raise ValueError("--store-name: use 1-64 characters")
         self.signing_key()
+        if store_name is not None:
+            self.store.put_feed("store", f"store:{store}", {"store": store, "name": store_name.strip()},
+                                self.clock())
         code = secrets.token_hex(8).upper()
         self.store.create_code(code, store, terminal, self.clock())
         return code
@@ -114,8 +123,10 @@ class Hq:
             pub = tokens.public_from_bytes(bytes.fromhex(req.member_key))
             self.store.add_member_key(tokens.key_id(pub), req.member_key, None, now)
         prog = self.store.program()
+        named = self.store.feed_entry(f"store:{row.store}")
         return p.EnrollResponse(terminal=row.id, store=row.store, member_keys=self.store.member_keys(),
-                                program=prog[1] if prog else None, program_version=prog[0] if prog else 0)
+                                program=prog[1] if prog else None, program_version=prog[0] if prog else 0,
+                                store_name=named.get("name") if named else None)
 
     # -- authentication -----------------------------------------------------------------
 
