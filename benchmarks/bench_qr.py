@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tillstamp.drivers.camera import read_image
 from tillstamp.drivers.qr import QR_FORMATS, decode_frame, decode_qr
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qr"
+# The same corpus the tests read: TILLSTAMP_TEST_DATA, else ../shared/data beside the checkout.
+DATA = Path(os.environ.get("TILLSTAMP_TEST_DATA")
+            or Path(__file__).resolve().parents[2] / "shared" / "data") / "qr"
 
 
 def norm(text: str) -> str:

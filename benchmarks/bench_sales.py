@@ -52,7 +52,7 @@ def tillstamp(data: Path, *argv: str, **kw) -> subprocess.CompletedProcess:
 def through_cli(data: Path, sales_file: Path, n: int) -> tuple[float, list[float]]:
     """Sales/s and per-sale latencies (ms) of `tillstamp sale record` on JSON lines."""
     env = {**os.environ, "TILLSTAMP_HOME": str(data)}
-    proc = subprocess.Popen([sys.executable, "-m", "tillstamp", "sale", "record", str(sales_file)],
+    proc = subprocess.Popen([sys.executable, "-m", "tillstamp", "sale", "record", str(sales_file), "--json"],
                             env=env, stdout=subprocess.PIPE, bufsize=0)
     stamps = []
     assert proc.stdout is not None

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 
 import pytest
-from support import EXAMPLE_PROGRAM, JAKARTA, Clock
+from support import EXAMPLE_PROGRAM, JAKARTA, Clock, shared_data_path
 
 from tillstamp.agent.keys import Keys
 from tillstamp.agent.service import Service
 from tillstamp.agent.store import Store, open_store
 from tillstamp.loyalty.program import Program, load_program
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared corpus folder; skips the test where it is absent, fails under CI=true."""
+    path = shared_data_path()
+    if (path / "qr").is_dir() and (path / "escpos").is_dir():
+        return path
+    reason = (f"shared test data not found at {path}: set TILLSTAMP_TEST_DATA to the folder "
+              "holding qr/ and escpos/ (see tests/README.md)")
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 EXAMPLE_PROGRAM = ROOT / "examples" / "program.toml"
 JAKARTA = dt.timezone(dt.timedelta(hours=7))
+
+
+def shared_data_path() -> Path:
+    """Where the corpus of other projects' photos and ESC/POS streams is expected to be.
+
+    `TILLSTAMP_TEST_DATA` wins; else `../shared/data` beside the checkout. The corpus is
+    read in place and never copied into the repository (licences, size).
+    """
+    env = os.environ.get("TILLSTAMP_TEST_DATA")
+    return Path(env) if env else SHARED / "data"
+
+
+SHARED_DATA = shared_data_path()
 
 
 class Clock:

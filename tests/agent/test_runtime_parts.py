@@ -72,7 +72,8 @@ def test_receipt_of_a_member_sale_and_of_a_guest_sale(tmp_path: Path) -> None:
         r2 = svc.record_sale(parse_sale(sale("R2"), now=svc.now()))
         first = decode(render_receipt(build_receipt(svc, r2.key, store_name="Kopi Senja", result=r2)))
         again = decode(render_receipt(build_receipt(svc, r2.key, store_name="Kopi Senja", language="en")))
-        assert "Scan untuk klaim 3 stempel" in first.text and "Scan to claim 3 stamps" in again.text
+        assert "Scan di HP kamu: klaim 3 stempel" in first.text
+        assert "Scan with your phone: claim 3 stamps" in again.text
         assert first.qr == again.qr == [r2.claim]  # a reprint carries the very same claim QR
 
 
@@ -90,8 +91,8 @@ def test_a_spend_mission_prints_in_rupiah(tmp_path: Path) -> None:
 
 
 def test_card_text() -> None:
-    assert card_text(5, 10) == "●●●●●○○○○○ 5/10"
-    assert card_text(12, 10) == "●●●●●●●●●● 10/10"
+    assert card_text(5, 10) == "█████░░░░░ 5/10"  # the bar the receipt prints, and the README shows
+    assert card_text(12, 10) == "██████████ 10/10"
 
 
 def test_with_an_hq_url_the_sync_loop_runs_and_health_says_offline(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_enrol_show_sale_refund_redeem_claim(data, capsys, tmp_path):
 
     sales = tmp_path / "sales.jsonl"
     sales.write_text("\n".join(json.dumps(sale_dict(f"R-{i}", member="6281234567890")) for i in range(4)))
-    code, out, _ = run(capsys, "sale", "record", str(sales))
+    code, out, _ = run(capsys, "sale", "record", str(sales), "--json")
     results = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and [r["stamps_awarded"] for r in results] == [3, 3, 3 + 2, 3]
     assert all(set(r) >= {"receipt", "member", "stamps_awarded", "balance", "duplicate"} for r in results)
@@ -66,7 +66,7 @@ def test_enrol_show_sale_refund_redeem_claim(data, capsys, tmp_path):
 
     one = tmp_path / "one.json"
     one.write_text(json.dumps(sale_dict("R-ANON"), indent=2))
-    code, out, _ = run(capsys, "sale", "record", str(one))
+    code, out, _ = run(capsys, "sale", "record", str(one), "--json")
     claim = json.loads(out)["claim"]
     assert code == 0 and claim.startswith("HTTPS://")
     code, out, _ = run(capsys, "claim", claim, "--member", member, "--json")
@@ -87,7 +87,7 @@ def test_json_lines_with_bad_lines_go_on_and_exit_2(data, capsys, tmp_path):
     bad_total = json.dumps({**sale_dict("R-2"), "total": 1})
     stream = tmp_path / "mixed.jsonl"
     stream.write_text("\n".join([good, "{not json", bad_total, json.dumps(sale_dict("R-3")), ""]))
-    code, out, err = run(capsys, "sale", "record", str(stream))
+    code, out, err = run(capsys, "sale", "record", "--json", str(stream))
     lines = [json.loads(x) for x in out.splitlines()]
     assert code == 2
     assert [x.get("receipt") for x in lines] == ["R-1", None, "R-2", "R-3"]

@@ -53,7 +53,8 @@ def once(path, member: str) -> int:
 
 
 def run_until_killed(data, path, delay):
-    proc = tillstamp(data, "sale", "record", str(path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = tillstamp(data, "sale", "record", str(path), "--json", stdout=subprocess.PIPE,
+                     stderr=subprocess.DEVNULL)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate()
@@ -80,7 +81,7 @@ def test_sigkill_loses_nothing_acknowledged_and_counts_nothing_twice(tmp_path):
             if not r["duplicate"]:
                 assert r["receipt"] not in acked, "a sale was awarded twice"
                 acked[r["receipt"]] = r
-    final = tillstamp(data, "sale", "record", str(path), stdout=subprocess.PIPE)
+    final = tillstamp(data, "sale", "record", str(path), "--json", stdout=subprocess.PIPE)
     out, _ = final.communicate()
     assert final.returncode == 0
     results = {r["receipt"]: r for r in map(json.loads, out.decode().splitlines())}

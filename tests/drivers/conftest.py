@@ -6,15 +6,15 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 import qrcode
+from support import SHARED_DATA
 
 from tillstamp.drivers.receipt import ExpiringStamps, MissionProgress, Receipt, SaleLine
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA  # read through the `shared_data` fixture, which skips where it is absent
 WIB = timezone(timedelta(hours=7))
 
 ONLINE, OFFLINE = 0x12, 0x1A

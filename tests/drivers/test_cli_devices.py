@@ -16,6 +16,7 @@ from tillstamp.cli.devices import register
 from tillstamp.drivers.escpos_decode import decode
 
 from .conftest import DATA, FakePrinter, qr_image
+from .photos import make_photo
 
 
 def main(argv: list[str]) -> int:
@@ -42,11 +43,12 @@ def test_every_command_has_help() -> None:
 def test_decode_prints_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     img = tmp_path / "member.png"
     cv2.imwrite(str(img), qr_image("TS1CLI"))
-    photo = DATA / "qr/zxing/qrcode-1/1.png"
-    assert main(["decode", str(img), str(photo)]) == 0
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(make_photo("TS1PHONEPHOTO", seed=3))
+    assert main(["decode", str(img), str(photo), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["file"] == str(img) and rows[0]["texts"] == ["TS1CLI"]
-    assert rows[1]["texts"] and rows[1]["ms"] >= 0
+    assert rows[1]["texts"] == ["TS1PHONEPHOTO"] and rows[1]["ms"] >= 0
 
 
 def test_decode_missing_file_is_status_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +57,8 @@ def test_decode_missing_file_is_status_2(capsys: pytest.CaptureFixture[str]) -> 
     assert len(err) == 1 and "no such image" in err[0]
 
 
-def test_preview_writes_png_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_preview_writes_png_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    shared_data: Path) -> None:
     out = tmp_path / "r.png"
     src = DATA / "escpos/escpos-tools__receipt-with-logo.bin"
     assert main(["print", "preview", str(src), "--out", str(out), "--json"]) == 0
@@ -69,7 +72,7 @@ def test_print_test_to_file_and_tcp(tmp_path: Path, fake_printer: FakePrinter,
     out = tmp_path / "out.bin"
     assert main(["print", "test", f"file://{out}", "--width", "32"]) == 0
     assert "Café Señor" in decode(out.read_bytes()).text
-    assert main(["print", "test", fake_printer.url]) == 0
+    assert main(["print", "test", fake_printer.url, "--json"]) == 0
     report = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert report["online"] is True and report["paper"] == "ok"
     assert decode(fake_printer.take()).qr == ["TS1TESTRECEIPT"]
@@ -90,7 +93,7 @@ def test_scan_listen_on_a_pty(capsys: pytest.CaptureFixture[str]) -> None:
         os.write(master, b"TS1ONE\r\nTS1TWO\r\n")
 
     threading.Thread(target=type_codes, daemon=True).start()
-    assert main(["scan", "listen", path, "--suffix", "CRLF", "--count", "2",
+    assert main(["scan", "listen", path, "--json", "--suffix", "CRLF", "--count", "2",
                  "--timeout", "10"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows == [{"payload": "TS1ONE", "source": path}, {"payload": "TS1TWO", "source": path}]

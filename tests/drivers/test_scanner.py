@@ -15,9 +15,12 @@ from hypothesis import strategies as st
 
 from tillstamp.drivers.backoff import Backoff
 from tillstamp.drivers.events import DeviceState, ScanEvent, StateEvent
+from tillstamp.drivers.reader import DeviceReader
 from tillstamp.drivers.scanner import (
+    EndOfInput,
     Framer,
     StdinScanner,
+    _ScannerSession,
     open_scanner,
     scanner_reader,
     scanner_settings,
@@ -162,6 +165,24 @@ def test_stdin_keyboard_wedge() -> None:
     assert f.feed(scanner.read()) == ["TS1KEYS"]
     assert scanner.read() == b""  # nothing typed: the poll times out
     os.close(write_fd)
-    with pytest.raises(Exception, match="stdin closed"):
+    with pytest.raises(EndOfInput, match="stdin ended"):  # finished, not lost: no reopening
         scanner.read()
     os.close(read_fd)
+
+
+def test_stdin_reader_ends_at_end_of_input_with_the_last_scan() -> None:
+    # `printf '0812...\r' | tillstamp scan listen stdin://` used to reopen stdin forever.
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"TS1ONE\nTS1TWO\r")  # the last scan ends with CR, not the LF suffix
+    os.close(write_fd)
+    states: list[StateEvent] = []
+    scans: list[str] = []
+    settings = scanner_settings("stdin://", timeout=0.05)
+    reader = DeviceReader("stdin://", lambda: _ScannerSession(StdinScanner(settings, fd=read_fd),
+                                                             Framer(suffix=b"\n")),
+                          lambda e: scans.append(e.payload), on_state=states.append)
+    reader.start()
+    reader.join(10)
+    os.close(read_fd)
+    assert not reader.alive and scans == ["TS1ONE", "TS1TWO"]
+    assert [s.state for s in states] == [DeviceState.OPENING, DeviceState.OPEN, DeviceState.CLOSED]

@@ -45,7 +45,7 @@ def test_refund_member_lookup_rewards_redeem_and_claim(agent):
         c.record_sale(sale(f"A{n}", member=m["member"], qty=4))
     view = c.find_member("0813 2222 3333")
     bal = view["balance"]  # 3 x 5 stamps, plus the "3 visits a week" mission bonus
-    assert view["member"] == m["member"] and bal == 17 and view["card_text"] == "●●●●●●●○○○ 7/10"
+    assert view["member"] == m["member"] and bal == 17 and view["card_text"] == "███████░░░ 7/10"
     assert view["consent"] == {"whatsapp": False, "email": True, "sms": True}
     assert any(r["can_redeem"] for r in view["rewards"])
     out = c.redeem(m["member"], "kopi-gratis")

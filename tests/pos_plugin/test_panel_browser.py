@@ -41,11 +41,12 @@ def test_panel_follows_scans_enrols_and_redeems(agent, page, tmp_path: Path) -> 
     expect(page.locator("#conn")).to_have_class("pill on")
 
     # Enrol from the panel: the new member appears through the event stream.
+    page.click("#enrol-open")
     page.fill("input[name=phone]", "0812-1111-2222")
     page.fill("input[name=name]", "Rina Wijaya")
     page.check("input[value=whatsapp]")
     page.click("#enrol button[type=submit]")
-    expect(page.locator("#enrol-msg")).to_contain_text("Member terdaftar")
+    expect(page.locator("#result-text")).to_contain_text("Rina Wijaya terdaftar")
     expect(page.locator("#member .name")).to_have_text("Rina Wijaya")
     member = agent.client.find_member("0812-1111-2222")
     assert member["consent"]["whatsapp"] is True
@@ -69,13 +70,14 @@ def test_panel_follows_scans_enrols_and_redeems(agent, page, tmp_path: Path) -> 
     # Redeem a reward with the button; the balance drops by its cost.
     before = agent.client.member(member["member"])["balance"]
     page.locator("button.redeem[data-reward=kopi-gratis]").click()
+    page.click("#confirm-yes")
     expect(page.locator("#member .balance .big")).to_have_text(str(before - 10))
     page.screenshot(path=str(tmp_path / "panel-id.png"), full_page=True)
 
     # English switch.
     page.click("nav.lang >> text=EN")
     expect(page.locator("#member")).to_contain_text("just scanned")
-    expect(page.locator("aside h2")).to_have_text("Enrol a new member")
+    expect(page.locator("#enrol-open")).to_have_text("+ Enrol a new member")
     expect(page.locator(".devices")).to_contain_text("not fitted")
     shots = os.environ.get("TILLSTAMP_SCREENSHOTS")
     page.screenshot(path=str(Path(shots) / "panel-en.png") if shots else str(tmp_path / "panel-en.png"),

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 from escpos.printer import Dummy
-from support import JAKARTA, Clock
+from support import JAKARTA, SHARED_DATA, Clock
 
 from tillstamp.tap import TapConfig, TapServer, service_record
 from tillstamp.tap.session import SessionSettings
 from tillstamp.tap.template import resolve_templates
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "escpos"
+DATA = SHARED_DATA / "escpos"  # tests that read it ask for the `shared_data` fixture
 SAMPLE = DATA / "escpos-tools__receipt-with-logo.bin"
 ONLINE, OFFLINE = 0x12, 0x1A
 

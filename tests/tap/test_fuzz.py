@@ -96,7 +96,7 @@ def claim(sale: dict[str, Any]) -> dict[str, Any]:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(STREAMS)
-def test_decoder_never_raises_and_framer_agrees_on_cuts(data):
+def test_decoder_never_raises_and_framer_agrees_on_cuts(shared_data, data):
     doc = decode(data)
     fr = Framer()
     safe, marks = fr.feed(data)
@@ -106,7 +106,7 @@ def test_decoder_never_raises_and_framer_agrees_on_cuts(data):
 
 @settings(max_examples=200, deadline=None)
 @given(STREAMS, st.lists(st.integers(0, 10_000), max_size=8))
-def test_framer_is_the_same_whatever_the_chunking(data, points):
+def test_framer_is_the_same_whatever_the_chunking(shared_data, data, points):
     whole = Framer().feed(data)[1]
     fr, got = Framer(), []
     for part in chunked(data, points):
@@ -116,7 +116,7 @@ def test_framer_is_the_same_whatever_the_chunking(data, points):
 
 @settings(max_examples=150, deadline=None)
 @given(STREAMS, st.lists(st.integers(0, 10_000), max_size=6), st.booleans())
-def test_tap_forwards_random_streams_unchanged(data, points, gaps):
+def test_tap_forwards_random_streams_unchanged(shared_data, data, points, gaps):
     printed, reports = run_session(chunked(data, points), claim, gaps)
     inserted = [r for r in reports if r.inserted]
     if not inserted:
@@ -196,7 +196,7 @@ def frame(data: bytes, chunks: list[bytes], stretch_min: int) -> tuple[list[Mark
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(COMMANDS, RECEIPTS, STREAMS), st.lists(st.integers(0, 20_000), max_size=8))
-def test_stretch_walker_gives_what_the_exact_walker_gives(data, points):
+def test_stretch_walker_gives_what_the_exact_walker_gives(shared_data, data, points):
     chunks = chunked(data, points)
     exact = frame(data, chunks, stretch_min=1 << 40)  # one command at a time
     assert frame(data, chunks, stretch_min=0) == exact  # numpy stretches wherever it can
@@ -220,7 +220,7 @@ def test_cut_bytes_inside_image_and_code_data_are_never_a_cut(bodies, points):
 
 @settings(max_examples=100, deadline=None)
 @given(st.one_of(COMMANDS, RECEIPTS), st.lists(st.integers(0, 20_000), max_size=6), st.booleans())
-def test_tap_forwards_command_streams_unchanged(data, points, gaps):
+def test_tap_forwards_command_streams_unchanged(shared_data, data, points, gaps):
     printed, reports = run_session(chunked(data, points), claim, gaps)
     if not any(r.inserted for r in reports):
         assert printed == data
@@ -253,7 +253,7 @@ def test_stretch_lengths_are_the_exact_walkers():
 
 
 @pytest.mark.parametrize("split", [1, 2])
-def test_a_pause_inside_a_cut_does_not_end_the_job_there(split):
+def test_a_pause_inside_a_cut_does_not_end_the_job_there(shared_data, split):
     # The POS writes GS | V 0 with a pause between: the job may not end mid-command, or the
     # rest of the cut would open the next job and the sample's block would land before it.
     data = b"\x1dV\x00" + SAMPLE.read_bytes()
@@ -263,7 +263,7 @@ def test_a_pause_inside_a_cut_does_not_end_the_job_there(split):
     assert printed.startswith(data[:cut]) and printed.endswith(data[cut:])
 
 
-def test_a_job_stalled_inside_a_command_ends_after_the_stall_and_loses_nothing():
+def test_a_job_stalled_inside_a_command_ends_after_the_stall_and_loses_nothing(shared_data):
     # Stalled for good inside a raster image header: the job ends anyway, every byte is
     # forwarded, and the next job is framed from a clean start.
     stalled = b"\x1b@Hello\n\x1dv0"

@@ -72,7 +72,7 @@ def test_member_scanned_at_the_till_gets_stamps_on_the_receipt(printer, tap_fact
     assert used == [row.id]
 
 
-def test_escpos_tools_sample_passes_through_and_is_read(printer, tap_factory):
+def test_escpos_tools_sample_passes_through_and_is_read(printer, tap_factory, shared_data):
     server, jobs = tap_factory(printer.url)
     data = SAMPLE.read_bytes()
     pos_print(server, data, chunk=500)
@@ -82,7 +82,7 @@ def test_escpos_tools_sample_passes_through_and_is_read(printer, tap_factory):
     assert not job["inserted"] and printer.wait_for(len(data)) == data
 
 
-def test_unparseable_job_prints_unchanged_and_is_kept(printer, tap_factory):
+def test_unparseable_job_prints_unchanged_and_is_kept(printer, tap_factory, shared_data):
     server, jobs = tap_factory(printer.url)
     data = (SAMPLE.parent / "escpos-php__demo.bin").read_bytes()
     pos_print(server, data, chunk=4096)

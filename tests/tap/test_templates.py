@@ -30,7 +30,7 @@ def by_name(name: str):
     return resolve_templates(name)[0]
 
 
-def test_escpos_tools_sample_total_is_1425_cents():
+def test_escpos_tools_sample_total_is_1425_cents(shared_data):
     text = decode(SAMPLE.read_bytes()).text
     r = extract(text, by_name("escpos-tools-sample"))
     assert r.total == 1425 and r.decimals == 2
@@ -42,7 +42,7 @@ def test_escpos_tools_sample_total_is_1425_cents():
     assert sale.total == 1425 and sale.lines[-1].sku == "TAP-OTHER" and sale.lines[-1].price == 130
 
 
-def test_sample_matches_without_naming_a_template():
+def test_sample_matches_without_naming_a_template(shared_data):
     r = extract_any(decode(SAMPLE.read_bytes()).text, shipped_templates())
     assert r.template == "escpos-tools-sample" and r.total == 1425
 
@@ -120,7 +120,7 @@ def test_template_files_load_and_unknown_names_are_refused(tmp_path):
         load_template(tmp_path / "missing.toml")
 
 
-def test_framer_finds_the_decoders_cuts_in_every_sample_and_chunking():
+def test_framer_finds_the_decoders_cuts_in_every_sample_and_chunking(shared_data):
     rnd = random.Random(7)
     for f in sorted(DATA.glob("*.bin")):
         data = f.read_bytes()

@@ -62,8 +62,9 @@ def init_with_hq(data: Path, *, hq: str, code: str, store_name: str = "", progra
     key = tokens.new_private_key()
     t = transport or RequestsTransport(hq)
     resp = _enroll(t, hq, key, code)
+    # The name given here wins; else the one head office has for the store; else the id.
     cfg = init_till(data, store=resp.store, terminal=resp.terminal, program=program or EXAMPLE_PROGRAM,
-                    store_name=store_name, standalone=False)
+                    store_name=store_name or resp.store_name or "", standalone=False)
     if resp.program is not None:
         (data / "program.hq.json").write_text(json.dumps(resp.program, indent=2, ensure_ascii=False))
     keys = Keys(resp.terminal, key, None,
@@ -71,8 +72,8 @@ def init_with_hq(data: Path, *, hq: str, code: str, store_name: str = "", progra
     keys.save(cfg.keys_dir)
     _set_hq_url(data, hq)
     _record_enrolment(data, hq, resp.member_keys, resp.program, resp.program_version)
-    return {"data": str(data), "store": resp.store, "terminal": resp.terminal, "hq": hq,
-            "program_version": resp.program_version}
+    return {"data": str(data), "store": resp.store, "store_name": cfg.store_name or None,
+            "terminal": resp.terminal, "hq": hq, "program_version": resp.program_version}
 
 
 def _record_enrolment(data: Path, hq: str, member_keys: dict[str, str], program: dict[str, Any] | None,

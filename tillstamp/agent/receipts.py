@@ -8,6 +8,7 @@ Service call; `ReceiptSpooler` only renders bytes and writes spool files, on its
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import re
@@ -17,6 +18,7 @@ from typing import Literal
 
 from tillstamp.drivers.errors import DeviceError
 from tillstamp.drivers.receipt import (
+    CompletedMission,
     ExpiringStamps,
     MissionProgress,
     Receipt,
@@ -24,7 +26,10 @@ from tillstamp.drivers.receipt import (
     render_receipt,
 )
 from tillstamp.drivers.spool import PrintQueue
-from tillstamp.drivers.text import format_rupiah
+from tillstamp.drivers.text import CodePage, format_rupiah, stamp_card
+from tillstamp.loyalty import events as ev
+from tillstamp.loyalty.events import Event
+from tillstamp.loyalty.projections import member_view
 
 from .service import Refused, SaleResult, Service
 
@@ -33,18 +38,18 @@ log = logging.getLogger("tillstamp.agent")
 Language = Literal["id", "en"]
 
 CAPTIONS: dict[str, dict[str, str]] = {
-    "id": {"claim": "Scan untuk klaim {n} stempel", "card": "Kartu member kamu",
-           "claimed": "Stempel sudah diklaim"},
-    "en": {"claim": "Scan to claim {n} stamps", "card": "Your member card",
-           "claimed": "Stamps already claimed"},
+    "id": {"claim": "Scan di HP kamu: klaim {n} stempel", "card": "Kartu member kamu",
+           "claimed": "Stempel sudah diklaim", "where": "di {host}", "until": "berlaku s.d. {date}"},
+    "en": {"claim": "Scan with your phone: claim {n} stamps", "card": "Your member card",
+           "claimed": "Stamps already claimed", "where": "at {host}", "until": "valid until {date}"},
 }
+BLOCKS = CodePage("cp858", 19)  # a page with the block glyphs: the screen draws what paper does
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def card_text(filled: int, size: int) -> str:
-    """A stamp card as the panel draws it: `●●●●●○○○○○ 5/10`."""
-    filled = max(0, min(filled, size))
-    return f"{'●' * filled}{'○' * (size - filled)} {filled}/{size}"
+    """A stamp card as the panel draws it, the same bar the receipt prints: `█████░░░░░ 5/10`."""
+    return stamp_card(filled, size, BLOCKS)
 
 
 def job_id(kind: str, seq: int, attempt: int = 0) -> str:
@@ -72,13 +77,21 @@ def build_receipt(
     store_name: str,
     language: Language = "id",
     result: SaleResult | None = None,
+    copy: bool = False,
     with_card: bool = False,
 ) -> Receipt:
-    """The loyalty receipt of the sale keyed `key` (its `result` when just recorded, else a reprint).
+    """The loyalty receipt of the sale keyed `key`, rebuilt from the sale's own events.
+
+    The first print and every reprint come from this one function over the ledger as it was
+    when the sale committed (the member's events up to the sale's last one, viewed at the
+    sale's time), so a reprint is the original: the same stamps, mission bonus, balance and
+    QR. `copy` marks it SALINAN / COPY and adds what happened since (a refund, a void).
+    `result` is accepted for callers that have it; nothing on the receipt depends on it.
 
     The member's own card QR is printed only `with_card`: a receipt is often thrown away,
     and whoever picks it up would hold a card that identifies the member at any till.
     """
+    del result  # the ledger has all of it; see the docstring
     row = service.store.sale(key)
     event = service.store.sale_event(key)
     if row is None or event is None:
@@ -90,42 +103,88 @@ def build_receipt(
         for ln in body["lines"]
     )
     words = CAPTIONS[language]
-    member = row.member or row.claimed_by
-    stamps = result.stamps_awarded if result is not None else row.stamps
     fields: dict[str, object] = {}
     qr_payload = qr_caption = None
-    if member is not None:
-        fields.update(_member_fields(service, member))
-        if with_card and row.member is not None and service.keys.member_signing is not None:
-            qr_payload, qr_caption = service.member_card(member), words["card"]
+    qr_lines: tuple[str, ...] = ()
+    if row.member is not None:
+        fields.update(_member_fields(service, row.member, event, language))
+        if with_card and service.keys.member_signing is not None:
+            qr_payload, qr_caption = service.member_card(row.member), words["card"]
     else:
-        claim = result.claim if result is not None and result.claim else service.claim_payload_for(key)
+        claim = service.claim_payload_for(key)
         if claim:
-            n = (result.claim_stamps if result is not None and result.claim_stamps else
-                 body.get("claim", {}).get("stamps", 0))
-            qr_payload, qr_caption = claim, words["claim"].format(n=n)
-            stamps = 0  # nobody earned them yet: the QR carries them
+            c = body["claim"]
+            qr_payload = claim
+            qr_caption = words["claim"].format(n=c["stamps"])
+            until = dt.datetime.fromtimestamp(c["expires"], dt.UTC).astimezone(zone).date()
+            qr_lines = (words["where"].format(host=claim_host(service.program.claim.url)),
+                        words["until"].format(date=local_date(until, language)))
+            if copy and row.claimed_by is not None:
+                qr_lines += (words["claimed"],)
+    listed = sum(ln.amount for ln in lines)
     return Receipt(
         store_name=store_name,
         receipt_no=row.receipt,
         at=event.at.astimezone(zone),
         lines=lines,
         total=row.total,
-        stamps_earned=stamps if member else 0,
+        discount=max(0, listed - row.total),
         qr_payload=qr_payload,
         qr_caption=qr_caption,
+        qr_lines=qr_lines,
         language=language,
+        copy=copy,
+        refunded=row.refunded if copy else 0,
+        voided=copy and row.refunded >= row.total > 0,
+        reversed_stamps=row.reversed if copy else 0,
         **fields,  # type: ignore[arg-type]
     )
 
 
-def _member_fields(service: Service, member: str) -> dict[str, object]:
+MONTHS = {
+    "id": ("Jan", "Feb", "Mar", "Apr", "Mei", "Jun", "Jul", "Agu", "Sep", "Okt", "Nov", "Des"),
+    "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+}
+
+
+def local_date(day: dt.date, language: Language) -> str:
+    """`4 Des 2026` (Indonesian) or `4 Dec 2026`: a date nobody reads the wrong way round."""
+    return f"{day.day} {MONTHS[language][day.month - 1]} {day.year}"
+
+
+def claim_host(url: str) -> str:
+    """The site a claim QR opens, as a person types it: `klaim.kopisenja.id`."""
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    return host.lower()
+
+
+def _sale_events(service: Service, member: str, sale: Event) -> list[Event]:
+    """The member's events up to the last one the sale's own transaction appended."""
+    history = service.store.member_events(member)
+    upto = [e for e in history if e.seq <= sale.seq]
+    nxt = sale.seq + 1
+    # A sale appends its earn and mission events right after it, in one transaction.
+    for e in history:
+        if e.seq == nxt and e.kind in (ev.EARNED, ev.MISSION):
+            upto.append(e)
+            nxt += 1
+    return upto
+
+
+def _member_fields(service: Service, member: str, sale: Event,
+                   language: Language) -> dict[str, object]:
     row = service.store.member(member)
-    view = service.view(member)
+    events = _sale_events(service, member, sale)
+    own = [e for e in events if e.seq >= sale.seq]
+    view = member_view(service.program, member, events, sale.at)
     zone = service.program.zone
     kinds = {m.id: m.kind for m in service.program.missions}
+    done = [e for e in own if e.kind == ev.MISSION]
+    ready = tuple(r.name for r in service.program.rewards
+                  if r.allowed_for(view.tier.id) and view.balance >= r.cost)
     return {
         "member_name": (row.name if row and row.name else member[-6:]),
+        "stamps_earned": sum(e.stamps for e in own if e.stamps > 0),
         "balance": view.balance,
         "card_filled": view.card_filled,
         "card_size": view.card_size,
@@ -135,9 +194,11 @@ def _member_fields(service: Service, member: str) -> dict[str, object]:
         "missions": tuple(MissionProgress(m.name, m.progress, m.target,
                                           mission_text(kinds.get(m.id, ""), m.progress, m.target))
                           for m in view.missions if not m.done and m.progress > 0),
+        "completed": tuple(CompletedMission(e.body.get("name") or e.body.get("mission", ""),
+                                            e.stamps, e.body.get("badge")) for e in done),
+        "rewards_ready": ready,
         "expiring": tuple(ExpiringStamps(x.stamps, x.at.astimezone(zone).date()) for x in view.expiring),
     }
-
 
 
 class ReceiptSpooler:

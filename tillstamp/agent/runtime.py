@@ -46,6 +46,9 @@ from .till import Till, open_till
 log = logging.getLogger("tillstamp.agent")
 T = TypeVar("T")
 SCAN_TTL = 120.0  # seconds a scanned member stays "the last scan at this till"
+# Seconds the cashier panel keeps showing a member nobody acted on: long enough to serve one
+# customer, short enough that the next one in the queue does not see the last one's rewards.
+PANEL_TTL = 180.0
 RECEIPTS_DUE = "receipts_due"  # meta: [[seq, key], ...] receipts promised, maybe not spooled yet
 
 
@@ -148,6 +151,25 @@ class EventHub:
                 sub.put(None)
         return sub
 
+    def subscribe_since(self, sub: Subscription,
+                        last_id: int | None) -> tuple[list[dict[str, Any]], bool]:
+        """Subscribe, and the kept events after `last_id` (a reconnecting client missed them).
+
+        `last_id` None means the client's last id is from another run of the agent: it gets
+        every kept event. Returns (events, complete): complete is False when some events it
+        missed are no longer kept (only the last `keep`), so it should reload its state. Done
+        under the hub's lock, so no event falls between the replay and the live stream.
+        """
+        with self._lock:
+            after = 0 if last_id is None or last_id > self._n else last_id
+            missed = [e for e in self.recent if e["id"] > after]
+            forgotten = self._n - len(self.recent)  # ids up to this one are no longer kept
+            complete = last_id is not None and last_id <= self._n and after >= forgotten
+            self._subs.add(sub)
+            if self.closed:
+                sub.put(None)
+        return missed, complete
+
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget a subscription."""
         with self._lock:
@@ -190,6 +212,18 @@ class LastScan:
             if self._member == member:
                 self._member = None
 
+    def clear(self) -> None:
+        """Forget whoever it is."""
+        with self._lock:
+            self._member = None
+
+    def left(self) -> float:
+        """Seconds until the member now held expires (0 when none)."""
+        with self._lock:
+            if self._member is None:
+                return 0.0
+            return max(0.0, self.ttl - (self.clock() - self._at))
+
 
 @dataclass
 class DeviceStatus:
@@ -214,6 +248,7 @@ class AgentOptions:
     config: Path | None = None
     listen: str | None = None
     scan_ttl: float = SCAN_TTL
+    panel_ttl: float = PANEL_TTL
     devices: bool = True
     print_flush_timeout: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -228,7 +263,8 @@ class Runtime:
         self.writer = Writer()
         self.hub = EventHub()
         self.last_scan = LastScan(options.scan_ttl)
-        self.panel_member: str | None = None  # who the cashier panel shows (last scan or enrolment)
+        self.panel = LastScan(options.panel_ttl)  # who the cashier panel shows, until it expires
+        self.panel_served: dict[str, Any] | None = None  # the last sale the panel's member got
         self.pending_claim: dict[str, Any] | None = None  # a receipt-claim QR scanned at the till
         self.devices: dict[str, DeviceStatus] = {}
         self.readers: list[Any] = []
@@ -241,6 +277,26 @@ class Runtime:
         self._stopped = False
         self._due_written: str | None = None  # the receipts_due value last committed
         self.folder_lock: Any = None  # the data folder's AgentLock, set by setup()
+
+    @property
+    def panel_member(self) -> str | None:
+        """The member the cashier panel shows (last scan, search or enrolment), if not expired."""
+        return self.panel.peek()
+
+    @panel_member.setter
+    def panel_member(self, member: str | None) -> None:
+        if member is None:
+            self.panel.clear()
+        else:
+            self.panel.set(member)
+
+    def served(self, receipt: str, member: str | None, stamps: int, balance: int | None) -> None:
+        """A sale was recorded: the panel's member was served, the next customer starts clean."""
+        self.panel_served = {"receipt": receipt, "member": member, "stamps": stamps,
+                             "balance": balance}
+        self.panel.clear()
+        if member is not None:
+            self.last_scan.take(member)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -308,8 +364,7 @@ class Runtime:
         """Record a sale the tap read (writer thread) and tell the panel, as for an API sale."""
         out = record(sale)
         if not out["duplicate"]:
-            if out["member"]:
-                self.panel_member = out["member"]
+            self.served(out["receipt"], out["member"], out["stamps_awarded"], out["balance"])
             self.hub.publish("sale", receipt=out["receipt"], member=out["member"], total=sale["total"],
                              stamps_awarded=out["stamps_awarded"], balance=out["balance"],
                              claim_stamps=out.get("claim_stamps", 0), missions=out.get("missions", []),
@@ -392,27 +447,31 @@ class Runtime:
         fut.add_done_callback(_log_failure)
 
     def _scan(self, payload: str, source: str) -> None:
+        try:
+            self.identify_scan(payload, source)
+        except Refused as err:
+            kind = "claim" if tokens.CLAIM_PREFIX in payload.upper() else "unknown"
+            self.hub.publish("scan", kind=kind, source=source, error=err.reason, message=str(err))
+
+    def identify_scan(self, payload: str, source: str, *, learn: bool = True) -> dict[str, Any]:
+        """What a scanned or typed code is (writer thread): a member now current, or a claim offer.
+
+        Raises `Refused` for a code that is neither; the event published is the answer too.
+        """
         svc = self.till.service
         if tokens.CLAIM_PREFIX in payload.upper():
             try:
                 tok = tokens.verify_claim(payload, svc.keys.terminal_keys, svc.now())
             except tokens.TokenError as err:
-                self.hub.publish("scan", kind="claim", source=source, error=f"token_{err.reason}",
-                                 message=str(err))
-                return
+                raise Refused(f"token_{err.reason}", str(err)) from None
             used = svc.store.claim_used(tok.token_id)
             self.pending_claim = {"payload": payload, "receipt": tok.receipt, "stamps": tok.stamps}
-            self.hub.publish("scan", kind="claim", source=source, payload=payload,
-                             receipt=tok.receipt, stamps=tok.stamps, claimed=used is not None)
-            return
-        try:
-            row = svc.identify(payload)
-        except Refused as err:
-            self.hub.publish("scan", kind="unknown", source=source, error=err.reason, message=str(err))
-            return
+            return self.hub.publish("scan", kind="claim", source=source, payload=payload,
+                                    receipt=tok.receipt, stamps=tok.stamps, claimed=used is not None)
+        row = svc.identify(payload, learn=learn)
         self.last_scan.set(row.id)
         self.panel_member = row.id
-        self.hub.publish("scan", kind="member", source=source, member=row.id, name=row.name)
+        return self.hub.publish("scan", kind="member", source=source, member=row.id, name=row.name)
 
     # -- sales and printing ---------------------------------------------------------------
 
@@ -431,18 +490,18 @@ class Runtime:
             self._due_written = due
         return result
 
-    def _build(self, key: str, result: SaleResult | None) -> Any:
+    def _build(self, key: str, result: SaleResult | None, copy: bool = False) -> Any:
         cfg = self.till.config
         return build_receipt(self.till.service, key, store_name=cfg.store_name or cfg.store,
-                             language=cfg.language, result=result)  # type: ignore[arg-type]
+                             language=cfg.language, result=result, copy=copy)  # type: ignore[arg-type]
 
     def queue_receipt(self, key: str, job: str, result: SaleResult | None = None) -> bool:
-        """Spool the loyalty receipt of sale `key` now (writer thread); False without a printer."""
+        """Spool a reprint of sale `key` now, marked as a copy (writer thread); False without a printer."""
         if self.print_queue is None:
             return False
         from tillstamp.drivers.receipt import render_receipt
 
-        receipt = self._build(key, result)
+        receipt = self._build(key, result, copy=True)
         self.print_queue.submit(job, render_receipt(receipt, width=printer_width(self.till.config.extra)))
         return True
 

@@ -101,7 +101,7 @@ def cmd_print_reprint(args: argparse.Namespace) -> int:
             raise UsageError("print reprint: no printer in tillstamp.toml; give --printer URL")
         row = till.service.find_sale(args.receipt, args.day)
         receipt = build_receipt(till.service, row.key, store_name=cfg.store_name or cfg.store,
-                                language=cfg.language)  # type: ignore[arg-type]
+                                language=cfg.language, copy=True)  # type: ignore[arg-type]
         data = render_receipt(receipt, width=printer_width(cfg.extra))
     try:
         with open_printer(url) as printer:

@@ -2,6 +2,13 @@
 
 Kept free of heavy imports: `tillstamp --help` builds the whole command tree from the
 command groups, and each group imports its library code only inside the command it runs.
+
+The output rule, the same for every command (tests/core/test_cli_rules.py walks the tree):
+every command accepts `--json` (and `--data`) before or after its name; results go to stdout,
+errors to stderr. Without `--json` stdout is text for a person and no JSON; with `--json` it is
+JSON only: one document, or one line per item for a command that streams (`sale record`,
+`decode`, `scan listen`, `ledger show`, `tap run`), where an item that fails is a JSON line
+`{"error", "message", ...}` too. Either way a failure also says one line on stderr.
 """
 
 from __future__ import annotations
@@ -38,13 +45,25 @@ def _common() -> Parser:
 COMMON = _common()
 
 
-def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str] | None = None) -> None:
+def wants_json(args: argparse.Namespace) -> bool:
+    """True when the command was given `--json` (before or after its name)."""
+    return bool(getattr(args, "json", False))
+
+
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
     """Print a result: JSON with --json, else a readable rendering."""
-    if getattr(args, "json", False) or human is None:
+    if wants_json(args):
         print(json.dumps(data, ensure_ascii=False, default=str))
     else:
         print(human(data))
     sys.stdout.flush()
+
+
+def item_failed(args: argparse.Namespace, message: str, **data: Any) -> None:
+    """One item of a stream failed: a JSON line on stdout with --json, and a line on stderr."""
+    if wants_json(args):
+        print(json.dumps({**data, "message": message}, ensure_ascii=False, default=str), flush=True)
+    print(f"tillstamp: {message}", file=sys.stderr, flush=True)
 
 
 def kv(data: dict[str, Any]) -> str:

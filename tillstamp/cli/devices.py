@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 from tillstamp.drivers.errors import DeviceConfigError, DeviceError, DeviceUnavailable
 from tillstamp.drivers.events import ScanEvent, StateEvent
 
+from .base import COMMON, wants_json
+
 Subparsers = argparse._SubParsersAction  # argparse exposes no public name for it
 
 
@@ -27,13 +29,15 @@ def _fail(message: str, status: int = 2) -> int:
 
 def register(subparsers: Subparsers) -> Subparsers:
     """Add `decode`, `scan` and `print` to the main CLI; returns the `print` subparsers."""
-    p = subparsers.add_parser("decode", help="read QR codes in image files, one JSON line each")
+    p = subparsers.add_parser("decode", parents=[COMMON],
+                              help="read QR codes in image files, one line (or JSON line) each")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/WebP/GIF files")
     p.set_defaults(func=cmd_decode)
 
     scan = subparsers.add_parser("scan", help="barcode scanner tools")
     scan_sub = scan.add_subparsers(dest="scan_command", required=True, metavar="COMMAND")
-    p = scan_sub.add_parser("listen", help="print each scan from a scanner URL as a JSON line")
+    p = scan_sub.add_parser("listen", parents=[COMMON],
+                            help="print each scan from a scanner URL, one line (or JSON line) each")
     p.add_argument("url", metavar="URL", help="serial:///dev/ttyUSB0, /dev/pts/3, loop://, "
                    "socket://HOST:PORT, stdin://")
     p.add_argument("--prefix", default=None, help="bytes before each scan (STX, text...)")
@@ -51,15 +55,15 @@ def register(subparsers: Subparsers) -> Subparsers:
 
 def add_print_commands(print_subparsers: Subparsers) -> None:
     """Add `print preview` and `print test` to a `print` subparser group."""
-    p = print_subparsers.add_parser("preview", help="render an ESC/POS file to a PNG receipt")
+    p = print_subparsers.add_parser("preview", parents=[COMMON],
+                                    help="render an ESC/POS file to a PNG receipt")
     p.add_argument("file", metavar="FILE.bin", help="captured ESC/POS bytes")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--columns", type=int, default=48, choices=(32, 42, 48),
                    help="paper width in Font A columns (32 = 58 mm, 48 = 80 mm)")
-    p.add_argument("--json", action="store_true", help="also print the lines and QR payloads")
     p.set_defaults(func=cmd_print_preview)
 
-    p = print_subparsers.add_parser("test", help="print a test receipt on a printer URL")
+    p = print_subparsers.add_parser("test", parents=[COMMON], help="print a test receipt on a printer URL")
     p.add_argument("url", metavar="URL", help="escpos+tcp://HOST:9100, escpos+serial:///dev/ttyS0, "
                    "escpos+usb://VID:PID, file:///path/out.bin, dummy://")
     p.add_argument("--width", type=int, default=48, choices=(32, 48), help="columns (58/80 mm)")
@@ -85,7 +89,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         texts = decode_qr(image)
         ms = round((time.perf_counter() - start) * 1000, 2)
-        print(json.dumps({"file": name, "texts": texts, "ms": ms}, ensure_ascii=False), flush=True)
+        if wants_json(args):
+            print(json.dumps({"file": name, "texts": texts, "ms": ms}, ensure_ascii=False), flush=True)
+        else:
+            found = " | ".join(texts) if texts else "no QR code"
+            print(f"{name}: {found} ({ms} ms)", flush=True)
     return status
 
 
@@ -113,9 +121,14 @@ def cmd_scan_listen(args: argparse.Namespace) -> int:
             try:
                 event = events.get(timeout=0.2 if left is None else min(left, 0.2))
             except queue.Empty:
+                if not reader.alive:
+                    break  # the input ended (stdin://) or the URL failed for good
                 continue
-            print(json.dumps({"payload": event.payload, "source": event.source},
-                             ensure_ascii=False), flush=True)
+            if wants_json(args):
+                print(json.dumps({"payload": event.payload, "source": event.source},
+                                 ensure_ascii=False), flush=True)
+            else:
+                print(event.payload, flush=True)
             seen += 1
     return 0
 
@@ -134,8 +147,11 @@ def cmd_print_preview(args: argparse.Namespace) -> int:
         render_png(document, args.out, columns=args.columns)
     except OSError as e:
         return _fail(f"cannot write {args.out}: {e.strerror}")
-    if args.json:
-        print(json.dumps({"lines": document.text, "qr": document.qr}, ensure_ascii=False))
+    if wants_json(args):
+        print(json.dumps({"lines": document.text, "qr": document.qr, "out": args.out},
+                         ensure_ascii=False))
+    else:
+        print(f"wrote {args.out}: {len(document.text)} lines, {len(document.qr)} QR codes")
     return 0
 
 
@@ -172,6 +188,10 @@ def cmd_print_test(args: argparse.Namespace) -> int:
         return _fail(str(e))
     except DeviceError as e:
         return _fail(f"printer not ready: {e}", status=1)
-    print(json.dumps({"url": args.url, "bytes": len(data), "online": status.online,
-                      "paper": status.paper}))
+    report = {"url": args.url, "bytes": len(data), "online": status.online, "paper": status.paper}
+    if wants_json(args):
+        print(json.dumps(report))
+    else:
+        online = {True: "online", False: "offline", None: "status unknown"}[status.online]
+        print(f"printed a test receipt on {args.url}: {online}, paper {status.paper}")
     return 0

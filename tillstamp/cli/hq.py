@@ -49,15 +49,86 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     hq = _hq(args)
     hq.signing_key()
-    uvicorn.run(create_app(hq), host=args.host, port=args.port, log_level=args.log_level)
+    # Say where it listens before anything else: a server that prints nothing looks hung.
+    print(f"tillstamp hq serving {_safe_db(args.db)} on http://{args.host}:{args.port}/ "
+          f"(API docs at /docs)", file=sys.stderr, flush=True)
+    uvicorn.run(create_app(hq), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=True, log_config=_log_config())
     hq.store.close()
+    return 0
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging with the request lines on stderr too: stdout stays for results."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+    return config
+
+
+def _safe_db(url: str) -> str:
+    """The database URL without its password, fit for a log line."""
+    head, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    cred, _, host = rest.rpartition("@")
+    return f"{head}{sep}{cred.split(':', 1)[0]}:***@{host}"
+
+
+def cmd_terminal_list(args: argparse.Namespace) -> int:
+    """`hq terminal list`: every enrolled terminal and its sync state."""
+    hq = _hq(args)
+    try:
+        rows = [{"terminal": t.id, "store": t.store, "acked": t.acked, "last_seen": t.last_seen,
+                 "clock_offset_s": t.clock_offset_s, "quarantined": t.quarantined}
+                for t in hq.store.terminals()]
+    finally:
+        hq.store.close()
+    _emit(args, rows, "\n".join(
+        f"{r['terminal']:<16} store {r['store']:<10} acked {r['acked']:>8}  last seen "
+        f"{r['last_seen'] or 'never'}" + ("  QUARANTINED" if r["quarantined"] else "")
+        for r in rows) or "no terminals enrolled")
+    return 0
+
+
+def cmd_terminal_remove(args: argparse.Namespace) -> int:
+    """`hq terminal remove ID`: the terminal can no longer push or pull; its events stay."""
+    hq = _hq(args)
+    try:
+        removed = hq.store.remove_terminal(args.terminal)
+    finally:
+        hq.store.close()
+    if not removed:
+        return _fail(f"terminal {args.terminal}: not enrolled here")
+    _emit(args, {"removed": args.terminal},
+          f"terminal {args.terminal} removed: it can no longer sync (its events stay)")
+    return 0
+
+
+def cmd_program_show(args: argparse.Namespace) -> int:
+    """`hq program show`: the program version tills receive now."""
+    hq = _hq(args)
+    try:
+        got = hq.store.program()
+    finally:
+        hq.store.close()
+    if got is None:
+        return _fail("no program published yet (tillstamp hq program set FILE)")
+    version, source = got
+    head = source.get("program", {})
+    rewards = ", ".join(f"{r.get('id')} ({r.get('cost')})" for r in source.get("rewards", []))
+    _emit(args, {"version": version, "source": source},
+          f"program version {version}: {head.get('name', '')}\n  rewards: {rewards or 'none'}")
     return 0
 
 
 def cmd_terminal_add(args: argparse.Namespace) -> int:
     hq = _hq(args)
     try:
-        code = hq.new_code(args.store, args.terminal)
+        code = hq.new_code(args.store, args.terminal, args.store_name)
     except ValueError as e:
         return _fail(str(e))
     finally:
@@ -151,7 +222,8 @@ def register(sub: Any) -> None:
                       description="Serve the sync API (OpenAPI at /docs).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8700)
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="info",
+                   help="uvicorn log level (default info: its address and one line per request)")
     p.set_defaults(func=cmd_serve)
 
     term = hq.add_parser("terminal", help="enrol terminals").add_subparsers(
@@ -161,7 +233,9 @@ def register(sub: Any) -> None:
                                     "--code CODE` or `tillstamp sync enroll`.")
     p.add_argument("--store", required=True, help="the store the till belongs to")
     p.add_argument("--terminal", help="fix the terminal id (default: HQ assigns STORE-Tn, or the till keeps its own)")
+    p.add_argument("--store-name", help="the shop's name, printed on its tills' receipts")
     p.set_defaults(func=cmd_terminal_add)
+    _register_terminal_more(term, common)
 
     prog = hq.add_parser("program", help="publish the loyalty program").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=sub._parser_class)
@@ -169,6 +243,9 @@ def register(sub: Any) -> None:
                         description="Validate and publish a program; tills receive it on their next pull.")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(func=cmd_program_set)
+    p = prog.add_parser("show", parents=[common], help="show the program tills receive now",
+                        description="Show the newest published program version.")
+    p.set_defaults(func=cmd_program_show)
 
     p = hq.add_parser("stats", parents=[common], help="events, sales, quarantine and terminals",
                       description="Counts and per-terminal sync state.")
@@ -184,3 +261,14 @@ def register(sub: Any) -> None:
                       description="Revoke every card of the member issued until now.")
     p.add_argument("member")
     p.set_defaults(func=cmd_revoke)
+
+
+def _register_terminal_more(term: Any, common: argparse.ArgumentParser) -> None:
+    p = term.add_parser("list", parents=[common], help="list enrolled terminals",
+                        description="Every enrolled terminal: store, acked sequence, last seen.")
+    p.set_defaults(func=cmd_terminal_list)
+    p = term.add_parser("remove", parents=[common], help="stop a terminal from syncing",
+                        description="Forget a terminal's key: it can no longer push or pull. Its "
+                                    "events stay at head office.")
+    p.add_argument("terminal", metavar="TERMINAL")
+    p.set_defaults(func=cmd_terminal_remove)

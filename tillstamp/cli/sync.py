@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
-from .base import COMMON, Parser, UsageError, data_arg, emit
+from .base import COMMON, Parser, UsageError, data_arg, emit, wants_json
 
 if TYPE_CHECKING:
     from ..agent.till import Till
@@ -43,8 +44,11 @@ def cmd_push(args: argparse.Namespace) -> int:
         except errors.Retryable as e:
             sync = till.sync
             assert sync is not None
-            emit(args, {"error": "offline", "message": str(e), "acked": sync.acked(),
-                        "waiting": sync.last_seq() - sync.acked()})
+            waiting = sync.last_seq() - sync.acked()
+            # Say first that head office was not reached: "acked N" alone reads like a success.
+            _not_reached(args, till, e, f"nothing pushed; {waiting} events wait for the next push "
+                         f"(head office held {sync.acked()} at the last contact)",
+                         acked=sync.acked(), waiting=waiting)
             return 1
         emit(args, report.to_dict(), lambda d: "pushed {pushed}, acked {acked}, waiting {waiting}".format(**d))
     return 0
@@ -61,10 +65,18 @@ def cmd_pull(args: argparse.Namespace) -> int:
         except errors.Rejected as e:
             raise _refused(e) from None
         except errors.Retryable as e:
-            emit(args, {"error": "offline", "message": str(e)})
+            _not_reached(args, till, e, "nothing pulled")
             return 1
         emit(args, report.to_dict(), lambda d: "pulled {changes} changes in {pages} pages".format(**d))
     return 0
+
+
+def _not_reached(args: argparse.Namespace, till: Till, e: Exception, what: str, **data: Any) -> None:
+    """Head office did not answer: a plain line on stderr (and JSON on stdout with --json)."""
+    message = f"head office not reached at {till.config.hq_url} ({e}): {what}"
+    if wants_json(args):
+        emit(args, {"error": "offline", "reached": False, "message": message, **data}, str)
+    print(f"tillstamp: {message}", file=sys.stderr, flush=True)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -19,6 +18,16 @@ def _human(d: dict[str, Any]) -> str:
     lines = [f"  {ln['qty']} x {ln['name']:<30} {ln['amount']:>10}" for ln in d["lines"]]
     pays = [f"  paid {p['method']}: {p['amount']}" for p in d["payments"]]
     return "\n".join([head, *lines, *pays])
+
+
+def _human_job(d: dict[str, Any]) -> str:
+    if not d["parsed"]:
+        return f"job {d['job']}: {d['bytes_in']} bytes printed unchanged ({d['error'] or 'not a receipt'})"
+    what = ("duplicate, nothing added" if d["duplicate"] else
+            f"+{d['stamps']} stamps for {d['member']}" if d["member"] else
+            "claim QR added" if d["inserted"] else "nothing to add")
+    printed = "printed" if d["printed"] else ("spooled" if d["spooled"] else "NOT printed")
+    return f"job {d['job']}: receipt {d['receipt']} total {d['total']}: {what}; {printed}"
 
 
 def cmd_tap_parse(args: argparse.Namespace) -> int:
@@ -59,8 +68,8 @@ def cmd_tap_run(args: argparse.Namespace) -> int:
     out_lock = threading.Lock()
 
     def on_job(report: dict[str, Any]) -> None:
-        with out_lock:  # sessions run in several threads; one JSON line each, never interleaved
-            print(json.dumps(report, ensure_ascii=False), flush=True)
+        with out_lock:  # sessions run in several threads; one line each, never interleaved
+            emit(args, report, _human_job)
 
     with open_till(data) as till:
         cfg = TapConfig(listen=args.listen, printer=args.printer, folder=data / "tap",

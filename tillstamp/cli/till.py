@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import COMMON, EXAMPLE_PROGRAM, Parser, UsageError, data_arg, emit, kv
+from .base import COMMON, EXAMPLE_PROGRAM, Parser, UsageError, data_arg, emit, item_failed, kv
 
 if TYPE_CHECKING:
     from ..agent.till import Till
@@ -65,9 +66,15 @@ def cmd_member_show(args: argparse.Namespace) -> int:
     ref = args.phone or args.id or args.qr
     if not ref:
         raise UsageError("member show: give --phone, --id or --qr")
+    from ..agent.receipts import mission_text
+
     with _till(args) as till:
         row = till.service.identify(ref)
-        emit(args, till.member_json(row.id), _show_member)
+        out = till.member_json(row.id)
+        kinds = {m.id: m.kind for m in till.program.missions}
+        for m in out["missions"]:  # a spend mission in Rupiah: `Rp 162.000 / Rp 500.000`
+            m["text"] = mission_text(kinds.get(m["id"], ""), m["progress"], m["target"])
+        emit(args, out, _show_member)
     return 0
 
 
@@ -76,7 +83,7 @@ def _show_member(d: dict[str, Any]) -> str:
              f"  balance {d['balance']} stamps, card {d['card']}, tier {d['tier_name']}"
              + (f" ({d['to_next_tier']} to {d['next_tier']})" if d["next_tier"] else "")]
     for m in d["missions"]:
-        lines.append(f"  mission {m['name']}: {m['progress']}/{m['target']}{' done' if m['done'] else ''}")
+        lines.append(f"  mission {m['name']}: {m['text']}{' done' if m['done'] else ''}")
     for x in d["expiring"]:
         lines.append(f"  {x['stamps']} stamps expire {x['at'][:10]}")
     return "\n".join(lines)
@@ -86,16 +93,19 @@ def cmd_member_card(args: argparse.Namespace) -> int:
     if not args.out and not args.print:
         raise UsageError("member card: give --out FILE.png or --print")
     with _till(args) as till:
-        member = till.service.identify(args.member).id
-        payload = till.service.member_card(member)
-        out: dict[str, Any] = {"member": member, "payload": payload, "out": args.out}
+        row = till.service.identify(args.member)
+        payload = till.service.member_card(row.id)
+        out: dict[str, Any] = {"member": row.id, "payload": payload, "out": args.out}
         if args.out:
-            import qrcode
+            from ..agent.card import MemberCard, card_image
 
-            img = qrcode.make(payload, error_correction=qrcode.constants.ERROR_CORRECT_M)
-            img.save(args.out)
+            shop = till.config.store_name or till.config.store
+            try:
+                card_image(MemberCard(payload, shop, row.name or "", row.id)).save(args.out, format="PNG")
+            except OSError as e:
+                raise UsageError(f"member card: cannot write {args.out}: {e.strerror or e}") from None
         if args.print:
-            out["printer"] = _print_card(till, member, payload, args.printer)
+            out["printer"] = _print_card(till, row.id, payload, args.printer)
         emit(args, out, lambda d: f"wrote {d['out']}" if d["out"] else f"printed on {d['printer']}")
     return 0
 
@@ -125,46 +135,53 @@ def _print_card(till: Any, member: str, payload: str, url: str | None) -> str:
 # -- sales ----------------------------------------------------------------------------------
 
 
-def _read_sales(source: str) -> Any:
-    """One pretty-printed JSON object, or JSON lines, as bytes (each decoded by the caller)."""
-    stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    try:
-        data = stream.read() if source != "-" else None
-        if data is not None:
-            stripped = data.strip()
-            if stripped.startswith(b"{") and b"\n" in stripped:
-                try:
-                    yield json.loads(stripped)  # one pretty-printed JSON object
-                    return
-                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                    pass  # read it line by line: each line then gets its own reason
-            for line in data.splitlines():
-                yield line
-            return
-        for line in stream:
-            yield line
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+def _read_sales(stream: Any) -> Iterator[tuple[int, Any]]:
+    """(line number, sale dict, or a (reason, message) refusal) for each JSON value in `stream`.
 
-
-def _json_line(raw: bytes) -> Any:
-    """A JSON line, or a (reason, message) tuple saying why it is not one."""
+    `stream` yields bytes lines. Accepts JSON lines and JSON objects spread over several lines
+    (the README's `echo '{...}'`), in any mix. A value is handed on as soon as its last line
+    arrives, so each sale is recorded and answered while the POS is still writing the next: the
+    crash test relies on it. A line that is not UTF-8, a value nested too deeply or holding a
+    lone surrogate is refused on its own; the lines after it go on.
+    """
     from ..agent.failures import find_surrogate
 
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return ("invalid_utf8", f"not valid UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1}")
-    try:
-        item = json.loads(text)
-    except json.JSONDecodeError as e:
-        return ("invalid_json", f"not valid JSON: {e.msg} at column {e.colno}")
-    except RecursionError:
-        return ("invalid_json", "not valid JSON: nested too deeply")
-    if find_surrogate(item):
-        return ("invalid_text", "a string holds an unpaired surrogate (like \\ud800), which is not text")
-    return item
+    decoder = json.JSONDecoder()
+    buf, first = "", 0
+    for n, raw in enumerate(stream, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield n, ("invalid_utf8", f"not valid UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1}")
+            buf = ""
+            continue
+        if not buf.strip():
+            buf, first = "", n
+        buf += line
+        while buf.strip():
+            text = buf.lstrip()
+            try:
+                value, end = decoder.raw_decode(text)
+            except json.JSONDecodeError as e:
+                if e.pos >= len(text.rstrip()):
+                    break  # the value goes on in the next line
+                yield first, ("invalid_json",
+                              f"not valid JSON: {e.msg} at line {first + e.lineno - 1} column {e.colno}")
+                buf = ""  # start again at the next line
+                break
+            except RecursionError:
+                yield first, ("invalid_json", "not valid JSON: nested too deeply")
+                buf = ""
+                break
+            if find_surrogate(value):
+                yield first, ("invalid_text",
+                              "a string holds an unpaired surrogate (like \\ud800), which is not text")
+            else:
+                yield first, value
+            buf = text[end:]
+            first = n
+    if buf.strip():
+        yield first, ("invalid_json", "not valid JSON: the input ended inside a value")
 
 
 def cmd_sale_record(args: argparse.Namespace) -> int:
@@ -174,32 +191,48 @@ def cmd_sale_record(args: argparse.Namespace) -> int:
     from ..loyalty.sale import SaleError, parse_sale
 
     status = 0
-    with _till(args) as till:
-        for n, item in enumerate(_read_sales(args.file), 1):
-            if isinstance(item, bytes):
-                if not item.strip():
-                    continue
-                item = _json_line(item)
+    if args.file != "-":
+        stream: Any = open(args.file, "rb")  # noqa: SIM115
+    elif hasattr(sys.stdin, "buffer"):
+        stream = sys.stdin.buffer
+    else:  # a text stream put in place of stdin (an embedding program, a test)
+        stream = (line.encode("utf-8", "surrogatepass") for line in sys.stdin)
+    try:
+        with _till(args) as till:
+            for n, item in _read_sales(stream):
                 if isinstance(item, tuple):
-                    status = _refuse_line(n, *item)
+                    status = _refuse_line(args, n, *item)
                     continue
-            try:
-                sale = parse_sale(item, now=till.service.now())
-                result = till.service.record_sale(sale)
-            except SaleError as e:
-                status = _refuse_line(n, "invalid_sale", str(e), item)
-                continue
-            except Refused as e:
-                status = _refuse_line(n, e.reason, str(e), item)
-                continue
-            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+                try:
+                    sale = parse_sale(item, now=till.service.now())
+                    result = till.service.record_sale(sale)
+                except SaleError as e:
+                    status = _refuse_line(args, n, "invalid_sale", str(e), item)
+                    continue
+                except Refused as e:
+                    status = _refuse_line(args, n, e.reason, str(e), item)
+                    continue
+                emit(args, result.to_dict(), _human_result)
+    finally:
+        if args.file != "-":
+            stream.close()
     return status
 
 
-def _refuse_line(n: int, reason: str, message: str, item: Any = None) -> int:
+def _human_result(d: dict[str, Any]) -> str:
+    if d["duplicate"]:
+        return f"{d['receipt']}: duplicate, nothing awarded" + (" (content differs)" if d.get("conflict") else "")
+    if d["member"] is None:
+        claim = f"; claim QR for {d['claim_stamps']} stamps: {d['claim']}" if d.get("claim") else ""
+        return f"{d['receipt']}: no member{claim}"
+    missions = f", missions {', '.join(d['missions'])}" if d.get("missions") else ""
+    return (f"{d['receipt']}: +{d['stamps_awarded']} stamps for {d['member']}, "
+            f"balance {d['balance']}{missions}")
+
+
+def _refuse_line(args: argparse.Namespace, n: int, reason: str, message: str, item: Any = None) -> int:
     receipt = item.get("receipt") if isinstance(item, dict) else None
-    print(json.dumps({"error": reason, "message": message, "line": n, "receipt": receipt}), flush=True)
-    print(f"tillstamp: line {n}: {message}", file=sys.stderr, flush=True)
+    item_failed(args, f"line {n}: {message}", error=reason, line=n, receipt=receipt)
     return 2
 
 
@@ -229,13 +262,29 @@ def cmd_sale_refund(args: argparse.Namespace) -> int:
 def cmd_reward_list(args: argparse.Namespace) -> int:
     with _till(args) as till:
         rewards = [{"id": r.id, "name": r.name, "cost": r.cost, "tiers": sorted(r.tiers)} for r in till.program.rewards]
-        if args.member:
-            view = till.service.view(till.service.identify(args.member).id)
-            for r, rw in zip(rewards, till.program.rewards, strict=True):
-                r["can_redeem"] = rw.allowed_for(view.tier.id) and view.balance >= rw.cost
-        emit(args, rewards, lambda rs: "\n".join(
-            f"{r['id']:<16} {r['cost']:>4} stamps  {r['name']}" + (" *" if r.get("can_redeem") else "") for r in rs))
+        if not args.member:
+            emit(args, rewards, lambda rs: "\n".join(
+                f"{r['id']:<16} {r['cost']:>4} stamps  {r['name']}" for r in rs))
+            return 0
+        row = till.service.identify(args.member)
+        view = till.service.view(row.id)
+        for r, rw in zip(rewards, till.program.rewards, strict=True):
+            r["can_redeem"] = rw.allowed_for(view.tier.id) and view.balance >= rw.cost
+        out = {"member": row.id, "name": row.name, "balance": view.balance, "tier": view.tier.id,
+               "rewards": rewards}
+        emit(args, out, _human_rewards)
     return 0
+
+
+def _human_rewards(d: dict[str, Any]) -> str:
+    now = [r for r in d["rewards"] if r["can_redeem"]]
+    lines = [f"{d['name'] or d['member']}: {d['balance']} stamps, tier {d['tier']}",
+             f"can redeem now: {', '.join(r['id'] for r in now) if now else 'nothing yet'}"]
+    for r in d["rewards"]:
+        mark = "now" if r["can_redeem"] else (
+            f"{r['cost'] - d['balance']} more" if r["cost"] > d["balance"] else "not for this tier")
+        lines.append(f"  {r['id']:<16} {r['cost']:>4} stamps  {r['name']}  ({mark})")
+    return "\n".join(lines)
 
 
 def cmd_reward_redeem(args: argparse.Namespace) -> int:
@@ -257,13 +306,28 @@ def cmd_claim(args: argparse.Namespace) -> int:
 
 def cmd_ledger_show(args: argparse.Namespace) -> int:
     with _till(args) as till:
-        events = till.store.events(after_seq=args.after, limit=args.limit)
-        if getattr(args, "json", False):
-            for e in events:
-                print(json.dumps(e.to_wire(), ensure_ascii=False))
+        if args.member:
+            member = till.service.identify(args.member, learn=False).id
+            events = [e for e in till.store.member_events(member) if e.seq > args.after]
         else:
-            for e in events:
-                print(f"{e.seq:>6} {e.at.isoformat()[:19]} {e.kind:<18} {e.member or '-':<26} {e.stamps:>+4} {e.ref or ''}")
+            events = till.store.events(after_seq=args.after)
+        if args.receipt:
+            keys = {row.key for row in till.store.sales_by_receipt(args.receipt)}
+            if not keys:
+                raise UsageError(f"ledger show: receipt {args.receipt}: no such sale at this till")
+            events = [e for e in events if e.ref in keys]
+        if args.limit is not None:
+            events = events[: args.limit]
+        zone = till.program.zone
+
+        def human(d: dict[str, Any]) -> str:
+            # The store's wall clock with its offset for people; the wire form (UTC) for programs.
+            at = dt.datetime.fromisoformat(d["at"]).astimezone(zone).isoformat(timespec="seconds")
+            return (f"{d['seq']:>6} {at} {d['kind']:<18} {d['member'] or '-':<26} "
+                    f"{d['stamps']:>+4} {d['ref'] or ''}")
+
+        for e in events:
+            emit(args, e.to_wire(), human)
     return 0
 
 
@@ -357,7 +421,9 @@ def register(sub: Any) -> None:
         dest="sub", metavar="ACTION", required=True, parser_class=Parser)
     p = lg.add_parser("show", parents=[COMMON], help="list events", description="List ledger events in order.")
     p.add_argument("--after", type=int, default=0, help="only events with seq > N")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="at most N events")
+    p.add_argument("--member", help="only this member's events (id, phone or card payload)")
+    p.add_argument("--receipt", help="only the events of this sale (its earn, refunds, claim)")
     p.set_defaults(func=cmd_ledger_show)
     p = lg.add_parser("verify", parents=[COMMON], help="check hash chain, sequence and projections",
                       description="Check the hash chain, the sequence, balances and projections; exit 1 if wrong.")

@@ -82,6 +82,11 @@ class DeviceReader:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs (a finite source ends it by itself)."""
+        return self._thread.is_alive()
+
     def join(self, timeout: float | None = None) -> None:
         """Wait for the thread (it ends by itself when a finite source runs out)."""
         self._thread.join(timeout)

@@ -1,4 +1,10 @@
-"""The loyalty receipt: a `Receipt` dataclass and a pure `render_receipt(receipt) -> bytes`."""
+"""The loyalty receipt: a `Receipt` dataclass and a pure `render_receipt(receipt) -> bytes`.
+
+Also the short counter slips (`Slip`, `render_slip`): a redemption for the barista, a new
+member's card. Every job ends with `GS V 65 0`, "feed to the cutter, then cut": the printer
+feeds exactly as far as its own cutter sits from the head, so no job wastes the six blank
+lines python-escpos feeds before a cut (about 150 px, 2 cm of paper per receipt).
+"""
 
 from __future__ import annotations
 
@@ -19,14 +25,20 @@ _WORDS: dict[str, dict[str, str]] = {
         "none": "Belum ada stempel kali ini", "balance": "Saldo stempel", "tier": "Tier",
         "to_next": "{n} stempel lagi ke {tier}", "top": "Tier tertinggi", "missions": "Misi",
         "expiring": "Stempel segera kedaluwarsa", "expire_line": "{n} stempel pada {d}",
-        "thanks": "Terima kasih!",
+        "thanks": "Terima kasih!", "copy": "*** SALINAN ***", "discount": "Diskon",
+        "voided": "*** DIBATALKAN ***", "refunded": "Refund", "reversed": "{n} stempel ditarik",
+        "ready": "Hadiah siap ditukar:", "completed": "Misi selesai: {name}",
+        "badge": "Lencana baru: {badge}", "bonus": "+{n} stempel bonus",
     },
     "en": {
         "no": "No", "total": "TOTAL", "member": "Member", "earned": "Congrats! You earned {n} stamps",
         "none": "No stamps this time", "balance": "Stamp balance", "tier": "Tier",
         "to_next": "{n} more stamps to {tier}", "top": "Top tier", "missions": "Missions",
         "expiring": "Stamps expiring soon", "expire_line": "{n} stamps on {d}",
-        "thanks": "Thank you!",
+        "thanks": "Thank you!", "copy": "*** COPY ***", "discount": "Discount",
+        "voided": "*** VOIDED ***", "refunded": "Refunded", "reversed": "{n} stamps taken back",
+        "ready": "Rewards ready to redeem:", "completed": "Mission completed: {name}",
+        "badge": "New badge: {badge}", "bonus": "+{n} bonus stamps",
     },
 }
 
@@ -49,6 +61,15 @@ class MissionProgress:
     progress: int
     target: int
     text: str | None = None
+
+
+@dataclass(frozen=True)
+class CompletedMission:
+    """A mission this sale completed: its bonus stamps and badge, printed as news."""
+
+    name: str
+    stamps: int = 0
+    badge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,14 @@ class Receipt:
     qr_caption: str | None = None
     language: Language = "id"
     footer: tuple[str, ...] = field(default=())
+    discount: int = 0  # sum of the lines minus the total, when positive
+    completed: tuple[CompletedMission, ...] = ()
+    rewards_ready: tuple[str, ...] = ()  # names of rewards the balance pays for now
+    qr_lines: tuple[str, ...] = ()  # under the caption: where to scan, until when
+    copy: bool = False  # a reprint: the original, marked
+    refunded: int = 0  # amount refunded since (a reprint shows it)
+    voided: bool = False  # refunded in full
+    reversed_stamps: int = 0  # stamps taken back by the refunds
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:
@@ -130,15 +159,24 @@ def render_receipt(receipt: Receipt, *, width: int = 32, native_qr: bool = True,
     printer._raw(b"\x1b@" + page.select)
     w = _Writer(printer, page, width)
     words = _WORDS[receipt.language]
+    if receipt.copy:
+        w.line(words["copy"], align="center", bold=True)
     _header(w, receipt, words)
     _sale(w, receipt, words)
     _loyalty(w, receipt, words)
     if receipt.qr_payload:
-        _qr(printer, w, receipt, native_qr)
+        _qr(printer, w, receipt.qr_payload, receipt.qr_caption, receipt.qr_lines, native_qr)
     for text in receipt.footer or (words["thanks"],):
         w.line(text, align="center")
-    printer.cut()
+    if receipt.copy:
+        w.line(words["copy"], align="center", bold=True)
+    cut(printer)
     return printer.output
+
+
+def cut(printer: Dummy) -> None:
+    """Feed just to the cutter and cut (GS V 65 0), not six blank lines first."""
+    printer._raw(b"\x1dVA\x00")
 
 
 def _header(w: _Writer, r: Receipt, words: dict[str, str]) -> None:
@@ -161,7 +199,13 @@ def _sale(w: _Writer, r: Receipt, words: dict[str, str]) -> None:
             qty = f"  {item.qty} x {format_rupiah(item.unit_price)}"
             w.line(two_columns(qty, format_rupiah(item.amount), w.width))
     w.rule()
+    if r.discount > 0:
+        w.line(two_columns(words["discount"], format_rupiah(-r.discount), w.width))
     w.line(two_columns(words["total"], format_rupiah(r.total), w.width), bold=True, big=True)
+    if r.voided:
+        w.line(words["voided"], align="center", bold=True)
+    elif r.refunded > 0:
+        w.line(two_columns(words["refunded"], format_rupiah(-r.refunded), w.width), bold=True)
     w.rule()
 
 
@@ -170,6 +214,14 @@ def _loyalty(w: _Writer, r: Receipt, words: dict[str, str]) -> None:
         w.line(words["earned"].format(n=r.stamps_earned), align="center", bold=True)
     elif r.member_name:
         w.line(words["none"], align="center")
+    if r.reversed_stamps > 0:
+        w.line(words["reversed"].format(n=r.reversed_stamps), align="center")
+    for done in r.completed:
+        w.line(words["completed"].format(name=done.name)[: w.width], bold=True)
+        if done.stamps:
+            w.line(f"  {words['bonus'].format(n=done.stamps)}")
+        if done.badge:
+            w.line(f"  {words['badge'].format(badge=done.badge)}"[: w.width])
     if r.card_size:
         w.line(stamp_card(r.card_filled or 0, r.card_size, w.page), align="center")
     if r.balance is not None:
@@ -194,12 +246,16 @@ def _loyalty(w: _Writer, r: Receipt, words: dict[str, str]) -> None:
         w.line(words["expiring"], bold=True)
         for e in r.expiring:
             w.line(words["expire_line"].format(n=e.stamps, d=e.on.strftime("%d/%m/%Y")))
+    if r.rewards_ready:
+        w.line(words["ready"], bold=True)
+        for name in r.rewards_ready:
+            w.line(f"- {name}"[: w.width])
     if r.stamps_earned or r.card_size or r.balance is not None or r.tier or r.missions:
         w.rule()
 
 
-def _qr(printer: Dummy, w: _Writer, r: Receipt, native: bool) -> None:
-    payload = r.qr_payload or ""
+def _qr(printer: Dummy, w: _Writer, payload: str, caption: str | None, notes: tuple[str, ...],
+        native: bool) -> None:
     module = 6 if w.width >= 42 else 4
     w.line("", align="center")
     if native and printer.profile.supports("qrCode"):
@@ -209,8 +265,50 @@ def _qr(printer: Dummy, w: _Writer, r: Receipt, native: bool) -> None:
         # python-escpos' image path prints a warning on stdout for profiles without a paper
         # width; the raster command is simple enough to build here instead.
         printer._raw(qr_raster(payload, module))
-    if r.qr_caption:
-        w.line(r.qr_caption, align="center")
+    if caption:
+        w.line(caption, align="center")
+    for text in notes:
+        w.line(text, align="center")
+
+
+@dataclass(frozen=True)
+class Slip:
+    """A short counter slip: a redemption for the barista, or a new member's card."""
+
+    store_name: str
+    title: str
+    at: datetime
+    headline: str = ""  # printed large: the reward's or the member's name
+    lines: tuple[str, ...] = ()
+    qr_payload: str | None = None
+    qr_caption: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None:
+            raise ValueError("Slip.at must be an aware datetime")
+
+
+def render_slip(slip: Slip, *, width: int = 32, native_qr: bool = True,
+                profile: str | None = None) -> bytes:
+    """Render a counter slip to ESC/POS bytes; the same code page and cut as a receipt."""
+    if width not in (32, 42, 48):
+        raise ValueError(f"width must be 32, 42 or 48 columns, not {width}")
+    printer = Dummy(profile=profile)
+    page = choose_codepage(printer.profile.profile_data.get("codePages"))
+    printer._raw(b"\x1b@" + page.select)
+    w = _Writer(printer, page, width)
+    w.line(slip.store_name, align="center", bold=True)
+    w.line(slip.title, align="center")
+    w.line(slip.at.strftime("%d/%m/%Y %H:%M"), align="center")
+    w.rule()
+    if slip.headline:
+        w.line(slip.headline[:width], align="center", bold=True, big=True)
+    for text in slip.lines:
+        w.line(text[:width], align="center")
+    if slip.qr_payload:
+        _qr(printer, w, slip.qr_payload, slip.qr_caption, (), native_qr)
+    cut(printer)
+    return printer.output
 
 
 def render_card(store_name: str, member_name: str | None, payload: str, caption: str, *,

@@ -5,6 +5,7 @@ URL grammar:
     /dev/ttyUSB0, /dev/pts/3                                    a bare path means serial
     loop://, socket://HOST:PORT, spy://..., rfc2217://...       pyserial URLs, as they are
     stdin://[?suffix=LF]                                        a keyboard-wedge scanner in a terminal
+                                                                (ends at end of input: a pipe or file)
 
 Options (query or keyword): baudrate (9600), prefix and suffix (CR, LF, CRLF, TAB, STX, ETX or
 literal text; suffix CR by default), timeout (read poll, 0.2 s).
@@ -23,7 +24,7 @@ import serial
 
 from tillstamp.drivers.errors import DeviceConfigError, DeviceUnavailable, UnknownSchemeError
 from tillstamp.drivers.events import ScanCallback, StateCallback
-from tillstamp.drivers.reader import Backoff, DeviceReader
+from tillstamp.drivers.reader import Backoff, DeviceReader, SourceExhausted
 from tillstamp.drivers.urls import DeviceURL, parse_url
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ class Framer:
         """Forget a partial line (after the port was lost)."""
         self._buf.clear()
         self._discarding = False
+
+    def finish(self) -> list[str]:
+        """The input ended: the last scan counts even without its suffix (`printf 'X\\r'`)."""
+        frame, discarding = bytes(self._buf), self._discarding
+        self.reset()
+        payload = None if discarding else self._payload(frame)
+        return [payload] if payload is not None else []
 
     def feed(self, chunk: bytes) -> list[str]:
         """Add bytes; return the payloads completed by them."""
@@ -151,13 +159,14 @@ class StdinScanner:
         self._fd = sys.stdin.fileno() if fd is None else fd
 
     def read(self) -> bytes:
-        """Bytes typed so far (b"" after the poll timeout); end of input is DeviceUnavailable."""
+        """Bytes typed so far (b"" after the poll timeout); end of input is EndOfInput."""
         ready, _, _ = select.select([self._fd], [], [], self.settings.timeout)
         if not ready:
             return b""
         data = os.read(self._fd, 4096)
         if not data:
-            raise DeviceUnavailable("stdin closed")
+            # A pipe or file that ended will never give more: reopening it would spin forever.
+            raise EndOfInput("stdin ended")
         return data
 
     def close(self) -> None:
@@ -165,6 +174,10 @@ class StdinScanner:
 
 
 Scanner = SerialScanner | StdinScanner
+
+
+class EndOfInput(SourceExhausted):
+    """stdin reached its end: the scanner is finished, not lost."""
 
 
 def scanner_settings(url: str, *, baudrate: int | None = None, prefix: str | None = None,
@@ -211,10 +224,17 @@ class _ScannerSession:
     def __init__(self, scanner: Scanner, framer: Framer) -> None:
         self.scanner = scanner
         self.framer = framer
+        self.ended = False
         framer.reset()
 
     def poll(self) -> list[str]:
-        return self.framer.feed(self.scanner.read())
+        if self.ended:
+            raise EndOfInput("stdin ended")
+        try:
+            return self.framer.feed(self.scanner.read())
+        except EndOfInput:
+            self.ended = True
+            return self.framer.finish()  # the last scan first; the next poll ends the reader
 
     def close(self) -> None:
         self.scanner.close()

@@ -19,7 +19,7 @@ ESC_T_TABLE: dict[int, str] = {0: "cp437", 2: "cp850", 3: "cp860", 4: "cp863", 5
 
 # Characters that NFKD cannot take apart but that have an obvious ASCII spelling.
 _TRANSLIT = {
-    "\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+    "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
     "\u2026": "...", "\u20ac": "EUR", "\u00df": "ss", "\u00e6": "ae", "\u00c6": "AE",
     "\u00f8": "o", "\u00d8": "O", "\u0142": "l", "\u0141": "L", "\u2022": "*",
     "\u25cf": "#", "\u25cb": ".", "\u2588": "#", "\u2591": ".",

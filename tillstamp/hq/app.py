@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ..apidocs import add_offline_docs
 from ..sync import protocol as p
 from ..sync.wire import LEDGER_TYPE
 from .limits import BodyLimit, BodyTooLarge
@@ -55,7 +56,9 @@ def _gunzip(body: bytes, encoding: str) -> bytes:
 def create_app(hq: Hq) -> FastAPI:
     """The ASGI app serving `hq`."""
     app = FastAPI(title="tillstamp HQ sync", version=p.VERSION,
-                  description="Push events from tills, pull the change feed. See docs/SYNC.md.")
+                  description="Push events from tills, pull the change feed. See docs/SYNC.md.",
+                  docs_url=None, redoc_url=None)  # /docs from the package, not a CDN: apidocs.py
+    add_offline_docs(app)
 
     # A body over the limit is refused before or while it streams in, never buffered; every
     # answer, refusals included, carries HQ's clock.

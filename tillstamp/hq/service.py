@@ -75,19 +75,31 @@ class Hq:
             assert pem is not None
         return tokens.load_private_pem(pem.encode())
 
-    def new_code(self, store: str, terminal: str | None = None) -> str:
-        """A one-time enrolment code for a till of `store` (optionally with a fixed terminal id)."""
+    def new_code(self, store: str, terminal: str | None = None, store_name: str | None = None) -> str:
+        """A one-time enrolment code for a till of `store` (optionally with a fixed terminal id).
+
+        `store_name` is remembered for the store (a `store` feed entry) and given to every till
+        that enrols for it, so receipts print the shop's name rather than its id.
+        """
         for what, val in (("store", store), ("terminal", terminal)):
             if val is not None and (not val or len(val) > 32 or not all(c.isalnum() or c in "-_" for c in val)):
                 raise ValueError(f"--{what}: use 1-32 letters, digits, '-' or '_'")
+        if store_name is not None and not 0 < len(store_name.strip()) <= 64:
+            raise ValueError("--store-name: use 1-64 characters")
         self.signing_key()
+        if store_name is not None:
+            self.store.put_feed("store", f"store:{store}", {"store": store, "name": store_name.strip()},
+                                self.clock())
         code = secrets.token_hex(8).upper()
         self.store.create_code(code, store, terminal, self.clock())
         return code
 
     def publish_program(self, source: dict[str, Any]) -> int:
-        """Validate and publish a program; tills pick it up from the feed."""
+        """Validate and publish a program; the same content as the newest version is that version."""
         parse_program(source)  # refuse a bad program before any till sees it
+        current = self.store.program()
+        if current is not None and _without_version(current[1]) == _without_version(source):
+            return current[0]  # publishing the same file twice must not make every till reload
         return self.store.publish_program(source, self.clock())
 
     def program(self) -> Program | None:
@@ -111,8 +123,10 @@ class Hq:
             pub = tokens.public_from_bytes(bytes.fromhex(req.member_key))
             self.store.add_member_key(tokens.key_id(pub), req.member_key, None, now)
         prog = self.store.program()
+        named = self.store.feed_entry(f"store:{row.store}")
         return p.EnrollResponse(terminal=row.id, store=row.store, member_keys=self.store.member_keys(),
-                                program=prog[1] if prog else None, program_version=prog[0] if prog else 0)
+                                program=prog[1] if prog else None, program_version=prog[0] if prog else 0,
+                                store_name=named.get("name") if named else None)
 
     # -- authentication -----------------------------------------------------------------
 
@@ -290,6 +304,12 @@ class Hq:
     def stats(self) -> dict[str, Any]:
         """What `hq stats` prints."""
         return self.store.stats()
+
+
+def _without_version(source: dict[str, Any]) -> dict[str, Any]:
+    """A program source without `program.version`, which HQ numbers itself."""
+    head = {k: v for k, v in source.get("program", {}).items() if k != "version"}
+    return {**source, "program": head}
 
 
 def load_json_or_toml(text: str) -> dict[str, Any]:

@@ -138,12 +138,14 @@ class HqStore(Protocol):
                now: dt.datetime) -> TerminalRow: ...
     def terminal(self, terminal_id: str) -> TerminalRow | None: ...
     def terminals(self) -> list[TerminalRow]: ...
+    def remove_terminal(self, terminal_id: str) -> bool: ...
     def note_request(self, terminal_id: str, nonce: str, time_ms: int, now: dt.datetime,
                      offset_s: float, window_s: int) -> bool: ...
     def ingest(self, terminal_id: str, events: Sequence[Incoming], members: Sequence[dict[str, Any]],
                now: dt.datetime, compensate: Compensate, *, tip: str | None = None) -> IngestResult: ...
     def feed_page(self, terminal_id: str, cursor: int, limit: int) -> FeedPage: ...
     def put_feed(self, kind: str, key: str, payload: dict[str, Any], now: dt.datetime) -> int: ...
+    def feed_entry(self, key: str) -> dict[str, Any] | None: ...
     def publish_program(self, source: dict[str, Any], now: dt.datetime) -> int: ...
     def program(self) -> tuple[int, dict[str, Any]] | None: ...
     def add_member_key(self, kid: str, public_hex: str, private_pem: str | None, now: dt.datetime) -> None: ...
@@ -237,6 +239,12 @@ class SqlHqStore:
         with self._tx() as c:
             return self._feed_put(c, [(kind, key, payload)], now)
 
+    def feed_entry(self, key: str) -> dict[str, Any] | None:
+        """The payload of the feed entry with this key, if any."""
+        with self._tx(write=False) as c:
+            row = self._x(c, "SELECT payload FROM feed WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     # -- enrolment -----------------------------------------------------------------------
 
     def create_code(self, code: str, store: str, terminal: str | None, now: dt.datetime) -> None:
@@ -286,6 +294,12 @@ class SqlHqStore:
             rows = self._x(c, "SELECT id, store, public_key, acked, last_seen, clock_offset_s, quarantined "
                               "FROM terminals ORDER BY id").fetchall()
         return [_terminal(r) for r in rows]
+
+    def remove_terminal(self, terminal_id: str) -> bool:
+        """Forget a terminal's key, so it can no longer push or pull; its events stay. False if unknown."""
+        with self._tx() as c:
+            gone = self._x(c, "DELETE FROM terminals WHERE id = ?", (terminal_id,)).rowcount
+        return bool(gone)
 
     def note_request(self, terminal_id: str, nonce: str, time_ms: int, now: dt.datetime,
                      offset_s: float, window_s: int) -> bool:

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -98,7 +99,8 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
     """The POS API and the cashier panel for a running agent served on `bind_host`."""
     app = FastAPI(title="tillstamp POS API", version="1", description=(
         "Local API of the tillstamp till agent: record sales, refunds, members, rewards and "
-        "claims; server-sent events of scans, awards and devices at /v1/events."))
+        "claims; server-sent events of scans, awards and devices at /v1/events."),
+        docs_url=None, redoc_url=None)  # /docs comes from the package, not a CDN: apidocs.py
     app.state.runtime = rt
     hosts, any_ip = allowed_hosts(bind_host, _extra_hosts(rt))
     app.add_middleware(RequestGuard, hosts=hosts, any_ip=any_ip,
@@ -106,6 +108,10 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
 
     app.state.problem = None  # the last environment failure of a write, until a write succeeds
     writes = {ops.record_sale, ops.refund, ops.enroll, ops.redeem, ops.claim}
+    boot = uuid.uuid4().hex[:8]  # this run of the agent, in every event-stream id
+    from ..apidocs import add_offline_docs
+
+    add_offline_docs(app)
 
     async def run(fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -249,10 +255,17 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "server-sent events; each `data:` is one JSON event"}})
     async def events(request: Request) -> StreamingResponse:
-        """A server-sent event stream of scans, sales and awards, and device changes."""
+        """A server-sent event stream of scans, sales and awards, and device changes.
+
+        A client reconnecting with `Last-Event-ID` first gets the events it missed (the last
+        50 are kept); when some are gone, or the agent restarted, a `replay_gap` event tells it
+        to reload its state.
+        """
         sub = _LoopSubscription(asyncio.get_running_loop())
-        rt.hub.subscribe(sub)
-        return StreamingResponse(_stream(rt, sub), media_type="text/event-stream",
+        missed, complete = rt.hub.subscribe_since(sub, _last_id(request, boot))
+        if request.headers.get("last-event-id") is None:
+            missed, complete = [], True  # a first connection starts from now
+        return StreamingResponse(_stream(rt, sub, boot, missed, complete), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.get("/health", response_model=HealthOut, tags=["agent"])
@@ -294,9 +307,28 @@ def _without_urls(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def _stream(rt: Runtime, sub: _LoopSubscription) -> AsyncIterator[str]:
+def _last_id(request: Request, boot: str) -> int | None:
+    """The event id a reconnecting client saw last; None when it is from another run (or junk)."""
+    raw = request.headers.get("last-event-id", "")
+    run, _, n = raw.partition(".")
+    return int(n) if run == boot and n.isdigit() else None
+
+
+def _sse(boot: str, event: dict[str, Any]) -> str:
+    # The id carries this run's token: after a restart the counter starts again at 1.
+    return f"id: {boot}.{event['id']}\ndata: {json.dumps(event, ensure_ascii=False, default=str)}\n\n"
+
+
+async def _stream(rt: Runtime, sub: _LoopSubscription, boot: str, missed: list[dict[str, Any]],
+                  complete: bool) -> AsyncIterator[str]:
     try:
         yield "retry: 1000\n: connected\n\n"
+        if not complete:
+            yield f"data: {json.dumps({'type': 'replay_gap'})}\n\n"
+        seen = 0
+        for old in missed:
+            seen = old["id"]
+            yield _sse(boot, old)
         while True:
             try:
                 event = await asyncio.wait_for(sub.aq.get(), HEARTBEAT)
@@ -305,7 +337,9 @@ async def _stream(rt: Runtime, sub: _LoopSubscription) -> AsyncIterator[str]:
                 continue
             if event is None:
                 return
-            yield f"id: {event['id']}\ndata: {json.dumps(event, ensure_ascii=False, default=str)}\n\n"
+            if event["id"] <= seen:
+                continue  # already sent in the replay
+            yield _sse(boot, event)
     finally:
         rt.hub.unsubscribe(sub)
 

@@ -55,8 +55,7 @@ def record_sale(rt: Runtime, data: dict[str, Any]) -> Recorded:
         return Recorded(out)
     if scanned is not None:
         rt.last_scan.take(scanned)
-    if result.member:
-        rt.panel_member = result.member
+    rt.served(result.receipt, result.member, result.stamps_awarded, result.balance)
     rt.hub.publish("sale", receipt=result.receipt, member=result.member, total=sale.total,
                    stamps_awarded=result.stamps_awarded, balance=result.balance,
                    claim_stamps=result.claim_stamps, missions=list(result.missions))
@@ -109,7 +108,9 @@ def enroll(rt: Runtime, fields: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"member": row.id, "phone": row.phone, "name": row.name}
     if svc.keys.member_signing is not None:
         out["card"] = svc.member_card(row.id)
+    # The new member is the current one: shown on the panel and used by the next "@scan" sale.
     rt.panel_member = row.id
+    rt.last_scan.set(row.id)
     rt.hub.publish("enrol", member=row.id, name=row.name)
     return out
 
@@ -173,6 +174,9 @@ def panel_state(rt: Runtime) -> dict[str, Any]:
             shown = member(rt, current)
         except Refused:
             shown = None
+    if shown is not None:
+        shown["ready"] = [r for r in shown["rewards"] if r.get("can_redeem")]
+        shown["display_name"] = shown["name"] or shown["member"][-6:]
     zone = rt.till.program.zone
     today = dt.datetime.now(zone).date()
     sales: list[dict[str, Any]] = [{"receipt": s.receipt, "member": s.member or s.claimed_by, "total": s.total,
@@ -181,15 +185,81 @@ def panel_state(rt: Runtime) -> dict[str, Any]:
              for s in rt.till.store.recent_sales(8)]
     for s in sales:
         if s["member"]:
-            row = rt.till.store.member(s["member"])
-            s["name"] = row.name if row and row.name else s["member"][-6:]
+            s["name"] = member_name(rt, s["member"])
     awards = [e for e in reversed(rt.hub.recent)
               if e["type"] in ("sale", "redemption", "claim", "refund", "enrol")][:8]
+    served = dict(rt.panel_served) if rt.panel_served else None
+    if served and served["member"]:
+        served["name"] = member_name(rt, served["member"])
     return {
         "member": shown,
         "scanned": rt.last_scan.peek() == current if current else False,
+        "clears_in": int(rt.panel.left() + 0.999) if shown else 0,
+        "served": served,
         "pending_claim": rt.pending_claim,
         "sales": sales,
         "awards": awards,
         "health": rt.health(),
     }
+
+
+# -- the cashier panel's own actions -----------------------------------------------------------
+
+
+def identify(rt: Runtime, text: str) -> dict[str, Any]:
+    """A scanned or typed code at the panel: a member (now current) or a receipt-claim offer."""
+    return rt.identify_scan(text.strip(), "panel", learn=False)
+
+
+def clear_panel(rt: Runtime) -> None:
+    """The cashier is done with this customer: nobody is current any more."""
+    current = rt.panel_member
+    rt.panel_member = None
+    if current is not None:
+        rt.last_scan.take(current)
+    rt.pending_claim = None
+    rt.hub.publish("panel", cleared=True)
+
+
+def print_slip(rt: Runtime, slip: Any) -> bool:
+    """Spool a counter slip (a redemption, a member card); False when the till has no printer."""
+    if rt.print_queue is None:
+        return False
+    import uuid
+
+    from ..agent.runtime import printer_width
+    from ..drivers.receipt import render_slip
+
+    data = render_slip(slip, width=printer_width(rt.till.config.extra))
+    rt.print_queue.submit(f"slip-{uuid.uuid4().hex[:12]}", data)
+    return True
+
+
+def shop_name(rt: Runtime) -> str:
+    """The name printed and shown for this shop (its id when it has none)."""
+    return rt.till.config.store_name or rt.till.config.store
+
+
+def member_name(rt: Runtime, member_id: str) -> str:
+    """A member's name, or the end of their id when they gave none."""
+    row = rt.till.store.member(member_id)
+    return row.name if row is not None and row.name else member_id[-6:]
+
+
+def card_png(rt: Runtime, member_id: str) -> bytes:
+    """A member's card (QR with shop, name and id under it) as PNG."""
+    from ..agent.card import MemberCard
+    from ..agent.card import card_png as draw
+
+    row = rt.till.service.identify(member_id, learn=False)
+    payload = rt.till.service.member_card(row.id)
+    return draw(MemberCard(payload, shop_name(rt), row.name or "", row.id))
+
+
+def card_slip(rt: Runtime, member_id: str, title: str) -> Any:
+    """A new member's card as a counter slip."""
+    from ..drivers.receipt import Slip
+
+    row = rt.till.service.identify(member_id, learn=False)
+    return Slip(shop_name(rt), title, rt.till.service.now().astimezone(rt.till.program.zone),
+                row.name or "", (row.id,), rt.till.service.member_card(row.id))

@@ -157,6 +157,7 @@ class EnrollResponse(BaseModel):
     member_keys: dict[str, str]
     program: dict[str, Any] | None
     program_version: int
+    store_name: str | None = None  # what receipts print as the shop's name, when HQ knows it
 
 
 class ErrorBody(BaseModel):
