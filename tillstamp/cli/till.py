@@ -115,15 +115,17 @@ def _print_card(till: Any, member: str, payload: str, url: str | None) -> str:
     from ..agent.runtime import printer_width
     from ..drivers.errors import DeviceError
     from ..drivers.printer import open_printer
-    from ..drivers.receipt import render_card
+    from ..drivers.receipt import Slip, render_slip
 
     cfg = till.config
     url = url or cfg.printer
     if not url:
         raise UsageError("member card: no printer in tillstamp.toml; give --printer URL")
     row = till.store.member(member)
-    data = render_card(cfg.store_name or cfg.store, row.name if row else None, payload,
-                       CAPTIONS[cfg.language]["card"], width=printer_width(cfg.extra))
+    words = CAPTIONS[cfg.language]
+    slip = Slip(cfg.store_name or cfg.store, words["card"], dt.datetime.now().astimezone(),
+                headline=(row.name or "") if row else "", lines=(member,), qr_payload=payload)
+    data = render_slip(slip, width=printer_width(cfg.extra))
     try:
         with open_printer(url) as printer:
             printer.write(data)

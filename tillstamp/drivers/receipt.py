@@ -311,25 +311,6 @@ def render_slip(slip: Slip, *, width: int = 32, native_qr: bool = True,
     return printer.output
 
 
-def render_card(store_name: str, member_name: str | None, payload: str, caption: str, *,
-                width: int = 32, native_qr: bool = True, profile: str | None = None) -> bytes:
-    """A member's card as a slip of its own: store, name, the card QR; printed only when asked."""
-    if width not in (32, 42, 48):
-        raise ValueError(f"width must be 32, 42 or 48 columns, not {width}")
-    printer = Dummy(profile=profile)
-    page = choose_codepage(printer.profile.profile_data.get("codePages"))
-    printer._raw(b"\x1b@" + page.select)
-    w = _Writer(printer, page, width)
-    w.line(store_name, align="center", bold=True, big=True)
-    if member_name:
-        w.line(member_name, align="center")
-    card = Receipt(store_name=store_name, receipt_no="", at=datetime.now().astimezone(), lines=(),
-                   total=0, qr_payload=payload, qr_caption=caption)
-    _qr(printer, w, card, native_qr)
-    printer.cut()
-    return printer.output
-
-
 def qr_raster(payload: str, module: int) -> bytes:
     """A QR code as one GS v 0 raster image, `module` dots per module, 4-module quiet zone."""
     code = qrcode.QRCode(border=4, error_correction=qrcode.constants.ERROR_CORRECT_M)
