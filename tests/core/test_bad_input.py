@@ -49,7 +49,7 @@ def test_undecodable_sales_are_refused_per_line(data: Path, tmp_path: Path, caps
                                                 reason: str) -> None:
     f = tmp_path / "sales.jsonl"
     f.write_bytes(body + b"\n" + json.dumps(SALE).encode() + b"\n")
-    code, out, err = run(capsys, "sale", "record", str(f), "--data", str(data))
+    code, out, err = run(capsys, "sale", "record", str(f), "--data", str(data), "--json")
     assert code == 2 and reason in err and "Traceback" not in err
     assert err.count("\n") == 1
     refused, recorded = (json.loads(x) for x in out.splitlines())
