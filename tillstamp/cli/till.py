@@ -57,6 +57,8 @@ def cmd_member_enroll(args: argparse.Namespace) -> int:
         out = {"member": row.id, "phone": row.phone, "name": row.name}
         if till.keys.member_signing is not None:
             out["card"] = till.service.member_card(row.id)
+            if args.print_card:  # after the enrolment committed: a printer away loses no member
+                out["printer"] = _print_card(till, row.id, out["card"], args.printer)
         emit(args, out, kv)
     return 0
 
@@ -307,6 +309,8 @@ def register(sub: Any) -> None:
     p.add_argument("--email")
     p.add_argument("--birthday", help="YYYY-MM-DD")
     p.add_argument("--consent", help="channels the member agreed to: whatsapp,email,sms")
+    p.add_argument("--print-card", action="store_true", help="print the member's card QR on a slip")
+    p.add_argument("--printer", metavar="URL", help="printer URL (default: [devices] printer)")
     p.set_defaults(func=cmd_member_enroll)
     p = member.add_parser("show", parents=[COMMON], help="show a member's balance, tier, card and missions",
                           description="Show a member found by phone, member id or QR payload.")
