@@ -54,12 +54,21 @@ def cmd_member_enroll(args: argparse.Namespace) -> int:
     with _till(args) as till:
         consent = args.consent.split(",") if args.consent else []
         row = till.service.enroll(args.phone, args.name, args.email, args.birthday, consent)
-        out = {"member": row.id, "phone": row.phone, "name": row.name}
+        out: dict[str, Any] = {"member": row.id, "phone": row.phone, "name": row.name}
+        failed = None
         if till.keys.member_signing is not None:
-            out["card"] = till.service.member_card(row.id)
-            if args.print_card:  # after the enrolment committed: a printer away loses no member
-                out["printer"] = _print_card(till, row.id, out["card"], args.printer)
+            card = out["card"] = till.service.member_card(row.id)
+            if args.print_card:
+                # After the enrolment committed: a printer that is away costs the slip, not the
+                # member, so the enrolment is reported and the exit status says the rest.
+                try:
+                    out["printer"] = _print_card(till, row.id, card, args.printer)
+                except UsageError as e:
+                    failed = str(e)
         emit(args, out, kv)
+    if failed:
+        print(f"tillstamp: enrolled, but the card was not printed: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
