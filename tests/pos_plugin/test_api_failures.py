@@ -114,3 +114,15 @@ def test_a_second_agent_on_one_data_folder_is_refused(till_dir: Path, capsys) ->
     # Once the first one stopped, the folder is free again.
     rt = setup(AgentOptions(data=till_dir))
     rt.shutdown()
+
+
+def test_an_unexpected_error_is_a_json_500_not_plain_text(agent, monkeypatch) -> None:
+    from tillstamp.pos_plugin import ops
+
+    def broken(rt, member=None):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ops, "rewards", broken)
+    r = requests.get(agent.url + "/v1/rewards", timeout=5)
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    assert r.json()["error"] == "internal" and "a bug" not in r.text  # details stay in the log
