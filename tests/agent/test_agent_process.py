@@ -33,7 +33,8 @@ def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
         except requests.ConnectionError:
             return False
 
-    wait_for(up, timeout=20, what="agent up")
+    # Generous: on a loaded shared machine importing and starting the agent took 16-20 s.
+    wait_for(up, timeout=60, what="agent up")
     return proc
 
 
