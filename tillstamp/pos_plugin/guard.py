@@ -129,6 +129,9 @@ class RequestGuard:
 
 def key_checker(api_key: str, header: str, cookie: str) -> Callable[[dict[str, str]], bool]:
     """A check of the API key in `header` or the `cookie` of a header dict."""
+    if header.lower().encode() not in _READ:  # the guard decodes only the headers it reads
+        raise ValueError(f"the guard does not read the {header} header")
+
     def check(headers: dict[str, str]) -> bool:
         given = headers.get(header.lower(), "")
         if not given:
