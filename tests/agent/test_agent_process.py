@@ -34,7 +34,12 @@ def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
             return False
 
     # Generous: on a loaded shared machine importing and starting the agent took 16-20 s.
-    wait_for(up, timeout=60, what="agent up")
+    try:
+        wait_for(up, timeout=60, what="agent up")
+    except BaseException:
+        proc.kill()  # never leave an agent running behind a failed test
+        proc.wait(10)
+        raise
     return proc
 
 
