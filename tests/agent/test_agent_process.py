@@ -33,7 +33,13 @@ def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
         except requests.ConnectionError:
             return False
 
-    wait_for(up, timeout=20, what="agent up")
+    # Generous: on a loaded shared machine importing and starting the agent took 16-20 s.
+    try:
+        wait_for(up, timeout=60, what="agent up")
+    except BaseException:
+        proc.kill()  # never leave an agent running behind a failed test
+        proc.wait(10)
+        raise
     return proc
 
 

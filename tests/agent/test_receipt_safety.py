@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 
-from agent.kit import make_till, sale
+from agent.kit import make_till, running_agent, sale
 from tillstamp.agent.receipts import build_receipt
 from tillstamp.agent.service import Refused
 from tillstamp.agent.till import open_till
@@ -92,3 +93,28 @@ def test_printable_keeps_letters_and_drops_every_control() -> None:
     assert printable("a\x00b\x1bc\x1dd\x7fe\x85f\u200bg\u202eh") == "abcdefgh"
     page = choose_codepage()
     assert page.encode("A\x1bp\x00B") == b"ApB"
+
+
+def test_enrolment_prints_the_card_only_when_asked(tmp_path: Path) -> None:
+    data = make_till(tmp_path / "till")
+    with running_agent(data) as agent:
+        plain = agent.client.enroll("0812-1111-2222", "Rina")
+        assert "card_job" not in plain or plain["card_job"] is None
+        r = requests.post(agent.url + "/v1/members", json={"phone": "0813-3333-4444", "name": "Sari",
+                                                           "print_card": True}, timeout=10)
+        asked = r.json()
+        assert r.status_code == 201 and asked["card_job"].startswith("card-")
+        agent.client.record_sale(sale("R1", member=plain["member"]))  # a member receipt: no card
+        assert agent.rt.flush_prints(10)
+    doc = decode((data / "receipts.bin").read_bytes())
+    assert doc.qr == [asked["card"]]  # Sari's card slip; neither Rina's card nor any other QR
+    assert "Sari" in " ".join(doc.text)
+
+
+def test_member_enroll_print_card(tmp_path: Path, capsys) -> None:
+    data = make_till(tmp_path / "till")
+    out_file = tmp_path / "card.bin"
+    assert main(["member", "enroll", "--phone", "0812-1111-2222", "--name", "Rina", "--print-card",
+                 "--printer", f"file://{out_file}", "--data", str(data), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)["card"]
+    assert decode(out_file.read_bytes()).qr == [card]

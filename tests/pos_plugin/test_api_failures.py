@@ -76,6 +76,30 @@ def test_a_full_disk_is_a_json_503_and_health_says_so(tmp_path: Path) -> None:
             assert requests.get(a.url + "/health", timeout=5).json()["status"] == "ok"
 
 
+def test_a_database_that_cannot_grow_answers_json_503_anywhere(agent) -> None:
+    # SQLite's own full-database condition (SQLITE_FULL), for machines where no tmpfs can be
+    # mounted: the same path through the API as a full disk.
+    store = agent.rt.till.store
+    agent.client.record_sale(sale("R1"))
+
+    def cap() -> None:
+        pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+        store.conn.execute(f"PRAGMA max_page_count={pages}")
+
+    agent.rt.writer.call(cap)
+    seq = agent.rt.writer.call(lambda: store.last_seq)
+    answers = [requests.post(agent.url + "/v1/sales", json=sale(f"F{n}", qty=1), timeout=10)
+               for n in range(40)]
+    failed = [r for r in answers if r.status_code != 200]
+    assert failed and all(r.status_code == 503 and r.json()["error"] == "disk_full" for r in failed)
+    assert requests.get(agent.url + "/health", timeout=5).json()["status"] == "degraded"
+    ok = sum(r.status_code == 200 for r in answers)
+    assert agent.rt.writer.call(lambda: store.last_seq) == seq + ok  # refused ones wrote nothing
+    agent.rt.writer.call(lambda: store.conn.execute("PRAGMA max_page_count=1073741823"))
+    assert requests.post(agent.url + "/v1/sales", json=sale("AFTER"), timeout=10).status_code == 200
+    assert requests.get(agent.url + "/health", timeout=5).json()["status"] == "ok"
+
+
 def test_a_second_agent_on_one_data_folder_is_refused(till_dir: Path, capsys) -> None:
     with running_agent(till_dir):
         with pytest.raises(AlreadyRunning, match="another agent is already running") as e:
@@ -90,3 +114,15 @@ def test_a_second_agent_on_one_data_folder_is_refused(till_dir: Path, capsys) ->
     # Once the first one stopped, the folder is free again.
     rt = setup(AgentOptions(data=till_dir))
     rt.shutdown()
+
+
+def test_an_unexpected_error_is_a_json_500_not_plain_text(agent, monkeypatch) -> None:
+    from tillstamp.pos_plugin import ops
+
+    def broken(rt, member=None):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ops, "rewards", broken)
+    r = requests.get(agent.url + "/v1/rewards", timeout=5)
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    assert r.json()["error"] == "internal" and "a bug" not in r.text  # details stay in the log

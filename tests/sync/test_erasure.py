@@ -67,3 +67,18 @@ def test_erased_pii_is_in_no_database_file_and_balances_stay(file_hq: HqHarness,
     assert a.service.view(m.id).balance > before_a
     assert a.till.store.member(m.id).name is None  # type: ignore[union-attr]
     assert _leaks(_files(*dbs)) == []
+
+
+def test_secure_delete_is_set_explicitly_on_both_ends(tmp_path: Path) -> None:
+    # This machine's SQLite may default to it; the stores must not rely on that.
+    from tillstamp.agent.store import open_store
+    from tillstamp.hq.store_sqlite import SqliteHqStore
+
+    till = open_store(tmp_path / "till.db")
+    hq = SqliteHqStore(str(tmp_path / "hq.db"))
+    try:
+        assert till.conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+        assert hq.conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    finally:
+        till.close()
+        hq.close()

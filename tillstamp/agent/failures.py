@@ -33,16 +33,16 @@ class Failure:
     status: int
 
 
-DISK_FULL = Failure("disk_full", "disk full: the till's data folder has no space left; free some "
-                    "space and try again (nothing was recorded)", 503)
-READ_ONLY = Failure("read_only", "the till's database is read-only (file, folder or disk): nothing "
-                    "can be recorded until it is writable again", 503)
-CORRUPT = Failure("corrupt_database", "the till's database is damaged or not a tillstamp database: "
-                  "restore it from a backup (nothing was recorded)", 503)
-CANT_OPEN = Failure("cannot_open_database", "the till's database cannot be opened (missing folder or "
+DISK_FULL = Failure("disk_full", "disk full: no space left for the database; free some space and "
+                    "try again (nothing was recorded)", 503)
+READ_ONLY = Failure("read_only", "the database is read-only (file, folder or disk): nothing can be "
+                    "recorded until it is writable again", 503)
+CORRUPT = Failure("corrupt_database", "the database is damaged or not a tillstamp database: restore it "
+                  "from a backup (nothing was recorded)", 503)
+CANT_OPEN = Failure("cannot_open_database", "the database cannot be opened (missing folder or "
                     "no permission)", 503)
-BUSY = Failure("database_busy", "the till's database is busy; try again in a moment", 503)
-IO_ERROR = Failure("io_error", "the disk reported an error while writing the till's database", 503)
+BUSY = Failure("database_busy", "the database is busy; try again in a moment", 503)
+IO_ERROR = Failure("io_error", "the disk reported an error while writing the database", 503)
 INVALID_UTF8 = Failure("invalid_utf8", "input is not valid UTF-8 text", 422)
 SURROGATE = Failure("invalid_text", "input holds an unpaired UTF-16 surrogate (like \\ud800), "
                     "which is not text", 422)

@@ -55,10 +55,21 @@ def cmd_member_enroll(args: argparse.Namespace) -> int:
     with _till(args) as till:
         consent = args.consent.split(",") if args.consent else []
         row = till.service.enroll(args.phone, args.name, args.email, args.birthday, consent)
-        out = {"member": row.id, "phone": row.phone, "name": row.name}
+        out: dict[str, Any] = {"member": row.id, "phone": row.phone, "name": row.name}
+        failed = None
         if till.keys.member_signing is not None:
-            out["card"] = till.service.member_card(row.id)
+            card = out["card"] = till.service.member_card(row.id)
+            if args.print_card:
+                # After the enrolment committed: a printer that is away costs the slip, not the
+                # member, so the enrolment is reported and the exit status says the rest.
+                try:
+                    out["printer"] = _print_card(till, row.id, card, args.printer)
+                except UsageError as e:
+                    failed = str(e)
         emit(args, out, kv)
+    if failed:
+        print(f"tillstamp: enrolled, but the card was not printed: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -373,6 +384,8 @@ def register(sub: Any) -> None:
     p.add_argument("--email")
     p.add_argument("--birthday", help="YYYY-MM-DD")
     p.add_argument("--consent", help="channels the member agreed to: whatsapp,email,sms")
+    p.add_argument("--print-card", action="store_true", help="print the member's card QR on a slip")
+    p.add_argument("--printer", metavar="URL", help="printer URL (default: [devices] printer)")
     p.set_defaults(func=cmd_member_enroll)
     p = member.add_parser("show", parents=[COMMON], help="show a member's balance, tier, card and missions",
                           description="Show a member found by phone, member id or QR payload.")

@@ -223,8 +223,13 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
 
     @v1.post("/members", response_model=EnrolledOut, status_code=201, tags=["members"])
     async def enrol(member: MemberIn) -> Any:
-        """Enrol a new member; answers with their id in `member`."""
-        return await run(ops.enroll, member.model_dump())
+        """Enrol a new member; answers with their id in `member` (and prints their card if asked)."""
+        fields = member.model_dump()
+        print_card = fields.pop("print_card")
+        out = await run(ops.enroll, fields)
+        if print_card and out.get("card"):
+            out["card_job"] = await run(_queue_card, out["member"], out["card"])
+        return out
 
     @v1.get("/members/{member_id}", response_model=MemberOut, tags=["members"])
     async def show_member(member_id: str) -> Any:
@@ -289,6 +294,23 @@ def create_app(rt: Runtime, *, api_key: str = "", require_key: bool = False,
 
     add_panel(app, rt)
     return app
+
+
+def _queue_card(rt: Runtime, member: str, payload: str) -> str | None:
+    """Spool the member's card slip; None on a till without a printer."""
+    if rt.print_queue is None:
+        return None
+    from ..agent.receipts import CAPTIONS
+    from ..agent.runtime import printer_width
+    from ..drivers.receipt import render_card
+
+    cfg = rt.till.config
+    row = rt.till.store.member(member)
+    data = render_card(cfg.store_name or cfg.store, row.name if row else None, payload,
+                       CAPTIONS[cfg.language]["card"], width=printer_width(cfg.extra))
+    job = f"card-{member}-{uuid.uuid4().hex[:8]}"
+    rt.print_queue.submit(job, data)
+    return job
 
 
 def _extra_hosts(rt: Runtime) -> list[str]:

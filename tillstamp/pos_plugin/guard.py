@@ -32,6 +32,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_READ = frozenset({b"host", b"origin", b"sec-fetch-site", b"content-type", b"content-length",
+                   b"transfer-encoding", b"x-api-key", b"cookie"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 # The documentation of the API describes it in full (every route, the device URLs in
 # examples): with a key required, it is as private as the API itself.
@@ -77,12 +79,14 @@ class RequestGuard:
         self.hosts = hosts
         self.any_ip = any_ip
         self.key_check = key_check
+        self._hosts_seen: dict[str, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # Only the few headers the checks read are decoded: this runs before every request.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _READ}
         refusal = self.refusal(scope["method"], scope["path"], headers)
         if refusal is None:
             await self.app(scope, receive, send)
@@ -96,8 +100,13 @@ class RequestGuard:
     def refusal(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, str, str] | None:
         """(status, code, message) when the request must not reach the API, else None."""
         host = headers.get("host", "")
-        name = host_name(host)
-        if not (name in self.hosts or (self.any_ip and _is_ip(name))):
+        ok = self._hosts_seen.get(host)
+        if ok is None:
+            name = host_name(host)
+            ok = name in self.hosts or (self.any_ip and _is_ip(name))
+            if len(self._hosts_seen) < 64:  # a till sees a handful of Host values; bounded anyway
+                self._hosts_seen[host] = ok
+        if not ok:
             return 421, "unknown_host", f"Host {host!r} is not an address of this till"
         if path in DOC_PATHS and self.key_check is not None and not self.key_check(headers):
             return 401, "unauthorized", "send the till's API key in the X-API-Key header"
@@ -120,6 +129,9 @@ class RequestGuard:
 
 def key_checker(api_key: str, header: str, cookie: str) -> Callable[[dict[str, str]], bool]:
     """A check of the API key in `header` or the `cookie` of a header dict."""
+    if header.lower().encode() not in _READ:  # the guard decodes only the headers it reads
+        raise ValueError(f"the guard does not read the {header} header")
+
     def check(headers: dict[str, str]) -> bool:
         given = headers.get(header.lower(), "")
         if not given:

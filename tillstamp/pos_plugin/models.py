@@ -77,6 +77,8 @@ class MemberIn(_In):
     email: Annotated[StrictStr, Field(max_length=200)] | None = None
     birthday: Annotated[StrictStr, Field(max_length=10, description="YYYY-MM-DD")] | None = None
     consent: Annotated[list[Channel], Field(max_length=3)] = []
+    print_card: bool = Field(False, description=(
+        "print the member's card QR on a slip of its own (sale receipts never carry it)"))
 
 
 class EnrolledOut(BaseModel):
@@ -86,6 +88,7 @@ class EnrolledOut(BaseModel):
     phone: str | None
     name: str | None
     card: str | None = None
+    card_job: str | None = Field(None, description="the print job of the card slip, with print_card")
 
 
 class Expiring(BaseModel):
