@@ -66,6 +66,25 @@ SCHEMA = (
         member TEXT, detail TEXT NOT NULL, at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS quarantine (id BIGSERIAL PRIMARY KEY, terminal TEXT NOT NULL,
         seq BIGINT NOT NULL, held_digest TEXT, received TEXT NOT NULL, at TEXT NOT NULL)""",
+    # The CRM read model (docs/HQ.md), as on SQLite: derived from `events` in the ingest
+    # transaction, rebuildable from them. Columns may be added, never renamed.
+    """CREATE TABLE IF NOT EXISTS crm_members (member TEXT PRIMARY KEY, phone TEXT, name TEXT, email TEXT,
+        birthday TEXT, external_id TEXT, store TEXT, enrolled_at TEXT, enrolled_day INTEGER,
+        consent_whatsapp INTEGER NOT NULL DEFAULT 0, consent_email INTEGER NOT NULL DEFAULT 0,
+        consent_sms INTEGER NOT NULL DEFAULT 0, balance BIGINT NOT NULL DEFAULT 0, tier TEXT,
+        badges TEXT NOT NULL DEFAULT '[]', first_day INTEGER, last_day INTEGER,
+        visits INTEGER NOT NULL DEFAULT 0, spend BIGINT NOT NULL DEFAULT 0, fav_category TEXT,
+        fav_store TEXT, usual_hour INTEGER, usual_weekday INTEGER, merged_into TEXT,
+        erased INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS crm_members_external ON crm_members(external_id)",
+    "CREATE INDEX IF NOT EXISTS crm_members_phone ON crm_members(phone)",
+    """CREATE TABLE IF NOT EXISTS sale_lines (sale TEXT NOT NULL, line INTEGER NOT NULL, member TEXT,
+        store TEXT NOT NULL, terminal TEXT NOT NULL, receipt TEXT NOT NULL, at_utc TEXT NOT NULL,
+        local_date TEXT NOT NULL, day INTEGER NOT NULL, local_hour INTEGER NOT NULL, weekday INTEGER NOT NULL,
+        sku TEXT NOT NULL, name TEXT, category TEXT, qty BIGINT NOT NULL, amount BIGINT NOT NULL,
+        voided INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sale, line))""",
+    "CREATE INDEX IF NOT EXISTS sale_lines_member_day ON sale_lines(member, day)",
+    "CREATE INDEX IF NOT EXISTS sale_lines_store_day ON sale_lines(store, day)",
 )
 
 _STAGING = (

@@ -28,6 +28,12 @@ def m001_hq(db: Database) -> None:
         db.execute("INSERT INTO counters(name, value) VALUES (?, 0)", [name])
 
 
+@migrations()
+def m002_crm_read_model(db: Database) -> None:
+    for sql in CRM_SCHEMA:
+        db.execute(sql)
+
+
 SCHEMA = (
     """CREATE TABLE terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
         acked INTEGER NOT NULL DEFAULT 0, last_seen TEXT, clock_offset_s REAL, enrolled_at TEXT NOT NULL,
@@ -59,6 +65,28 @@ SCHEMA = (
     # The ledger at HQ is append-only too: corrections are new (HQ) events.
     """CREATE TRIGGER events_no_update BEFORE UPDATE ON events
         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
+)
+
+# The CRM read model (docs/HQ.md): derived from `events` in the ingest transaction and
+# rebuildable from them. Columns may be added, never renamed: segments and the CRM API read them.
+CRM_SCHEMA = (
+    """CREATE TABLE crm_members (member TEXT PRIMARY KEY, phone TEXT, name TEXT, email TEXT, birthday TEXT,
+        external_id TEXT, store TEXT, enrolled_at TEXT, enrolled_day INTEGER,
+        consent_whatsapp INTEGER NOT NULL DEFAULT 0, consent_email INTEGER NOT NULL DEFAULT 0,
+        consent_sms INTEGER NOT NULL DEFAULT 0, balance INTEGER NOT NULL DEFAULT 0, tier TEXT,
+        badges TEXT NOT NULL DEFAULT '[]', first_day INTEGER, last_day INTEGER,
+        visits INTEGER NOT NULL DEFAULT 0, spend INTEGER NOT NULL DEFAULT 0, fav_category TEXT,
+        fav_store TEXT, usual_hour INTEGER, usual_weekday INTEGER, merged_into TEXT,
+        erased INTEGER NOT NULL DEFAULT 0) STRICT""",
+    "CREATE INDEX crm_members_external ON crm_members(external_id)",
+    "CREATE INDEX crm_members_phone ON crm_members(phone)",
+    """CREATE TABLE sale_lines (sale TEXT NOT NULL, line INTEGER NOT NULL, member TEXT, store TEXT NOT NULL,
+        terminal TEXT NOT NULL, receipt TEXT NOT NULL, at_utc TEXT NOT NULL, local_date TEXT NOT NULL,
+        day INTEGER NOT NULL, local_hour INTEGER NOT NULL, weekday INTEGER NOT NULL, sku TEXT NOT NULL,
+        name TEXT, category TEXT, qty INTEGER NOT NULL, amount INTEGER NOT NULL,
+        voided INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sale, line)) STRICT""",
+    "CREATE INDEX sale_lines_member_day ON sale_lines(member, day)",
+    "CREATE INDEX sale_lines_store_day ON sale_lines(store, day)",
 )
 
 _STAGING = (
