@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from ..sync.wire import Incoming, chain
+from .crm_store import PG_SCHEMA as CRM_ACCESS_SCHEMA
 from .store import (
     COUNTERS,
     EVENT_COLS,
@@ -85,6 +86,8 @@ SCHEMA = (
         voided INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sale, line))""",
     "CREATE INDEX IF NOT EXISTS sale_lines_member_day ON sale_lines(member, day)",
     "CREATE INDEX IF NOT EXISTS sale_lines_store_day ON sale_lines(store, day)",
+    # Saved segments, their daily sizes, staff users and the audit log (hq/crm_store.py).
+    *CRM_ACCESS_SCHEMA,
 )
 
 _STAGING = (

@@ -15,6 +15,7 @@ from typing import Any
 from sqlite_utils import Database, Migrations
 
 from ..sync.wire import Incoming
+from .crm_store import SQLITE_SCHEMA as CRM_ACCESS_SCHEMA
 from .store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
 
 migrations = Migrations("tillstamp.hq")
@@ -31,6 +32,12 @@ def m001_hq(db: Database) -> None:
 @migrations()
 def m002_crm_read_model(db: Database) -> None:
     for sql in CRM_SCHEMA:
+        db.execute(sql)
+
+
+@migrations()
+def m003_crm_segments_staff(db: Database) -> None:
+    for sql in CRM_ACCESS_SCHEMA:
         db.execute(sql)
 
 
