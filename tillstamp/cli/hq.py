@@ -172,3 +172,7 @@ def register(sub: Any) -> None:
                       description="Revoke every card of the member issued until now.")
     p.add_argument("member")
     p.set_defaults(func=cmd_revoke)
+
+    from . import hq_crm
+
+    hq_crm.register(hq, common, sub._parser_class)
