@@ -99,7 +99,7 @@ def facts(draw: Any, n_members: int = 14) -> Facts:
             consent=frozenset(draw(st.sets(st.sampled_from(("whatsapp", "email", "sms"))))),
             balance=draw(st.integers(0, 35)),
             tier=draw(st.one_of(st.none(), st.sampled_from(TIERS))),
-            badges=tuple(draw(st.lists(st.sampled_from(("b1", "b2", "b3")), unique=True, max_size=2))),
+            badges=tuple(draw(st.lists(st.sampled_from(("b1", "B1", "b_2", 'b"3')), unique=True, max_size=2))),
             merged_into=draw(st.sampled_from([None] * 9 + ["M00"])),
             erased=draw(st.sampled_from([False] * 9 + [True])),
         ))
@@ -146,7 +146,7 @@ def leaves() -> Any:
         st.lists(st.sampled_from(STORES), min_size=1, max_size=2).map(lambda s: {"store": s}),
         st.lists(st.sampled_from(TIERS), min_size=1, max_size=2).map(lambda s: {"tier": s}),
         _range(0, 35).map(lambda r: {"balance": r}),
-        st.sampled_from(["b1", "b2", "b3"]).map(lambda b: {"badge": b}),
+        st.sampled_from(["b1", "B1", "b_2", "b%2", 'b"3', "3"]).map(lambda b: {"badge": b}),
         st.sampled_from(["whatsapp", "email", "sms"]).map(lambda c: {"consent": c}),
         st.integers(1, 90).map(lambda n: {"birthday_within_days": n}),
         st.just({"birthday_this_month": True}),

@@ -50,7 +50,7 @@ def test_preview_save_show_export_and_sizes(db: str, capsys: Any, tmp_path: Path
     code, out, _ = run(capsys, "hq", "segment", "show", "lapsed-coffee", "--db", db, "--json")
     assert code == 0 and json.loads(out)["definition"]["all"][2] == {"consent": "whatsapp"}
     target = tmp_path / "out.csv"
-    code, _, err = run(capsys, "hq", "segment", "export", "lapsed-coffee", "--csv", "--out", str(target),
+    code, _, _err = run(capsys, "hq", "segment", "export", "lapsed-coffee", "--csv", "--out", str(target),
                        "--as-of", AS_OF, "--db", db)
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
     assert code == 0 and [r["member"] for r in rows] == ["M1"] and rows[0]["consent_whatsapp"] == "1"

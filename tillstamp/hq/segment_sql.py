@@ -9,6 +9,7 @@ Windows compare the integer `day` columns, so a window is the same query on both
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,10 +143,14 @@ class _Compiler:
             case BalanceIn(r):
                 return self.bounds("m.balance", r)
             case HasBadge(badge):
-                self.bind(badge)
-                if self.dialect == "pg":
-                    return "m.badges::jsonb @> jsonb_build_array(?::text)"
-                return "EXISTS (SELECT 1 FROM json_each(m.badges) WHERE json_each.value = ?)"
+                # `badges` is a JSON list of strings. Right after '[' or ',' (and a space) a '"'
+                # can only open an element (inside a string it would be escaped), so the badge's
+                # JSON encoding found there is that whole element. A substring test reads no
+                # JSON: the same cheap, case-sensitive test on both backends.
+                enc = json.dumps(badge, ensure_ascii=False)
+                self.bind("[" + enc, "," + enc, ", " + enc)
+                f = "strpos(m.badges, ?) > 0" if self.dialect == "pg" else "instr(m.badges, ?) > 0"
+                return f"({f} OR {f} OR {f})"
             case Consented(channel):
                 return f"{_CONSENT_COLUMN[channel]} = 1"
             case BirthdayWithin(days):
@@ -241,14 +246,16 @@ def dialect_of(store: Any) -> str:
 
 
 def count_and_sample(store: Any, compiled: Compiled, sample: int = 20) -> tuple[int, list[dict[str, Any]]]:
-    """How many members match, and the first `sample` of them by member id, from one snapshot."""
+    """How many members match, and the first `sample` of them by member id, in one statement
+    (the count rides along as a window), so a preview costs one pass over the read model."""
+    if sample <= 0:
+        return count(store, compiled), []
     cols = ", ".join(f"m.{k}" for k in SAMPLE_COLUMNS)
     with store._tx(write=False) as c:
-        n = int(_x(store, c, f"SELECT count(*) FROM crm_members m WHERE {compiled.sql}",
-                   compiled.params).fetchone()[0])
-        rows = _x(store, c, f"SELECT {cols} FROM crm_members m WHERE {compiled.sql} ORDER BY m.member LIMIT ?",
-                  (*compiled.params, sample)).fetchall() if n and sample else []
-    return n, [dict(zip(SAMPLE_COLUMNS, r, strict=True)) for r in rows]
+        rows = _x(store, c, f"SELECT {cols}, count(*) OVER () FROM crm_members m WHERE {compiled.sql} "
+                            "ORDER BY m.member LIMIT ?", (*compiled.params, sample)).fetchall()
+    n = int(rows[0][-1]) if rows else 0
+    return n, [dict(zip(SAMPLE_COLUMNS, r[:-1], strict=True)) for r in rows]
 
 
 def count(store: Any, compiled: Compiled) -> int:
