@@ -54,13 +54,15 @@ def test_preview_save_show_export_and_sizes(db: str, capsys: Any, tmp_path: Path
                        "--as-of", AS_OF, "--db", db)
     rows = list(csv.DictReader(io.StringIO(target.read_text())))
     assert code == 0 and [r["member"] for r in rows] == ["M1"] and rows[0]["consent_whatsapp"] == "1"
+    code, out, _ = run(capsys, "hq", "segment", "preview", "lapsed-30", "--as-of", "2026-02-01", "--db", db, "--json")
+    assert code == 0 and json.loads(out)["count"] == 0  # M1's last visit was then 7 days before
     code, out, _ = run(capsys, "hq", "segment", "sizes", "--as-of", AS_OF, "--db", db, "--json")
     sizes = json.loads(out)
     assert sizes["lapsed-coffee"] == 1 and sizes["lapsed-30"] == 1 and sizes["rfm-new"] == 1
     store = open_hq_store(db)
     try:
         assert crm_store.audit_log(store)[0]["action"] == "segment.export"
-        assert {"day": AS_OF, "size": 1} in crm_store.sizes(store, "lapsed-30")
+        assert crm_store.sizes(store, "lapsed-30") == [{"day": "2026-02-01", "size": 0}, {"day": AS_OF, "size": 1}]
     finally:
         store.close()
 

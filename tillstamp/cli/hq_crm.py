@@ -72,7 +72,12 @@ def _run(args: argparse.Namespace, body: Any) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     def body(crm: Crm) -> int:
-        p = crm.preview(_read(args.file), args.as_of, sample=args.sample)
+        from ..hq.segments import NAME_RE
+
+        if args.file != "-" and not Path(args.file).exists() and NAME_RE.match(args.file):
+            p = crm.preview_named(args.file, args.as_of, sample=args.sample)  # a saved or predefined segment
+        else:
+            p = crm.preview(_read(args.file), args.as_of, sample=args.sample)
         _emit(args, p.to_json(), f"{p.count} members as of {p.as_of}" +
               "".join(f"\n  {m['member']}  {m['name'] or '-'}  {m['phone'] or '-'}" for m in p.sample))
         return 0
@@ -163,8 +168,9 @@ def register(hq: Any, common: argparse.ArgumentParser, parser_class: Any) -> Non
                        help="evaluate as of DATE 00:00 store time (default: today); nothing on or after it counts")
 
     p = seg.add_parser("preview", parents=[common, as_of], help="count a definition's members, with a sample",
-                       description="Validate a definition (TOML or JSON file, or - for stdin) and count its members.")
-    p.add_argument("file", metavar="FILE|-")
+                       description="Validate a definition (TOML or JSON file, or - for stdin) and count its members; "
+                                   "or count a saved or predefined segment by NAME (and keep the day's size).")
+    p.add_argument("file", metavar="FILE|-|NAME")
     p.add_argument("--sample", type=int, default=20, help="members to show (default 20)")
     p.set_defaults(func=cmd_preview)
 
