@@ -91,3 +91,14 @@ def test_every_leaf_selects_someone_somewhere(store: Any) -> None:
         a = asof_0228 if "birthday_within" in text else asof
         assert _sql(store, data, a) == want, text
         assert evaluate(parse_segment(data).root, facts, a) == want, text
+
+
+def test_values_are_bound_never_written_into_the_sql(store: Any) -> None:
+    evil = "x'); DELETE FROM crm_members; --"
+    data = {"any": [{"bought": {"sku": evil}}, {"bought": {"category": evil}}, {"store": [evil]},
+                    {"tier": [evil, "gold"]}, {"badge": evil}, {"visits": {"min": 987654321}}]}
+    crmdata.load(store, crmdata.Facts([crmdata.MemberFacts("M1", tier="gold")], []))
+    for dialect in ("sqlite", "pg"):
+        compiled = segment_sql.compile_segment(parse_segment(data).root, AsOf(crmdata.BASE), dialect)
+        assert "DELETE" not in compiled.sql and "987654321" not in compiled.sql and "gold" not in compiled.sql
+    assert _sql(store, data, AsOf(crmdata.BASE)) == {"M1"}  # the tier matched; nothing was deleted
