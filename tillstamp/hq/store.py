@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..loyalty.events import Event, canonical
 from ..sync.wire import Incoming, chain
+from .store_crm import CrmStore
 
 HQ_TERMINAL = "HQ"
 # Incoming's first ten fields are these, in this order; the digest comes from the chain.
@@ -158,7 +159,7 @@ def event_from_row(r: Sequence[Any]) -> Event:
     return Event.from_wire(d)
 
 
-class SqlHqStore:
+class SqlHqStore(CrmStore):
     """The SQL shared by both backends. Subclasses provide `_tx` and the bulk hooks."""
 
     FOR_UPDATE = ""
@@ -372,6 +373,7 @@ class SqlHqStore:
         result = IngestResult(acked=new[-1].seq, inserted=inserted, duplicates=len(new) - inserted)
         self._finish(c, terminal_id, result, [m for m, b in balances if int(b) < 0], members, now, compensate,
                      staged=True)
+        self._crm_after_ingest(c, new, result.adjustments, [m["id"] for m in members])
         return result
 
     def _finish(self, c: Any, terminal_id: str, result: IngestResult, negative: Sequence[str],
@@ -538,6 +540,7 @@ class SqlHqStore:
         """Scrub a member's PII for good; tills learn it from the feed and never re-create it."""
         with self._tx() as c:
             self._x(c, "DELETE FROM members WHERE id = ?", (member,))
+            self._crm_erase(c, member)
             self._x(c, "INSERT INTO erasures(member, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (member, _iso(now)))
             self._feed_put(c, [("erased", f"member:{member}", {"member": member})], now)
 

@@ -36,7 +36,7 @@ from .store import (
 # for the server without the GIL). Pure Python work only: it never touches a connection.
 _DECODER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hq-decode")
 
-SCHEMA = (
+SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
         acked BIGINT NOT NULL DEFAULT 0, last_seen TEXT, clock_offset_s DOUBLE PRECISION, enrolled_at TEXT NOT NULL,
         quarantined INTEGER NOT NULL DEFAULT 0)""",
@@ -89,6 +89,15 @@ SCHEMA = (
     # Saved segments, their daily sizes, staff users and the audit log (hq/crm_store.py).
     *CRM_ACCESS_SCHEMA,
 )
+# As CRM_SUPPORT on SQLite: an imported member's external id, refund -> sale, rebuild tables.
+SCHEMA = (
+    *SCHEMA,
+    "ALTER TABLE members ADD COLUMN IF NOT EXISTS external_id TEXT",
+    "CREATE INDEX IF NOT EXISTS members_external ON members(external_id)",
+    "CREATE INDEX IF NOT EXISTS events_sale_ref ON events(store, ref) WHERE kind = 'sale.recorded'",
+    *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
+      for sql in SCHEMA if "crm_members" in sql or "sale_lines" in sql),
+)
 
 _STAGING = (
     ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
@@ -109,6 +118,7 @@ class _Chunk(NamedTuple):
     tip: str
     deltas: dict[str, int]
     members: set[str | None]
+    events: list[Incoming]
 
     @classmethod
     def of(cls, events: list[Incoming], prev: str) -> _Chunk:
@@ -122,7 +132,7 @@ class _Chunk(NamedTuple):
             for e in part:
                 if e.member is not None:
                     deltas[e.member] = deltas.get(e.member, 0) + e.stamps
-        return cls("".join(texts), len(events), events[-1].seq, prev, deltas, {e.member for e in events})
+        return cls("".join(texts), len(events), events[-1].seq, prev, deltas, {e.member for e in events}, events)
 
 
 class PgHqStore(SqlHqStore):
@@ -213,6 +223,7 @@ class PgHqStore(SqlHqStore):
         chunk = _Chunk.of(head, row[0] if row else "")
         touched: set[str | None] = set()
         deltas: dict[str, int] = {}
+        stored: list[Incoming] = []
         inserted = total = 0
         for k in range(1, n_chunks + 1):
             fut: Future[_Chunk] | None = _DECODER.submit(decode_prep, k, chunk.tip) if k < n_chunks else None
@@ -224,6 +235,7 @@ class PgHqStore(SqlHqStore):
                 raise
             total += chunk.n
             touched |= chunk.members
+            stored += chunk.events
             done = chunk
             if fut is not None:
                 chunk = fut.result()  # a bad later chunk raises here: the transaction rolls back
@@ -246,6 +258,7 @@ class PgHqStore(SqlHqStore):
                   "WHERE m NOT IN (SELECT member FROM erasures)", (sorted(m for m in touched if m is not None),))
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False)
+        self._crm_after_ingest(c, stored, result.adjustments, [m["id"] for m in members])
         return result
 
     def _apply_chunk(self, c: Any, chunk: _Chunk, deltas: dict[str, int]) -> int:
@@ -269,6 +282,11 @@ class PgHqStore(SqlHqStore):
                       "WHERE s.member IS NOT NULL")
         c.execute("DELETE FROM staging")
         return int(n)
+
+    def _crm_lock_events(self, c: Any) -> None:
+        # SHARE waits for pushes in flight and holds new ones off until the swap commits, so
+        # no event can commit later with a smaller gseq than the rebuild has read.
+        c.execute("LOCK TABLE events IN SHARE MODE")
 
     def _x(self, c: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         c.execute(sql.replace("?", "%s"), params)

@@ -36,7 +36,13 @@ def m002_crm_read_model(db: Database) -> None:
 
 
 @migrations()
-def m003_crm_segments_staff(db: Database) -> None:
+def m003_crm_rebuild(db: Database) -> None:
+    for sql in CRM_SUPPORT:
+        db.execute(sql)
+
+
+@migrations()
+def m004_crm_segments_staff(db: Database) -> None:
     for sql in CRM_ACCESS_SCHEMA:
         db.execute(sql)
 
@@ -94,6 +100,17 @@ CRM_SCHEMA = (
         voided INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sale, line)) STRICT""",
     "CREATE INDEX sale_lines_member_day ON sale_lines(member, day)",
     "CREATE INDEX sale_lines_store_day ON sale_lines(store, day)",
+)
+
+# What maintaining and rebuilding the read model needs besides its tables: the id a member
+# had in an imported system (kept with the PII), a way from a refund to its sale, and the
+# tables a rebuild fills before it swaps them in (or compares them with the live ones).
+CRM_SUPPORT = (
+    "ALTER TABLE members ADD COLUMN external_id TEXT",
+    "CREATE INDEX members_external ON members(external_id)",
+    "CREATE INDEX events_sale_ref ON events(store, ref) WHERE kind = 'sale.recorded'",
+    *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
+      for sql in CRM_SCHEMA),
 )
 
 _STAGING = (
