@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gen_crm import AS_OF, generate
+from gen_crm import generate
 from sync.pgserver import PgServer
 
 from tillstamp.hq.crm_service import Crm
@@ -34,24 +34,19 @@ from tillstamp.hq.segments import AsOf, epoch_day
 from tillstamp.hq.service import Hq
 from tillstamp.hq.store import open_hq_store
 
-D = epoch_day(AS_OF)
 POP = "m.merged_into IS NULL AND m.erased = 0 AND (m.enrolled_day IS NULL OR m.enrolled_day < {d})"
 EXPIRY_MONTHS = 12
 
 
-def _expiry_bounds() -> tuple[str, str, str]:
-    a = AsOf(AS_OF, "Asia/Jakarta", 10, EXPIRY_MONTHS)
-    lo, hi = a.expiry_window(14) or ("", "")
-    return a.start_utc().isoformat(), lo, hi
-
-
-def cases() -> list[tuple[str, dict[str, Any], str]]:
+def cases(asof: AsOf, store: str = "JKT-01", category: str = "COFFEE") -> list[tuple[str, dict[str, Any], str]]:
     """(leaf, definition, the hand-written count for the same question). Values are literals
     here because the benchmark owns them; the compiled queries bind theirs."""
+    D = epoch_day(asof.date)
     pop = POP.format(d=D)
     lines = f"sale_lines s WHERE s.member IS NOT NULL AND s.voided = 0 AND s.day < {D}"
-    cutoff, lo, hi = _expiry_bounds()
-    bdays = ", ".join(f"'{x}'" for x in AsOf(AS_OF).birthdays(7))
+    cutoff = asof.start_utc().isoformat()
+    lo, hi = asof.expiry_window(14) or ("", "")
+    bdays = ", ".join(f"'{x}'" for x in asof.birthdays(7))
     return [
         ("last_visit_days", {"last_visit_days": {"min": 30, "max": 90}},
          (f"SELECT count(*) FROM crm_members m JOIN (SELECT s.member, max(s.day) AS last FROM {lines} "
@@ -62,13 +57,13 @@ def cases() -> list[tuple[str, dict[str, Any], str]]:
         ("spend", {"spend": {"min": 500000, "within_days": 365}},
          (f"SELECT count(*) FROM crm_members m JOIN (SELECT s.member FROM {lines} AND s.day >= {D - 365} "
          f"GROUP BY s.member HAVING sum(s.amount) >= 500000) t ON t.member = m.member WHERE {pop}")),
-        ("bought", {"bought": {"category": "COFFEE", "min_times": 2, "within_days": 60}},
+        ("bought", {"bought": {"category": category, "min_times": 2, "within_days": 60}},
          (f"SELECT count(*) FROM crm_members m JOIN (SELECT s.member FROM {lines} AND s.day >= {D - 60} "
-         "AND s.qty > 0 AND s.category = 'COFFEE' GROUP BY s.member HAVING count(DISTINCT s.sale) >= 2) t "
+         f"AND s.qty > 0 AND s.category = '{category}' GROUP BY s.member HAVING count(DISTINCT s.sale) >= 2) t "
          f"ON t.member = m.member WHERE {pop}")),
-        ("store", {"store": ["JKT-01"]},
-         (f"SELECT count(*) FROM crm_members m WHERE {pop} AND (m.store = 'JKT-01' OR EXISTS (SELECT 1 FROM "
-         f"{lines} AND s.member = m.member AND s.store = 'JKT-01'))")),
+        ("store", {"store": [store]},
+         (f"SELECT count(*) FROM crm_members m WHERE {pop} AND (m.store = '{store}' OR EXISTS (SELECT 1 FROM "
+         f"{lines} AND s.member = m.member AND s.store = '{store}'))")),
         ("tier", {"tier": ["gold"]}, f"SELECT count(*) FROM crm_members m WHERE {pop} AND m.tier = 'gold'"),
         ("balance", {"balance": {"min": 8}}, f"SELECT count(*) FROM crm_members m WHERE {pop} AND m.balance >= 8"),
         ("badge", {"badge": "coffee-lover"},
@@ -104,35 +99,53 @@ def main() -> int:
     ap.add_argument("--lines", type=int, default=5_000_000)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
+    ap.add_argument("--db", help="an existing HQ database (e.g. an imported shop) instead of generated data")
     args = ap.parse_args()
     server = None
     tmp = tempfile.TemporaryDirectory()
-    if args.sqlite:
+    if args.db:
+        url = args.db
+    elif args.sqlite:
         url = f"sqlite:///{tmp.name}/hq.db"
     else:
         server = PgServer()
         url = server.url()
     store = open_hq_store(url)
     try:
-        t = time.perf_counter()
-        got = generate(store, members=args.members, lines=args.lines)
-        print(f"generated {got} in {time.perf_counter() - t:.0f} s", flush=True)
-        hq = Hq(store, clock=lambda: dt.datetime(2026, 3, 1, 5, tzinfo=dt.UTC))
+        clock_at = dt.datetime(2026, 3, 1, 5, tzinfo=dt.UTC)
+        store_id, category = "JKT-01", "COFFEE"
+        if not args.db:
+            t = time.perf_counter()
+            got = generate(store, members=args.members, lines=args.lines)
+            print(f"generated {got} in {time.perf_counter() - t:.0f} s", flush=True)
+        else:  # the day after the last sale, the busiest store and category
+            with store._tx(write=False) as c:
+                last = c.execute("SELECT max(local_date) FROM sale_lines").fetchone()[0]
+                store_id = c.execute("SELECT store FROM sale_lines GROUP BY store ORDER BY count(*) DESC "
+                                     "LIMIT 1").fetchone()[0]
+                category = c.execute("SELECT category FROM sale_lines WHERE category IS NOT NULL GROUP BY "
+                                     "category ORDER BY count(*) DESC LIMIT 1").fetchone()[0]
+            clock_at = dt.datetime.combine(dt.date.fromisoformat(last) + dt.timedelta(days=1), dt.time(12),
+                                           dt.UTC)
+        hq = Hq(store, clock=lambda: clock_at)
         src = tomllib.loads((ROOT / "examples" / "program.toml").read_text(encoding="utf-8"))
         src["expiry"] = {"months": EXPIRY_MONTHS}
-        hq.publish_program(src)
+        if not args.db:
+            hq.publish_program(src)
         crm = Crm(hq)
+        asof = crm.asof()
+        print(f"as of {asof.date}, store {store_id}, category {category}, expiry {asof.expiry_months} months")
         print("| leaf | members | preview p50 ms | hand-written p50 ms | ratio |")
         print("|---|---|---|---|---|")
         worst = 0.0
-        for leaf, definition, hand in cases():
+        for leaf, definition, hand in cases(asof, store_id, category):
             with store._tx(write=False) as c:
                 want = int(c.execute(hand).fetchone()[0])
-            p = crm.preview(definition, AS_OF)
+            p = crm.preview(definition, asof.date)
             assert p.count == want, (leaf, p.count, want)
             ours, theirs = [], []
             for _ in range(args.runs):
-                ours.append(_time(lambda d=definition: crm.preview(d, AS_OF)))
+                ours.append(_time(lambda d=definition: crm.preview(d, asof.date)))
 
                 def run_hand(sql: str = hand) -> None:
                     with store._tx(write=False) as c:

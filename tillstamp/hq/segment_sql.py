@@ -121,7 +121,9 @@ class _Compiler:
                 if r.min is not None:
                     conds.append("max(day) <= ?")
                     having_params.append(d - r.min)
-                sub = self.lines(None, "", " AND ".join(conds))
+                # With a max, lines older than D - max cannot be the last one of a match: the
+                # window leaves them out, so the database groups fewer rows.
+                sub = self.lines(r.max, "", " AND ".join(conds))
                 self.bind(*having_params)
                 return f"m.member IN ({sub})"
             case Visits(r, within):
