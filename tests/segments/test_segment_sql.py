@@ -100,5 +100,6 @@ def test_values_are_bound_never_written_into_the_sql(store: Any) -> None:
     crmdata.load(store, crmdata.Facts([crmdata.MemberFacts("M1", tier="gold")], []))
     for dialect in ("sqlite", "pg"):
         compiled = segment_sql.compile_segment(parse_segment(data).root, AsOf(crmdata.BASE), dialect)
-        assert "DELETE" not in compiled.sql and "987654321" not in compiled.sql and "gold" not in compiled.sql
+        text = compiled.where
+        assert "DELETE" not in text and "987654321" not in text and "gold" not in text and "x'" not in text
     assert _sql(store, data, AsOf(crmdata.BASE)) == {"M1"}  # the tier matched; nothing was deleted

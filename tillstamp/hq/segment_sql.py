@@ -43,7 +43,6 @@ from .segments import (
 )
 
 _CONSENT_COLUMN = {"whatsapp": "m.consent_whatsapp", "email": "m.consent_email", "sms": "m.consent_sms"}
-_LINES = "SELECT member FROM sale_lines WHERE member IS NOT NULL AND voided = 0 AND day < ?"
 SAMPLE_COLUMNS = ("member", "external_id", "name", "phone", "store", "tier", "balance")
 EXPORT_COLUMNS = ("member", "external_id", "name", "phone", "email", "store", "tier", "balance",
                   "consent_whatsapp", "consent_email", "consent_sms", "visits", "spend", "last_day")
@@ -51,56 +50,73 @@ EXPORT_COLUMNS = ("member", "external_id", "name", "phone", "email", "store", "t
 
 @dataclass(frozen=True)
 class Compiled:
-    """A condition on `crm_members m` and its parameters, in order."""
+    """`FROM crm_members m {joins} WHERE {sql}`: the joins' parameters, then the condition's."""
 
+    joins: str
     sql: str
     params: tuple[Any, ...]
 
+    @property
+    def where(self) -> str:
+        """The FROM and WHERE clauses of a query over the segment's members."""
+        return f"FROM crm_members m{self.joins} WHERE {self.sql}"
+
 
 class _Compiler:
-    """Walks the tree to SQL. Every condition it emits is TRUE or FALSE, never NULL (a nullable
-    column is tested IS NOT NULL first), so NOT means what it says."""
+    """Walks the tree to SQL. A leaf over sales reads a per-member aggregate LEFT JOINed once
+    (`s1`, `s2`, …: one hash join each, identical windows shared), so `not` and ranges that
+    include 0 need no NOT IN, whose plan degrades badly on PostgreSQL once the set outgrows
+    work_mem. Every condition is TRUE or FALSE, never NULL (nullable columns are tested IS NOT
+    NULL first, missing aggregates are 0), so `not` means what it says."""
 
     def __init__(self, asof: AsOf, dialect: str):
         self.asof = asof
         self.dialect = dialect
         self.params: list[Any] = []
+        self.joins: list[str] = []
+        self.join_params: list[Any] = []
+        self._aliases: dict[tuple[Any, ...], str] = {}
 
     def bind(self, *values: Any) -> None:
         self.params.extend(values)
 
-    def inlist(self, column: str, values: Sequence[Any]) -> str:
+    def inlist(self, column: str, values: Sequence[Any], into: list[Any] | None = None) -> str:
+        into = self.params if into is None else into
         if self.dialect == "pg":
-            self.bind(list(values))
+            into.append(list(values))
             return f"{column} = ANY(?)"
-        self.bind(*values)
+        into.extend(values)
         return f"{column} IN ({', '.join('?' * len(values))})"
 
-    def lines(self, within: int | None, extra: str = "", having: str = "") -> str:
-        """A sub-select of members over their non-voided lines before D (and in the window).
-        The caller binds the parameters of `extra` and `having` after this call."""
-        self.bind(self.asof.day)
-        sql = _LINES
+    def join(self, sql: str, params: Sequence[Any]) -> str:
+        """LEFT JOIN a sub-select with a unique `member` column (once per distinct sub-select)."""
+        key = (sql, *map(repr, params))
+        if key not in self._aliases:
+            alias = f"s{len(self._aliases) + 1}"
+            self._aliases[key] = alias
+            self.joins.append(f" LEFT JOIN ({sql}) {alias} ON {alias}.member = m.member")
+            self.join_params.extend(params)
+        return self._aliases[key]
+
+    def lines(self, select: str, within: int | None, extra: str = "", params: Sequence[Any] = (),
+              select_params: Sequence[Any] = ()) -> str:
+        """Join a per-member aggregate over non-voided lines before D (and in the window)."""
+        sql = f"SELECT member, {select} FROM sale_lines WHERE member IS NOT NULL AND voided = 0 AND day < ?"
+        bound: list[Any] = [*select_params, self.asof.day]
         if within is not None:
             sql += " AND day >= ?"
-            self.bind(self.asof.day - within)
-        sql += extra
-        return sql + (f" GROUP BY member HAVING {having}" if having else "")
+            bound.append(self.asof.day - within)
+        return self.join(sql + extra + " GROUP BY member", [*bound, *params])
 
-    def counted(self, r: Range, agg: str, within: int | None, extra: str = "",
-                extra_params: Sequence[Any] = ()) -> str:
-        """`r` holds for an aggregate that is 0 for a member without lines."""
-        lo = r.min or 0
-        if lo <= 0 and r.max is None:
-            return "1 = 1"
-        if lo <= 0:  # members without lines (0) are inside: exclude those above max instead
-            sub = self.lines(within, extra, f"{agg} > ?")
-            self.bind(*extra_params, r.max)
-            return f"m.member NOT IN ({sub})"
-        having = f"{agg} >= ?" + (" AND " + agg + " <= ?" if r.max is not None else "")
-        sub = self.lines(within, extra, having)
-        self.bind(*extra_params, lo, *([r.max] if r.max is not None else []))
-        return f"m.member IN ({sub})"
+    def bounds(self, expr: str, r: Range) -> str:
+        conds = []
+        if r.min is not None:
+            conds.append(f"{expr} >= ?")
+            self.bind(r.min)
+        if r.max is not None:
+            conds.append(f"{expr} <= ?")
+            self.bind(r.max)
+        return "(" + " AND ".join(conds) + ")"
 
     def node(self, n: Node) -> str:
         d = self.asof.day
@@ -112,34 +128,27 @@ class _Compiler:
             case Not(item):
                 return f"NOT ({self.node(item)})"
             case LastVisitDays(r):
-                # days = D - last day, so days in [min, max] is last day in [D - max, D - min].
-                conds = []
-                having_params: list[Any] = []
-                if r.max is not None:
-                    conds.append("max(day) >= ?")
-                    having_params.append(d - r.max)
-                if r.min is not None:
-                    conds.append("max(day) <= ?")
-                    having_params.append(d - r.min)
                 # With a max, lines older than D - max cannot be the last one of a match: the
                 # window leaves them out, so the database groups fewer rows.
-                sub = self.lines(r.max, "", " AND ".join(conds))
-                self.bind(*having_params)
-                return f"m.member IN ({sub})"
+                a = self.lines("max(day) AS v", r.max)
+                # days = D - last day, so days in [min, max] is last day in [D - max, D - min].
+                last = Range(None if r.max is None else d - r.max, None if r.min is None else d - r.min)
+                return f"({a}.v IS NOT NULL AND {self.bounds(f'{a}.v', last)})"
             case Visits(r, within):
-                return self.counted(r, "count(DISTINCT sale)", within)
+                return self.bounds(f"coalesce({self.lines('count(DISTINCT sale) AS v', within)}.v, 0)", r)
             case Spend(r, within):
-                return self.counted(r, "sum(amount)", within)
+                return self.bounds(f"coalesce({self.lines('sum(amount) AS v', within)}.v, 0)", r)
             case Bought(sku, cat, times, within):
                 extra = " AND qty > 0 AND " + ("sku = ?" if sku is not None else "category = ?")
-                sub = self.lines(within, extra, "count(DISTINCT sale) >= ?")
-                self.bind(sku if sku is not None else cat, times)
-                return f"m.member IN ({sub})"
+                a = self.lines("count(DISTINCT sale) AS v", within, extra, [sku if sku is not None else cat])
+                self.bind(times)
+                return f"coalesce({a}.v, 0) >= ?"
             case InStore(stores):
+                store_params: list[Any] = []
+                where = self.inlist("store", stores, store_params)
+                a = self.lines("1 AS v", None, " AND " + where, store_params)
                 home = "m.store IS NOT NULL AND " + self.inlist("m.store", stores)
-                self.bind(d)
-                sub = _LINES + " AND " + self.inlist("store", stores)
-                return f"({home} OR m.member IN ({sub}))"
+                return f"(({home}) OR {a}.v IS NOT NULL)"
             case TierIn(tiers):
                 return "(m.tier IS NOT NULL AND " + self.inlist("m.tier", tiers) + ")"
             case BalanceIn(r):
@@ -180,16 +189,6 @@ class _Compiler:
                 return self.rfm(cells)
         raise AssertionError(n)  # pragma: no cover
 
-    def bounds(self, expr: str, r: Range) -> str:
-        conds = []
-        if r.min is not None:
-            conds.append(f"{expr} >= ?")
-            self.bind(r.min)
-        if r.max is not None:
-            conds.append(f"{expr} <= ?")
-            self.bind(r.max)
-        return "(" + " AND ".join(conds) + ")"
-
     def expiring(self, days: int) -> str:
         window = self.asof.expiry_window(days)
         if window is None:
@@ -197,45 +196,37 @@ class _Compiler:
         cutoff = self.asof.start_utc().isoformat()
         # Open stamps are the newest earned, up to the balance before D: a lot is open while the
         # stamps of the lots after it (merge order) do not yet make up the balance.
-        self.bind(cutoff, cutoff, *window)
-        return ("m.member IN (SELECT l.member FROM (SELECT member, at, sum(stamps) OVER (PARTITION BY member "
-                "ORDER BY gseq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS newer FROM events "
-                "WHERE member IS NOT NULL AND stamps > 0 AND at < ?) l JOIN (SELECT member, sum(stamps) AS bal "
-                "FROM events WHERE member IS NOT NULL AND at < ? GROUP BY member) b ON b.member = l.member "
-                "WHERE coalesce(l.newer, 0) < b.bal AND l.at >= ? AND l.at < ?)")
+        a = self.join(
+            "SELECT DISTINCT l.member AS member, 1 AS v FROM (SELECT member, at, sum(stamps) OVER (PARTITION BY "
+            "member ORDER BY gseq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS newer FROM events "
+            "WHERE member IS NOT NULL AND stamps > 0 AND at < ?) l JOIN (SELECT member, sum(stamps) AS bal "
+            "FROM events WHERE member IS NOT NULL AND at < ? GROUP BY member) b ON b.member = l.member "
+            "WHERE coalesce(l.newer, 0) < b.bal AND l.at >= ? AND l.at < ?", [cutoff, cutoff, *window])
+        return f"{a}.v IS NOT NULL"
 
     def rfm(self, cells: Sequence[str]) -> str:
         d = self.asof.day
         pairs = sorted({p for c in cells for p in RFM_CELLS[c]})
         rec = {s: (lo, hi) for s, lo, hi in RECENCY_BUCKETS}
         freq = {s: (lo, hi) for s, lo, hi in FREQUENCY_BUCKETS}
-        sub = self.lines(None)
-        sub += " GROUP BY member HAVING "
+        a = self.lines("max(day) AS v, count(DISTINCT CASE WHEN day >= ? THEN sale END) AS f", None,
+                       select_params=[d - FREQUENCY_DAYS])
         ors = []
         for r, f in pairs:
             rlo, rhi = rec[r]
             flo, fhi = freq[f]
-            conds = ["max(day) <= ?"]
-            self.bind(d - rlo)
-            if rhi is not None:
-                conds.append("max(day) >= ?")
-                self.bind(d - rhi)
-            conds.append("count(DISTINCT CASE WHEN day >= ? THEN sale END) >= ?")
-            self.bind(d - FREQUENCY_DAYS, flo)
-            if fhi is not None:
-                conds.append("count(DISTINCT CASE WHEN day >= ? THEN sale END) <= ?")
-                self.bind(d - FREQUENCY_DAYS, fhi)
-            ors.append("(" + " AND ".join(conds) + ")")
-        return f"m.member IN ({sub}{' OR '.join(ors)})"
+            last = Range(None if rhi is None else d - rhi, d - rlo)
+            ors.append(f"({self.bounds(f'{a}.v', last)} AND {self.bounds(f'{a}.f', Range(flo, fhi))})")
+        return f"({a}.v IS NOT NULL AND ({' OR '.join(ors)}))"
 
 
 def compile_segment(root: Node, asof: AsOf, dialect: str) -> Compiled:
-    """The definition as a condition on `crm_members m` (population rules included)."""
+    """The definition as joins and a condition on `crm_members m` (population rules included)."""
     c = _Compiler(asof, dialect)
     c.bind(asof.day)
     base = "m.merged_into IS NULL AND m.erased = 0 AND (m.enrolled_day IS NULL OR m.enrolled_day < ?)"
     cond = c.node(root)
-    return Compiled(f"{base} AND {cond}", tuple(c.params))
+    return Compiled("".join(c.joins), f"{base} AND {cond}", (*c.join_params, *c.params))
 
 
 def _x(store: Any, c: Any, sql: str, params: Sequence[Any]) -> Any:
@@ -248,28 +239,30 @@ def dialect_of(store: Any) -> str:
 
 
 def count_and_sample(store: Any, compiled: Compiled, sample: int = 20) -> tuple[int, list[dict[str, Any]]]:
-    """How many members match, and the first `sample` of them by member id, in one statement
-    (the count rides along as a window), so a preview costs one pass over the read model."""
+    """How many members match and the first `sample` of them by member id: the condition runs
+    once (the count rides along as a window over member ids), then the sample's rows are read."""
     if sample <= 0:
         return count(store, compiled), []
-    cols = ", ".join(f"m.{k}" for k in SAMPLE_COLUMNS)
     with store._tx(write=False) as c:
-        rows = _x(store, c, f"SELECT {cols}, count(*) OVER () FROM crm_members m WHERE {compiled.sql} "
-                            "ORDER BY m.member LIMIT ?", (*compiled.params, sample)).fetchall()
-    n = int(rows[0][-1]) if rows else 0
-    return n, [dict(zip(SAMPLE_COLUMNS, r[:-1], strict=True)) for r in rows]
+        ids = _x(store, c, f"SELECT m.member, count(*) OVER () {compiled.where} ORDER BY m.member LIMIT ?",
+                 (*compiled.params, sample)).fetchall()
+        if not ids:
+            return 0, []
+        cond, params = store._any("member", [r[0] for r in ids])
+        rows = _x(store, c, f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM crm_members WHERE {cond} ORDER BY member",
+                  params).fetchall()
+    return int(ids[0][1]), [dict(zip(SAMPLE_COLUMNS, r, strict=True)) for r in rows]
 
 
 def count(store: Any, compiled: Compiled) -> int:
     """How many members match."""
     with store._tx(write=False) as c:
-        return int(_x(store, c, f"SELECT count(*) FROM crm_members m WHERE {compiled.sql}",
-                      compiled.params).fetchone()[0])
+        return int(_x(store, c, f"SELECT count(*) {compiled.where}", compiled.params).fetchone()[0])
 
 
 def export_rows(store: Any, compiled: Compiled) -> list[tuple[Any, ...]]:
     """Every matching member as EXPORT_COLUMNS, by member id."""
     cols = ", ".join(f"m.{k}" for k in EXPORT_COLUMNS)
     with store._tx(write=False) as c:
-        return [tuple(r) for r in _x(store, c, f"SELECT {cols} FROM crm_members m WHERE {compiled.sql} "
-                                               "ORDER BY m.member", compiled.params).fetchall()]
+        return [tuple(r) for r in _x(store, c, f"SELECT {cols} {compiled.where} ORDER BY m.member",
+                                     compiled.params).fetchall()]
