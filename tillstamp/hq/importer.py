@@ -262,7 +262,8 @@ def _read_all(opts: ImportOptions, exp: int, zone: ZoneInfo) -> tuple[pa.Table, 
         fmt = _format_of(path, opts.format)
         table = _read_table(path, fmt)
         cols = {k: opts.mapping.get(k, k) for k in FIELDS}
-        missing = [f"{k}={c}" for k, c in cols.items() if c not in table.column_names and k in opts.mapping]
+        missing = [f"--map {k}={c}: no such column" for k, c in cols.items()
+                   if c not in table.column_names and k in opts.mapping]
         missing += [f"{k} (no column {cols[k]!r}; give --map {k}=COLUMN)" for k in REQUIRED
                     if k not in opts.mapping and cols[k] not in table.column_names]
         if "store" not in opts.mapping and cols["store"] not in table.column_names and opts.store is None:

@@ -315,6 +315,49 @@ class CrmStore:
             self._many(c, f"UPDATE {t.members} SET tier = ? WHERE member = ?",
                        [(tier_at(prog, es, max(e.at for e in es)).id, m) for m, es in sorted(per.items())])
 
+    # -- reading the record --------------------------------------------------------------
+
+    def crm_member(self, *, member: str | None = None, phone: str | None = None,
+                   external: str | None = None) -> dict[str, Any] | None:
+        """A member's read-model row, found by id, phone (E.164) or external id."""
+        col, val = ("member", member) if member else ("phone", phone) if phone else ("external_id", external)
+        with self._tx(write=False) as c:
+            row = self._x(c, f"SELECT {', '.join(MEMBER_COLS)} FROM {LIVE.members} WHERE {col} = ? "
+                             "ORDER BY member LIMIT 1", (val,)).fetchone()
+        return dict(zip(MEMBER_COLS, row, strict=True)) if row else None
+
+    def crm_windows(self, member: str, today: int, windows: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Visits and spend of a member in the last N days (store days today-N+1 .. today) for each N."""
+        parts = []
+        params: list[Any] = []
+        for n in windows:
+            parts.append("count(DISTINCT CASE WHEN day > ? AND day <= ? THEN sale END), "
+                         "sum(CASE WHEN day > ? AND day <= ? THEN amount ELSE 0 END)")
+            params += [today - n, today, today - n, today]
+        with self._tx(write=False) as c:
+            row = self._x(c, f"SELECT {', '.join(parts)} FROM {LIVE.lines} WHERE member = ? AND voided = 0",
+                          [*params, member]).fetchone()
+        return {n: (int(row[2 * i] or 0), int(row[2 * i + 1] or 0)) for i, n in enumerate(windows)}
+
+    def crm_sales(self, member: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A member's latest sales, newest first, each with its lines."""
+        with self._tx(write=False) as c:
+            rows = self._x(c, f"SELECT {', '.join(SALE_LINE_COLS)} FROM {LIVE.lines} WHERE sale IN "
+                              f"(SELECT sale FROM {LIVE.lines} WHERE member = ? GROUP BY sale "
+                              "ORDER BY max(at_utc) DESC, sale LIMIT ?) ORDER BY at_utc DESC, sale, line",
+                           (member, limit)).fetchall()
+        sales: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            d = dict(zip(SALE_LINE_COLS, r, strict=True))
+            sale = sales.get(d["sale"])
+            if sale is None:
+                sale = sales[d["sale"]] = {k: d[k] for k in ("sale", "store", "terminal", "receipt", "at_utc",
+                                                             "local_date")}
+                sale.update(voided=bool(d["voided"]), total=0, lines=[])
+            sale["total"] += int(d["amount"])
+            sale["lines"].append({k: d[k] for k in ("line", "sku", "name", "category", "qty", "amount")})
+        return list(sales.values())
+
     # -- import ------------------------------------------------------------------------
 
     def import_members(self, externals: Sequence[str], now: dt.datetime) -> tuple[dict[str, str], int]:
