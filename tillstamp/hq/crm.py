@@ -92,7 +92,8 @@ class MemberChange:
     badges: list[str] = field(default_factory=list)
     balance: int = 0
     last_at: str | None = None
-    stamps_events: bool = False
+    stamps_events: bool = False  # moved stamps: a tier earned on stamps may change
+    spend_events: bool = False  # a sale, claim or refund: a tier earned on spend may change
 
 
 @dataclass
@@ -135,6 +136,8 @@ def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE) -> CrmBatc
         eid, terminal, store, _seq, kind, member, at, stamps, ref, body_text = e[:10]
         mc = out.member(member) if member is not None else None
         if mc is not None:
+            if kind == ev.CLAIMED:
+                mc.spend_events = True
             if mc.store is None:
                 mc.store = store
             if stamps:
@@ -148,13 +151,13 @@ def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE) -> CrmBatc
         if kind == ev.SALE:
             out.lines.extend(sale_rows(eid, terminal, store, member, at, body, zone))
             if mc is not None:
-                mc.stamps_events = True  # a sale can move a spend-based tier
+                mc.spend_events = True
         elif kind == ev.REFUNDED:
             if ref is not None:
                 qty = {str(k): int(v) for k, v in (body.get("lines") or {}).items()}
                 out.refunds.append(Refund(store, terminal, ref, qty, body.get("receipt")))
             if mc is not None:
-                mc.stamps_events = True
+                mc.spend_events = True
         elif mc is None:
             continue
         elif kind == ev.ENROLLED:

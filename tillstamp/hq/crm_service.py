@@ -191,19 +191,34 @@ class Crm:
         return crm_store.search_members(self.store, text=q, phone=phone, scope=who.scope, limit=limit)
 
     def member(self, member: str, *, who: Principal = OWNER) -> dict[str, Any]:
-        """A member's whole record as the read model holds it (a manager: their store's only)."""
-        row = crm_store.member_row(self.store, member, who.scope)
-        if row is None:
+        """The member's whole record (`record.member_record`, the "360"); a manager gets it only for
+        a member of their store, with that store's sales, rewards and claims."""
+        from .record import MemberNotFound, MemberRef, member_record
+
+        if crm_store.member_row(self.store, member, who.scope) is None:
             raise NotFound(f"member {member!r} not found")
-        row["consent"] = {ch: bool(row.pop(f"consent_{ch}")) for ch in ("whatsapp", "email", "sms")}
-        lines = crm_store.member_lines(self.store, member, who.scope)
+        try:
+            rec = member_record(self.store, self.hq.program(), MemberRef(member=member), self.hq.clock())
+        except MemberNotFound:
+            raise NotFound(f"member {member!r} not found") from None
+        if who.scope is not None:
+            rec["sales"] = self._store_sales(member, who.scope)
+            rec["rewards"] = [r for r in rec["rewards"] if r["store"] == who.scope]
+            rec["claims"] = [c for c in rec["claims"] if c["store"] == who.scope]
+        return rec
+
+    def _store_sales(self, member: str, store: str) -> list[dict[str, Any]]:
+        """The member's last 50 sales at one store, in the record's shape."""
         sales: dict[str, dict[str, Any]] = {}
-        for ln in lines:
-            s = sales.setdefault(ln["sale"], {k: ln[k] for k in ("sale", "store", "terminal", "receipt", "at_utc",
-                                                                  "local_date", "voided")} | {"lines": []})
+        for ln in crm_store.member_lines(self.store, member, store):
+            s = sales.get(ln["sale"])
+            if s is None:
+                s = sales[ln["sale"]] = {k: ln[k] for k in ("sale", "store", "terminal", "receipt", "at_utc",
+                                                             "local_date")}
+                s.update(voided=bool(ln["voided"]), total=0, lines=[])
+            s["total"] += int(ln["amount"])
             s["lines"].append({k: ln[k] for k in ("line", "sku", "name", "category", "qty", "amount")})
-        row["sales"] = list(sales.values())
-        return row
+        return list(sales.values())
 
     def figures(self, *, who: Principal = OWNER, as_of: dt.date | None = None) -> dict[str, Any]:
         """Headline figures as of a date (a manager: their store's)."""

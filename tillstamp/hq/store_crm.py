@@ -9,15 +9,17 @@ What a batch means is decided in `crm.py`; here are only the statements.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..loyalty import events as ev
-from ..loyalty.events import Event, canonical
+from ..loyalty.events import Event, canonical, derived_id
 from ..loyalty.program import Program, parse_program
-from ..loyalty.projections import tier_at
+from ..loyalty.projections import add_months, tier_at, tier_for
 from . import crm
 from .crm import SALE_LINE_COLS, CrmBatch, Figures, mode
 
@@ -93,7 +95,9 @@ class CrmStore:
         moved = self._crm_apply(c, batch, LIVE, prog)
         self._crm_pii(c, sorted(set(pii)), LIVE)
         self._crm_figures(c, LIVE, sorted(moved))
-        self._crm_tiers(c, LIVE, prog, sorted(m for m, ch in batch.members.items() if ch.stamps_events))
+        spend = prog is not None and prog.tiering.qualify_on != "stamps"
+        self._crm_tiers(c, LIVE, prog, sorted(m for m, ch in batch.members.items()
+                                              if (ch.spend_events if spend else ch.stamps_events)))
 
     def _crm_program(self, c: Any) -> Program | None:
         row = self._x(c, "SELECT version, source FROM programs ORDER BY version DESC LIMIT 1").fetchone()
@@ -132,6 +136,7 @@ class CrmStore:
             members = sorted({r[2] for r in batch.lines if r[2] is not None})
             alias = self._crm_aliases(c, t, members)
             lines = [(*r[:2], alias.get(r[2], r[2]), *r[3:]) if r[2] in alias else r for r in batch.lines]
+            lines.sort(key=lambda r: (r[0], r[1]))  # primary-key order: B-tree appends, not page hops
             self._crm_insert_lines(c, t, lines)
             moved |= {r[2] for r in lines if r[2] is not None}
         for refund in batch.refunds:
@@ -225,49 +230,187 @@ class CrmStore:
                        [(*_figure_values(figures.get(m, none)), m) for m in keys])
 
     def _crm_figures_of(self, c: Any, t: Tables, part: Sequence[str] | None) -> dict[str, Figures]:
+        """Two scans of the members' lines: one row per visit, one per (member, category)."""
         if part is None:
             cond, params = "member IS NOT NULL", list[Any]()
         else:
             cond, params = self._any("member", part)
         where = f"WHERE voided = 0 AND {cond}"
-        base = {r[0]: r[1:] for r in self._x(
-            c, f"SELECT member, min(day), max(day), count(DISTINCT sale), sum(amount) FROM {t.lines} {where} "
-               "GROUP BY member", params).fetchall()}
-
-        def counts(col: str, per_visit: bool) -> dict[str, dict[Any, tuple[int, int]]]:
-            out: dict[str, dict[Any, tuple[int, int]]] = {}
-            sql = (f"SELECT member, {col}, count(DISTINCT sale), sum(amount) FROM {t.lines} {where} "
-                   f"{'' if per_visit else f'AND {col} IS NOT NULL '}GROUP BY member, {col}")
-            for m, v, n, s in self._x(c, sql, params).fetchall():
-                out.setdefault(m, {})[v] = (int(n), int(s or 0))
-            return out
-
-        cats, stores = counts("category", False), counts("store", True)
-        hours, days = counts("local_hour", True), counts("weekday", True)
-        return {m: Figures(int(b[0]), int(b[1]), int(b[2]), int(b[3] or 0), mode(cats.get(m, {})),
-                           mode(stores.get(m, {})), mode(hours.get(m, {})), mode(days.get(m, {})))
-                for m, b in base.items()}
+        visits: dict[str, list[tuple[Any, ...]]] = {}
+        for m, store, day, hour, weekday, amount in self._x(
+                c, f"SELECT member, min(store), min(day), min(local_hour), min(weekday), sum(amount) FROM {t.lines} "
+                   f"{where} GROUP BY member, sale", params).fetchall():
+            visits.setdefault(m, []).append((store, int(day), int(hour), int(weekday), int(amount or 0)))
+        cats: dict[str, dict[Any, tuple[int, int]]] = {}
+        for m, cat, n, spend in self._x(
+                c, f"SELECT member, category, count(DISTINCT sale), sum(amount) FROM {t.lines} {where} "
+                   "AND category IS NOT NULL GROUP BY member, category", params).fetchall():
+            cats.setdefault(m, {})[cat] = (int(n), int(spend or 0))
+        out = {}
+        for m, vs in visits.items():
+            by: list[dict[Any, tuple[int, int]]] = [{}, {}, {}]
+            for store, _day, hour, weekday, amount in vs:
+                for d, key in zip(by, (store, hour, weekday), strict=True):
+                    n, s = d.get(key, (0, 0))
+                    d[key] = (n + 1, s + amount)
+            days = [v[1] for v in vs]
+            out[m] = Figures(min(days), max(days), len(vs), sum(v[4] for v in vs), mode(cats.get(m, {})),
+                             mode(by[0]), mode(by[1]), mode(by[2]))
+        return out
 
     def _crm_tiers(self, c: Any, t: Tables, prog: Program | None, members: Sequence[str] | None) -> None:
-        """Each member's tier as of their last event that counts for tiers (`None`: every member)."""
+        """Each member's tier as of their last event that counts for tiers (`None`: every member).
+
+        The same answer as `projections.tier_at` on those events: with tiers earned on stamps,
+        the two window sums are taken in SQL (a Python fold over every event of every member
+        touched cost more than the rest of ingest); tiers earned on spend fold in Python."""
         if prog is None or (members is not None and not members):
             return
-        kinds = (sorted(ev.EARNING_KINDS | {ev.REVERSED}) if prog.tiering.qualify_on == "stamps"
-                 else [ev.SALE, ev.CLAIMED, ev.REFUNDED])
-        kcond, kparams = self._any("kind", kinds)
+        if prog.tiering.qualify_on != "stamps":
+            self._crm_tiers_folded(c, t, prog, members)
+            return
+        kcond, kparams = self._any("kind", sorted(ev.EARNING_KINDS | {ev.REVERSED}))
+        last: dict[str, str] = {}
         for part in [None] if members is None else list(_chunks(members)):
-            if part is None:
-                cond, params = "member IS NOT NULL", list[Any]()
-            else:
-                cond, params = self._any("member", part)
+            cond, params = ("member IS NOT NULL", list[Any]()) if part is None else self._any("member", part)
+            last.update(self._x(c, f"SELECT member, max(at) FROM events WHERE {cond} AND stamps <> 0 AND {kcond} "
+                                   "GROUP BY member", [*params, *kparams]).fetchall())
+        names = sorted(last)
+        zone, window = prog.zone, prog.tiering.window_months
+        for part in _chunks(names, 1000):
+            bounds: list[Any] = []
+            for m in part:
+                upto = _at(last[m])
+                local = upto.astimezone(zone)
+                ystart = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+                bounds += [m, _iso(add_months(upto, -window)), _iso(upto), _iso(add_months(ystart, -window)),
+                           _iso(ystart)]
+            values = ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
+            sums = {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in self._x(
+                c, f"WITH b(member, since, upto, ysince, ystart) AS (VALUES {values}) "
+                   "SELECT b.member, sum(CASE WHEN e.at > b.since AND e.at <= b.upto THEN e.stamps ELSE 0 END), "
+                   "sum(CASE WHEN e.at > b.ysince AND e.at <= b.ystart THEN e.stamps ELSE 0 END) "
+                   f"FROM b JOIN events e ON e.member = b.member WHERE e.stamps <> 0 AND {kcond} AND e.at > b.ysince "
+                   "GROUP BY b.member",
+                [*bounds, *kparams]).fetchall()}
+            rows = []
+            for m in part:
+                now_sum, year_sum = sums.get(m, (0, 0))
+                tier = tier_for(prog, max(now_sum, 0))
+                if prog.tiering.downgrade != "immediate" and tier is not prog.tiers[-1]:
+                    held = tier_for(prog, max(year_sum, 0))
+                    tier = held if held.threshold > tier.threshold else tier
+                rows.append((tier.id, m))
+            self._many(c, f"UPDATE {t.members} SET tier = ? WHERE member = ?", rows)
+
+    def _crm_tiers_folded(self, c: Any, t: Tables, prog: Program, members: Sequence[str] | None) -> None:
+        kcond, kparams = self._any("kind", [ev.SALE, ev.CLAIMED, ev.REFUNDED])
+        for part in [None] if members is None else list(_chunks(members)):
+            cond, params = ("member IS NOT NULL", list[Any]()) if part is None else self._any("member", part)
             per: dict[str, list[Event]] = {}
             for m, kind, at, stamps, body in self._x(
                     c, f"SELECT member, kind, at, stamps, body FROM events WHERE {cond} AND {kcond} ORDER BY gseq",
                     [*params, *kparams]).fetchall():
-                e = Event("", kind, _at(at), m, int(stamps), None, json.loads(body) if kind in _BODY else {})
-                per.setdefault(m, []).append(e)
+                per.setdefault(m, []).append(Event("", kind, _at(at), m, int(stamps), None, json.loads(body)))
             self._many(c, f"UPDATE {t.members} SET tier = ? WHERE member = ?",
                        [(tier_at(prog, es, max(e.at for e in es)).id, m) for m, es in sorted(per.items())])
+
+    # -- reading the record --------------------------------------------------------------
+
+    def crm_member(self, *, member: str | None = None, phone: str | None = None,
+                   external: str | None = None) -> dict[str, Any] | None:
+        """A member's read-model row, found by id, phone (E.164) or external id."""
+        col, val = ("member", member) if member else ("phone", phone) if phone else ("external_id", external)
+        with self._tx(write=False) as c:
+            row = self._x(c, f"SELECT {', '.join(MEMBER_COLS)} FROM {LIVE.members} WHERE {col} = ? "
+                             "ORDER BY member LIMIT 1", (val,)).fetchone()
+        return dict(zip(MEMBER_COLS, row, strict=True)) if row else None
+
+    def crm_windows(self, member: str, today: int, windows: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Visits and spend of a member in the last N days (store days today-N+1 .. today) for each N."""
+        parts = []
+        params: list[Any] = []
+        for n in windows:
+            parts.append("count(DISTINCT CASE WHEN day > ? AND day <= ? THEN sale END), "
+                         "sum(CASE WHEN day > ? AND day <= ? THEN amount ELSE 0 END)")
+            params += [today - n, today, today - n, today]
+        with self._tx(write=False) as c:
+            row = self._x(c, f"SELECT {', '.join(parts)} FROM {LIVE.lines} WHERE member = ? AND voided = 0",
+                          [*params, member]).fetchone()
+        return {n: (int(row[2 * i] or 0), int(row[2 * i + 1] or 0)) for i, n in enumerate(windows)}
+
+    def crm_sales(self, member: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A member's latest sales, newest first, each with its lines."""
+        with self._tx(write=False) as c:
+            rows = self._x(c, f"SELECT {', '.join(SALE_LINE_COLS)} FROM {LIVE.lines} WHERE sale IN "
+                              f"(SELECT sale FROM {LIVE.lines} WHERE member = ? GROUP BY sale "
+                              "ORDER BY max(at_utc) DESC, sale LIMIT ?) ORDER BY at_utc DESC, sale, line",
+                           (member, limit)).fetchall()
+        sales: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            d = dict(zip(SALE_LINE_COLS, r, strict=True))
+            sale = sales.get(d["sale"])
+            if sale is None:
+                sale = sales[d["sale"]] = {k: d[k] for k in ("sale", "store", "terminal", "receipt", "at_utc",
+                                                             "local_date")}
+                sale.update(voided=bool(d["voided"]), total=0, lines=[])
+            sale["total"] += int(d["amount"])
+            sale["lines"].append({k: d[k] for k in ("line", "sku", "name", "category", "qty", "amount")})
+        return list(sales.values())
+
+    # -- import ------------------------------------------------------------------------
+
+    def import_members(self, externals: Sequence[str], now: dt.datetime) -> tuple[dict[str, str], int]:
+        """Member ids for external ids: the member already holding one, else a new member
+        (id derived from the external id) created with it. Returns (ids, how many are new)."""
+        ids: dict[str, str] = {}
+        with self._tx() as c:
+            for part in _chunks(externals):
+                cond, params = self._any("external_id", part)
+                ids.update(self._x(c, f"SELECT external_id, id FROM members WHERE {cond}", params).fetchall())
+            new = [(derived_id("import-member", x), x) for x in externals if x not in ids]
+            erased: set[str] = set()
+            for part in _chunks([m for m, _ in new]):
+                cond, params = self._any("member", part)
+                erased |= {r[0] for r in self._x(c, f"SELECT member FROM erasures WHERE {cond}", params).fetchall()}
+            self._many(c, "INSERT INTO members(id, origin, updated_at, external_id) VALUES (?, 'import', ?, ?) "
+                          "ON CONFLICT(id) DO UPDATE SET external_id = excluded.external_id",
+                       [(m, _iso(now), x) for m, x in new if m not in erased])
+            self._crm_pii(c, sorted(m for m, _ in new if m not in erased), LIVE)
+        ids.update((x, m) for m, x in new)
+        return ids, len(new)
+
+    def import_sales(self, events: Sequence[tuple[Any, ...]], now: dt.datetime) -> int:
+        """Store imported sale events (EVENT_COLS order, seq 0, body a dict) not held yet, with
+        their read model, in one transaction; returns how many were new."""
+        with self._tx() as c:
+            held: set[str] = set()
+            for part in _chunks([e[0] for e in events]):
+                cond, params = self._any("id", part)
+                held |= {r[0] for r in self._x(c, f"SELECT id FROM events WHERE {cond}", params).fetchall()}
+            new = [e for e in events if e[0] not in held]
+            if not new:
+                return 0
+            self._x(c, "INSERT INTO counters(name, value) VALUES ('import', 0) ON CONFLICT DO NOTHING")
+            top = int(self._x(c, "UPDATE counters SET value = value + ? WHERE name = 'import' RETURNING value",
+                              (len(new),)).fetchone()[0])
+            rows = []
+            placed = []
+            for i, e in enumerate(new):
+                seq = top - len(new) + i + 1
+                head = dict(zip(_WIRE[:9], (*e[:3], seq, *e[4:9]), strict=True))
+                body = canonical(e[9])
+                digest = hashlib.sha256(canonical(head) + b"\x1f" + body).hexdigest()
+                rows.append((*e[:3], seq, *e[4:9], body.decode(), digest))
+                placed.append((*e[:3], seq, *e[4:]))
+            self._import_events(c, rows)
+            self._crm_after_ingest(c, placed, [], [])
+        return len(new)
+
+    def _import_events(self, c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert whole event rows (EVENT_COLS order)."""
+        self._many(c, f"INSERT INTO events({', '.join(_EVENT_COLS)}) VALUES ({', '.join('?' * len(_EVENT_COLS))}) "
+                      "ON CONFLICT(id) DO NOTHING", rows)
 
     # -- rebuild and verify --------------------------------------------------------------
 
@@ -305,11 +448,14 @@ class CrmStore:
                        "external_id = NULL, erased = 1 WHERE member IN (SELECT member FROM erasures)")
             self._crm_figures(c, NEXT, None)
             self._crm_tiers(c, NEXT, prog, None)
-            report = self._crm_compare(c)
             if swap:
+                report = VerifyReport(ok=True, members=int(self._x(c, f"SELECT count(*) FROM {NEXT.members}").fetchone()[0]),
+                                      lines=int(self._x(c, f"SELECT count(*) FROM {NEXT.lines}").fetchone()[0]))
                 for live, nxt in zip(LIVE, NEXT, strict=True):
                     self._x(c, f"DELETE FROM {live}")
                     self._x(c, f"INSERT INTO {live} SELECT * FROM {nxt}")
+            else:
+                report = self._crm_compare(c)
             for name in NEXT:
                 self._x(c, f"DELETE FROM {name}")
         return report
@@ -347,13 +493,16 @@ class CrmStore:
 
 
 _FOLD_COLS = "id, terminal, store, seq, kind, member, at, stamps, ref, body"
-_BODY = frozenset({ev.SALE, ev.CLAIMED, ev.REFUNDED})
+_WIRE = ("id", "terminal", "store", "seq", "kind", "member", "at", "stamps", "ref", "body")
+_EVENT_COLS = (*_WIRE, "digest")
 
 
-def _at(text: str) -> Any:
-    import datetime as dt
-
+def _at(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat()
 
 
 def _figure_values(f: Figures) -> tuple[Any, ...]:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from ..sync.wire import Incoming, chain
+from .crm import SALE_LINE_COLS
 from .crm_store import PG_SCHEMA as CRM_ACCESS_SCHEMA
 from .store import (
     COUNTERS,
@@ -95,6 +96,7 @@ SCHEMA = (
     "ALTER TABLE members ADD COLUMN IF NOT EXISTS external_id TEXT",
     "CREATE INDEX IF NOT EXISTS members_external ON members(external_id)",
     "CREATE INDEX IF NOT EXISTS events_sale_ref ON events(store, ref) WHERE kind = 'sale.recorded'",
+    "CREATE INDEX IF NOT EXISTS events_tier ON events(member, kind, at, stamps) WHERE stamps <> 0",
     *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
       for sql in SCHEMA if "crm_members" in sql or "sale_lines" in sql),
 )
@@ -103,6 +105,10 @@ _STAGING = (
     ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
      "member TEXT, at TEXT, stamps BIGINT, ref TEXT, body TEXT, digest TEXT) ON COMMIT DELETE ROWS"),
     "CREATE TEMP TABLE IF NOT EXISTS touched (member TEXT PRIMARY KEY) ON COMMIT DELETE ROWS",
+    # sale lines on their way into sale_lines (or sale_lines_rebuild), by COPY
+    ("CREATE TEMP TABLE IF NOT EXISTS lines_staging (sale TEXT, line INTEGER, member TEXT, store TEXT, "
+     "terminal TEXT, receipt TEXT, at_utc TEXT, local_date TEXT, day INTEGER, local_hour INTEGER, weekday INTEGER, "
+     "sku TEXT, name TEXT, category TEXT, qty BIGINT, amount BIGINT, voided INTEGER) ON COMMIT DELETE ROWS"),
     # stamps of the events inserted by each chunk of a batch, summed into balances once at its end
     "CREATE TEMP TABLE IF NOT EXISTS pending (member TEXT NOT NULL, stamps BIGINT NOT NULL) ON COMMIT DELETE ROWS",
 )
@@ -282,6 +288,25 @@ class PgHqStore(SqlHqStore):
                       "WHERE s.member IS NOT NULL")
         c.execute("DELETE FROM staging")
         return int(n)
+
+    def _crm_insert_lines(self, c: Any, t: Any, lines: Sequence[tuple[Any, ...]]) -> None:
+        if len(lines) < 50:
+            super()._crm_insert_lines(c, t, lines)
+            return
+        cols = ", ".join(SALE_LINE_COLS)
+        with c.copy(f"COPY lines_staging ({cols}) FROM STDIN") as copy:
+            for row in lines:
+                copy.write_row(row)
+        c.execute(f"INSERT INTO {t.lines}({cols}) SELECT {cols} FROM lines_staging ON CONFLICT(sale, line) DO NOTHING")
+        c.execute("DELETE FROM lines_staging")
+
+    def _import_events(self, c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        cols = ", ".join(EVENT_COLS)
+        with c.copy(f"COPY staging ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        c.execute(f"INSERT INTO events({cols}) SELECT {cols} FROM staging ORDER BY seq ON CONFLICT(id) DO NOTHING")
+        c.execute("DELETE FROM staging")
 
     def _crm_lock_events(self, c: Any) -> None:
         # SHARE waits for pushes in flight and holds new ones off until the swap commits, so
