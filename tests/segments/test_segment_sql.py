@@ -103,3 +103,17 @@ def test_values_are_bound_never_written_into_the_sql(store: Any) -> None:
         text = compiled.where
         assert "DELETE" not in text and "987654321" not in text and "gold" not in text and "x'" not in text
     assert _sql(store, data, AsOf(crmdata.BASE)) == {"M1"}  # the tier matched; nothing was deleted
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(facts=crmdata.facts(), data=crmdata.definitions(), sample=st.integers(0, 5))
+def test_preview_counts_and_samples_the_first_members(store: Any, facts: Any, data: dict[str, Any],
+                                                       sample: int) -> None:
+    crmdata.clear(store)
+    crmdata.load(store, facts)
+    asof = AsOf(crmdata.BASE, "Asia/Jakarta", 10, 6)
+    want = sorted(evaluate(parse_segment(data).root, facts, asof))
+    compiled = segment_sql.compile_segment(parse_segment(data).root, asof, segment_sql.dialect_of(store))
+    n, rows = segment_sql.count_and_sample(store, compiled, sample)
+    assert n == len(want) and [r["member"] for r in rows] == want[:sample]

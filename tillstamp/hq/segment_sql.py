@@ -239,18 +239,26 @@ def dialect_of(store: Any) -> str:
 
 
 def count_and_sample(store: Any, compiled: Compiled, sample: int = 20) -> tuple[int, list[dict[str, Any]]]:
-    """How many members match and the first `sample` of them by member id: the condition runs
-    once (the count rides along as a window over member ids), then the sample's rows are read."""
+    """How many members match and the first `sample` of them by member id, from one snapshot.
+
+    A condition on member columns only is counted, then sampled by walking the primary key
+    until `sample` rows match (cheap). A condition with joined aggregates runs once: the first
+    member ids in order with the count riding along as a window, then those rows are read."""
     if sample <= 0:
         return count(store, compiled), []
+    cols = ", ".join(f"m.{k}" for k in SAMPLE_COLUMNS)
     with store._tx(write=False) as c:
+        if not compiled.joins:
+            n = int(_x(store, c, f"SELECT count(*) {compiled.where}", compiled.params).fetchone()[0])
+            rows = _x(store, c, f"SELECT {cols} {compiled.where} ORDER BY m.member LIMIT ?",
+                      (*compiled.params, sample)).fetchall() if n else []
+            return n, [dict(zip(SAMPLE_COLUMNS, r, strict=True)) for r in rows]
         ids = _x(store, c, f"SELECT m.member, count(*) OVER () {compiled.where} ORDER BY m.member LIMIT ?",
                  (*compiled.params, sample)).fetchall()
         if not ids:
             return 0, []
-        cond, params = store._any("member", [r[0] for r in ids])
-        rows = _x(store, c, f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM crm_members WHERE {cond} ORDER BY member",
-                  params).fetchall()
+        cond, params = store._any("m.member", [r[0] for r in ids])
+        rows = _x(store, c, f"SELECT {cols} FROM crm_members m WHERE {cond} ORDER BY m.member", params).fetchall()
     return int(ids[0][1]), [dict(zip(SAMPLE_COLUMNS, r, strict=True)) for r in rows]
 
 
