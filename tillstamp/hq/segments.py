@@ -18,7 +18,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..loyalty.events import CHANNELS
-from ..loyalty.projections import add_months
 
 EPOCH = dt.date(1970, 1, 1)
 MAX_DAYS = 3660  # ten years: a window longer than that is a typo, not a question
@@ -620,9 +619,3 @@ def _expiring(events: list[StampFacts], asof: AsOf, days: int) -> bool:
                 return True
             left -= e.stamps
     return False
-
-
-def check_expiry_rule(at: dt.datetime, months: int, asof: AsOf, days: int) -> bool:
-    """True when a lot earned at `at` expires (the till's `add_months`) within `days` of D."""
-    exp = add_months(at, months)
-    return asof.start_utc() <= exp < asof.start_utc(days)
