@@ -139,6 +139,6 @@ def test_the_cli_refuses_a_reused_receipt_and_a_nul_with_exit_2(tmp_path, monkey
     other.write_text(json.dumps(sale_dict("R1", at="2026-11-20T09:00:00+07:00",
                                           lines=[{"sku": "TEH", "qty": 1, "price": 8000}])) + "\n"
                      + json.dumps(sale_dict("R\x002", at="2026-11-20T09:00:00+07:00")) + "\n")
-    assert main(["sale", "record", str(other)]) == 2
+    assert main(["sale", "record", str(other), "--json"]) == 2
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [o["error"] for o in out] == ["receipt_reused", "invalid_sale"]

@@ -1,5 +1,6 @@
 """`tillstamp hq ...`: head office commands (serve, terminal add, program set, stats, erase,
-revoke, alerts); errors print one line on stderr and exit 2 like the rest of the CLI.
+revoke, alerts, rebuild, verify, member show, import); errors print one line on stderr and
+exit 2 like the rest of the CLI.
 """
 
 from __future__ import annotations
@@ -213,6 +214,126 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bar() -> Any:
+    """A rich progress bar on a terminal (stderr), None otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), transient=True, console=Console(stderr=True))
+
+
+def _rebuild(args: argparse.Namespace, *, swap: bool) -> int:
+    from ..hq.store import open_hq_store
+
+    store = open_hq_store(args.db)
+    bar = _bar()
+    try:
+        if bar is None:
+            report = store.rebuild_crm(swap=swap)
+        else:
+            with bar:
+                task = bar.add_task("rebuild" if swap else "verify", total=None)
+                report = store.rebuild_crm(swap=swap, progress=lambda done, total: bar.update(
+                    task, completed=done, total=total))
+    finally:
+        store.close()
+    data = report.to_dict()
+    if swap:
+        _emit(args, data, f"read model rebuilt: {report.members} members, {report.lines} sale lines")
+        return 0
+    human = ("read model matches a rebuild" if report.ok else
+             f"read model differs from a rebuild: {len(report.member_diffs)} member(s), "
+             f"{len(report.line_diffs)} sale line(s) (first 20 of each with --json)")
+    _emit(args, data, human)
+    return 0 if report.ok else 1
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    return _rebuild(args, swap=True)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    return _rebuild(args, swap=False)
+
+
+def cmd_member_show(args: argparse.Namespace) -> int:
+    given = [x for x in (args.member, args.phone, args.external) if x]
+    if len(given) != 1:
+        return _fail("member show: give exactly one of ID, --phone P, --external X")
+    from ..hq.record import MemberNotFound, MemberRef, member_record
+
+    hq = _hq(args)
+    try:
+        rec = member_record(hq.store, hq.program(), MemberRef(args.member, args.phone, args.external), hq.clock())
+    except MemberNotFound as e:
+        return _fail(str(e))
+    finally:
+        hq.store.close()
+    f = rec["figures"]
+    p = rec["profile"]
+    consent = ", ".join(ch for ch, on in rec["consent"].items() if on) or "none"
+    human = "\n".join([
+        f"member {rec['member']}  {p['name'] or '-'}  {p['phone'] or '-'}  {p['email'] or '-'}"
+        + ("  (erased)" if rec["erased"] else "") + (f"  merged into {rec['merged_into']}" if rec["merged_into"] else ""),
+        f"store {p['store'] or '-'}  enrolled {p['enrolled_at'] or '-'}  external id {p['external_id'] or '-'}",
+        f"consent: {consent}",
+        f"balance {rec['balance']}  tier {rec['tier'] or '-'}  badges {', '.join(rec['badges']) or '-'}",
+        (f"visits {f['visits']} (30d {f['visits_30d']}, 90d {f['visits_90d']}, 365d {f['visits_365d']})  "
+        f"spend {f['spend']} (30d {f['spend_30d']}, 90d {f['spend_90d']}, 365d {f['spend_365d']})"),
+        (f"first {f['first_visit'] or '-'}  last {f['last_visit'] or '-'}  usually at {f['usual_hour']}h "
+        f"weekday {f['usual_weekday']}  favourite {f['fav_category'] or '-'} at {f['fav_store'] or '-'}"),
+        *[f"  {s['local_date']} {s['store']:<8} {s['receipt']:<12} {s['total']:>10}"
+          + ("  voided" if s["voided"] else "") for s in rec["sales"][:10]],
+    ])
+    _emit(args, rec, human)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from ..hq.importer import (
+        FIELDS,
+        PRODUCT_FIELDS,
+        ImportOptions,
+        ImportRefused,
+        parse_map,
+        run_import,
+    )
+    from ..hq.store import open_hq_store
+
+    try:
+        opts = ImportOptions(
+            files=tuple(Path(f) for f in args.files), format=args.format,
+            mapping=parse_map(args.map, FIELDS, "--map"), currency=args.currency,
+            products=Path(args.products) if args.products else None,
+            product_map=parse_map(args.product_map, PRODUCT_FIELDS, "--product-map"), tz=args.tz,
+            naive_as_local=args.naive_as == "local", skip_bad=args.skip_bad, source=args.source, store=args.store)
+    except ImportRefused as e:
+        return _fail(str(e))
+    import datetime as dt
+
+    store = open_hq_store(args.db)
+    bar = _bar()
+    try:
+        if bar is None:
+            result = run_import(store, opts, now=dt.datetime.now(dt.UTC))
+        else:
+            with bar:
+                task = bar.add_task("import", total=None)
+                result = run_import(store, opts, now=dt.datetime.now(dt.UTC),
+                                    progress=lambda _p, done, total: bar.update(task, completed=done, total=total))
+    except ImportRefused as e:
+        return _fail(str(e))
+    finally:
+        store.close()
+    _emit(args, result.to_dict(), f"{result.rows} rows, {result.sales} sales ({result.new_sales} new), "
+                                  f"{result.members} members ({result.new_members} new)"
+                                  + (f", {result.skipped} bad rows skipped" if result.skipped else ""))
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add `tillstamp hq ...` to the CLI."""
     common = _common()
@@ -257,11 +378,50 @@ def register(sub: Any) -> None:
                       description="Scrub a member's PII at HQ and, through the feed, at every till.")
     p.add_argument("member", metavar="MEMBER", help="member id or phone number")
     p.set_defaults(func=cmd_erase)
+    p = hq.add_parser("rebuild", parents=[common], help="recompute the CRM read model from the events",
+                      description="Recompute crm_members and sale_lines from the events, in chunks, then swap "
+                                  "them in (a progress bar on a terminal).")
+    p.set_defaults(func=cmd_rebuild)
+    p = hq.add_parser("verify", parents=[common], help="check the CRM read model against a rebuild",
+                      description="Rebuild the read model aside and compare: {\"ok\": true} when equal, else the "
+                                  "differences and exit status 1.")
+    p.set_defaults(func=cmd_verify)
+    member = hq.add_parser("member", help="the customer record").add_subparsers(
+        dest="action", metavar="ACTION", required=True, parser_class=sub._parser_class)
+    p = member.add_parser("show", parents=[common], help="everything about one member (the 360)",
+                          description="Profile, consent, figures, balance, tier, card, badges, the last 50 sales "
+                                      "with their lines, rewards and claims.")
+    p.add_argument("member", nargs="?", metavar="ID", help="member id")
+    p.add_argument("--phone", help="find the member by phone number")
+    p.add_argument("--external", metavar="X", help="find the member by their id in an imported system")
+    p.set_defaults(func=cmd_member_show)
+    p = hq.add_parser("import", parents=[common], help="import a shop's past receipts (CSV, JSON lines, Parquet)",
+                      description="One sale.recorded event per receipt (store, receipt) under the IMPORT terminal; "
+                                  "importing the same file again adds nothing. A bad row refuses the whole import "
+                                  "(exit 2) unless --skip-bad. Rules for odd rows: docs/HQ.md.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="file format (default: from the suffix)")
+    p.add_argument("--map", metavar="KEY=COL,...",
+                   help="columns for member, receipt, at, store, sku, qty, amount, name, category "
+                        "(default: columns named like the keys)")
+    p.add_argument("--currency", default="IDR", help="currency of the amounts, for its minor unit (default IDR)")
+    p.add_argument("--products", metavar="FILE", help="a product catalogue to join on sku (name, category)")
+    p.add_argument("--product-map", metavar="KEY=COL,...", help="catalogue columns for sku, name, category")
+    p.add_argument("--tz", default="Asia/Jakarta", help="the stores' time zone (default Asia/Jakarta)")
+    p.add_argument("--naive-as", choices=["utc", "local"], default="utc",
+                   help="how to read a time without an offset: UTC (default) or in --tz")
+    p.add_argument("--skip-bad", action="store_true", help="import the good rows and report the bad ones")
+    p.add_argument("--source", help="name of the source system in the sales' ids (default: the first file's name)")
+    p.add_argument("--store", help="store id for rows without a store column")
+    p.set_defaults(func=cmd_import)
     p = hq.add_parser("revoke", parents=[common], help="revoke a member's cards issued until now",
                       description="Revoke every card of the member issued until now.")
     p.add_argument("member")
     p.set_defaults(func=cmd_revoke)
 
+    from . import hq_crm
+
+    hq_crm.register(hq, common, sub._parser_class)
 
 def _register_terminal_more(term: Any, common: argparse.ArgumentParser) -> None:
     p = term.add_parser("list", parents=[common], help="list enrolled terminals",

@@ -5,6 +5,7 @@
     POST /v1/authorize  a redemption above the offline caps, against the merged balance (signed)
     GET  /v1/pull     ?cursor=N&limit=M: a page of the change feed              (signed)
     GET  /v1/time     HQ's clock, for a till to measure its offset             (unsigned)
+    /v1/crm/...       the staff API (hq/crm_api.py)                              (bearer token)
 
 Every answer, refusals included, carries HQ's clock in `X-HQ-Time` (Unix ms).
 """
@@ -26,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from ..apidocs import add_offline_docs
 from ..sync import protocol as p
 from ..sync.wire import LEDGER_TYPE
+from .crm_api import mount_crm
 from .limits import BodyLimit, BodyTooLarge
 from .service import AuthFailed, BadBatch, Hq
 from .store import CursorGone, EnrollRefused, GapError, QuarantineError
@@ -144,6 +146,7 @@ def create_app(hq: Hq) -> FastAPI:
         term, _ = await signed(request)
         return await run_in_threadpool(hq.pull, term, cursor, limit)
 
+    mount_crm(app, hq)
     return app
 
 

@@ -28,6 +28,7 @@ from ..loyalty.events import (
     derived_id,
 )
 from ..sync.wire import Incoming, chain
+from .store_crm import CrmStore
 
 HQ_TERMINAL = "HQ"
 # Incoming's first ten fields are these, in this order; the digest comes from the chain.
@@ -164,6 +165,15 @@ class HqStore(Protocol):
     def stats(self) -> dict[str, Any]: ...
     def alerts(self) -> list[dict[str, Any]]: ...
     def quarantine(self) -> list[dict[str, Any]]: ...
+    # the CRM read model (store_crm.py)
+    def rebuild_crm(self, *, chunk: int = 20000, progress: Any = None, swap: bool = True) -> Any: ...
+    def verify_crm(self, *, chunk: int = 20000, progress: Any = None) -> Any: ...
+    def import_members(self, externals: Sequence[str], now: dt.datetime) -> tuple[dict[str, str], int]: ...
+    def import_sales(self, events: Sequence[tuple[Any, ...]], now: dt.datetime) -> int: ...
+    def crm_member(self, *, member: str | None = None, phone: str | None = None,
+                   external: str | None = None) -> dict[str, Any] | None: ...
+    def crm_windows(self, member: str, today: int, windows: Sequence[int]) -> dict[int, tuple[int, int]]: ...
+    def crm_sales(self, member: str, limit: int = 50) -> list[dict[str, Any]]: ...
 
 
 def _iso(t: dt.datetime) -> str:
@@ -181,7 +191,7 @@ class NotAMember(LookupError):
     """No member by this id or phone number at head office."""
 
 
-class SqlHqStore:
+class SqlHqStore(CrmStore):
     """The SQL shared by both backends. Subclasses provide `_tx` and the bulk hooks."""
 
     FOR_UPDATE = ""
@@ -557,6 +567,7 @@ class SqlHqStore:
         result = IngestResult(acked=last, inserted=inserted, duplicates=len(new) - inserted, refused=len(refused))
         self._finish(c, terminal_id, result, [m for m, b in balances if int(b) < 0], members, now, compensate,
                      staged=True, claims=claims_of(new))
+        self._crm_after_ingest(c, new, result.adjustments, [m["id"] for m in members])
         return result
 
     def _finish(self, c: Any, terminal_id: str, result: IngestResult, negative: Sequence[str],
@@ -760,6 +771,7 @@ class SqlHqStore:
             if not known:
                 raise NotAMember(f"{member!r} is not a member known at head office")
             self._x(c, "DELETE FROM members WHERE id = ?", (member,))
+            self._crm_erase(c, member)
             self._x(c, "INSERT INTO erasures(member, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (member, _iso(now)))
             # Its own feed key: under `member:` a later snapshot of the member (their balance
             # goes on) would replace the erasure before an offline till had seen it.

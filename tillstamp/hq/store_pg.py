@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import psycopg
 
 from ..sync.wire import Incoming, chain
+from .crm import SALE_LINE_COLS
+from .crm_store import PG_SCHEMA as CRM_ACCESS_SCHEMA
 from .store import (
     COUNTERS,
     EVENT_COLS,
@@ -37,7 +39,7 @@ from .store import (
 # for the server without the GIL). Pure Python work only: it never touches a connection.
 _DECODER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hq-decode")
 
-SCHEMA = (
+SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
         acked BIGINT NOT NULL DEFAULT 0, last_seen TEXT, clock_offset_s DOUBLE PRECISION, enrolled_at TEXT NOT NULL,
         quarantined INTEGER NOT NULL DEFAULT 0)""",
@@ -75,12 +77,47 @@ SCHEMA = (
     # Member ids found to be one person (one phone enrolled at two tills): alias -> survivor.
     "CREATE TABLE IF NOT EXISTS merges (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL, at TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS members_phone ON members(phone)",
+    # The CRM read model (docs/HQ.md), as on SQLite: derived from `events` in the ingest
+    # transaction, rebuildable from them. Columns may be added, never renamed.
+    """CREATE TABLE IF NOT EXISTS crm_members (member TEXT PRIMARY KEY, phone TEXT, name TEXT, email TEXT,
+        birthday TEXT, external_id TEXT, store TEXT, enrolled_at TEXT, enrolled_day INTEGER,
+        consent_whatsapp INTEGER NOT NULL DEFAULT 0, consent_email INTEGER NOT NULL DEFAULT 0,
+        consent_sms INTEGER NOT NULL DEFAULT 0, balance BIGINT NOT NULL DEFAULT 0, tier TEXT,
+        badges TEXT NOT NULL DEFAULT '[]', first_day INTEGER, last_day INTEGER,
+        visits INTEGER NOT NULL DEFAULT 0, spend BIGINT NOT NULL DEFAULT 0, fav_category TEXT,
+        fav_store TEXT, usual_hour INTEGER, usual_weekday INTEGER, merged_into TEXT,
+        erased INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS crm_members_external ON crm_members(external_id)",
+    "CREATE INDEX IF NOT EXISTS crm_members_phone ON crm_members(phone)",
+    """CREATE TABLE IF NOT EXISTS sale_lines (sale TEXT NOT NULL, line INTEGER NOT NULL, member TEXT,
+        store TEXT NOT NULL, terminal TEXT NOT NULL, receipt TEXT NOT NULL, at_utc TEXT NOT NULL,
+        local_date TEXT NOT NULL, day INTEGER NOT NULL, local_hour INTEGER NOT NULL, weekday INTEGER NOT NULL,
+        sku TEXT NOT NULL, name TEXT, category TEXT, qty BIGINT NOT NULL, amount BIGINT NOT NULL,
+        voided INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sale, line))""",
+    "CREATE INDEX IF NOT EXISTS sale_lines_member_day ON sale_lines(member, day)",
+    "CREATE INDEX IF NOT EXISTS sale_lines_store_day ON sale_lines(store, day)",
+    # Saved segments, their daily sizes, staff users and the audit log (hq/crm_store.py).
+    *CRM_ACCESS_SCHEMA,
+)
+# As CRM_SUPPORT on SQLite: an imported member's external id, refund -> sale, rebuild tables.
+SCHEMA = (
+    *SCHEMA,
+    "ALTER TABLE members ADD COLUMN IF NOT EXISTS external_id TEXT",
+    "CREATE INDEX IF NOT EXISTS members_external ON members(external_id)",
+    "CREATE INDEX IF NOT EXISTS events_sale_ref ON events(store, ref) WHERE kind = 'sale.recorded'",
+    "CREATE INDEX IF NOT EXISTS events_tier ON events(member, kind, at, stamps) WHERE stamps <> 0",
+    *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
+      for sql in SCHEMA if "crm_members" in sql or "sale_lines" in sql),
 )
 
 _STAGING = (
     ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
      "member TEXT, at TEXT, stamps BIGINT, ref TEXT, body TEXT, digest TEXT) ON COMMIT DELETE ROWS"),
     "CREATE TEMP TABLE IF NOT EXISTS touched (member TEXT PRIMARY KEY) ON COMMIT DELETE ROWS",
+    # sale lines on their way into sale_lines (or sale_lines_rebuild), by COPY
+    ("CREATE TEMP TABLE IF NOT EXISTS lines_staging (sale TEXT, line INTEGER, member TEXT, store TEXT, "
+     "terminal TEXT, receipt TEXT, at_utc TEXT, local_date TEXT, day INTEGER, local_hour INTEGER, weekday INTEGER, "
+     "sku TEXT, name TEXT, category TEXT, qty BIGINT, amount BIGINT, voided INTEGER) ON COMMIT DELETE ROWS"),
     # stamps of the events inserted by each chunk of a batch, summed into balances once at its end
     "CREATE TEMP TABLE IF NOT EXISTS pending (member TEXT NOT NULL, stamps BIGINT NOT NULL) ON COMMIT DELETE ROWS",
 )
@@ -100,6 +137,7 @@ class _Chunk(NamedTuple):
     refused: list[tuple[Incoming, str]]
     grants: list[str]
     claims: list[Incoming]
+    events: list[Incoming]  # the events staged (refused ones left out), for the read model
 
     @classmethod
     def of(cls, events: list[Incoming], prev: str) -> _Chunk:
@@ -118,10 +156,9 @@ class _Chunk(NamedTuple):
             for e in part:
                 if e.member is not None:
                     deltas[e.member] = deltas.get(e.member, 0) + e.stamps
-        ok = {e.member for e in events if e.problem is None}
-        return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas, ok, refused,
-                   grants_of([e for e in events if e.problem is None]),
-                   claims_of([e for e in events if e.problem is None]))
+        staged = [e for e in events if e.problem is None] if refused else events
+        return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas,
+                   {e.member for e in staged}, refused, grants_of(staged), claims_of(staged), staged)
 
 
 class PgHqStore(SqlHqStore):
@@ -214,6 +251,7 @@ class PgHqStore(SqlHqStore):
         deltas: dict[str, int] = {}
         inserted = total = refused = 0
         claims: list[Incoming] = []
+        stored: list[Incoming] = []
         for k in range(1, n_chunks + 1):
             fut: Future[_Chunk] | None = _DECODER.submit(decode_prep, k, chunk.tip) if k < n_chunks else None
             try:
@@ -229,6 +267,7 @@ class PgHqStore(SqlHqStore):
             refused += len(chunk.refused)
             claims += chunk.claims
             touched |= chunk.members
+            stored += chunk.events
             done = chunk
             if fut is not None:
                 chunk = fut.result()  # a bad later chunk raises here: the transaction rolls back
@@ -252,6 +291,7 @@ class PgHqStore(SqlHqStore):
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
                      claims=claims)
+        self._crm_after_ingest(c, stored, result.adjustments, [m["id"] for m in members])
         return result
 
     def _apply_chunk(self, c: Any, chunk: _Chunk, deltas: dict[str, int]) -> int:
@@ -275,6 +315,30 @@ class PgHqStore(SqlHqStore):
                       "WHERE s.member IS NOT NULL")
         c.execute("DELETE FROM staging")
         return int(n)
+
+    def _crm_insert_lines(self, c: Any, t: Any, lines: Sequence[tuple[Any, ...]]) -> None:
+        if len(lines) < 50:
+            super()._crm_insert_lines(c, t, lines)
+            return
+        cols = ", ".join(SALE_LINE_COLS)
+        with c.copy(f"COPY lines_staging ({cols}) FROM STDIN") as copy:
+            for row in lines:
+                copy.write_row(row)
+        c.execute(f"INSERT INTO {t.lines}({cols}) SELECT {cols} FROM lines_staging ON CONFLICT(sale, line) DO NOTHING")
+        c.execute("DELETE FROM lines_staging")
+
+    def _import_events(self, c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        cols = ", ".join(EVENT_COLS)
+        with c.copy(f"COPY staging ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        c.execute(f"INSERT INTO events({cols}) SELECT {cols} FROM staging ORDER BY seq ON CONFLICT(id) DO NOTHING")
+        c.execute("DELETE FROM staging")
+
+    def _crm_lock_events(self, c: Any) -> None:
+        # SHARE waits for pushes in flight and holds new ones off until the swap commits, so
+        # no event can commit later with a smaller gseq than the rebuild has read.
+        c.execute("LOCK TABLE events IN SHARE MODE")
 
     def _x(self, c: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         c.execute(sql.replace("?", "%s"), params)

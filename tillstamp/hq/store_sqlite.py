@@ -15,6 +15,7 @@ from typing import Any
 from sqlite_utils import Database, Migrations
 
 from ..sync.wire import Incoming
+from .crm_store import SQLITE_SCHEMA as CRM_ACCESS_SCHEMA
 from .store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
 
 migrations = Migrations("tillstamp.hq")
@@ -46,6 +47,22 @@ MERGES = """CREATE TABLE IF NOT EXISTS merges (alias TEXT PRIMARY KEY, into_id T
 # Redemptions head office authorised online, until their event arrives (or they expire).
 HOLDS = """CREATE TABLE IF NOT EXISTS holds (grant_id TEXT PRIMARY KEY, member TEXT NOT NULL, terminal TEXT NOT NULL,
     cost INTEGER NOT NULL, expires TEXT NOT NULL, at TEXT NOT NULL)"""
+def m002_crm_read_model(db: Database) -> None:
+    for sql in CRM_SCHEMA:
+        db.execute(sql)
+
+
+@migrations()
+def m003_crm_rebuild(db: Database) -> None:
+    for sql in CRM_SUPPORT:
+        db.execute(sql)
+
+
+@migrations()
+def m004_crm_segments_staff(db: Database) -> None:
+    for sql in CRM_ACCESS_SCHEMA:
+        db.execute(sql)
+
 
 SCHEMA = (
     """CREATE TABLE terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
@@ -80,6 +97,40 @@ SCHEMA = (
         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END""",
 )
 
+# The CRM read model (docs/HQ.md): derived from `events` in the ingest transaction and
+# rebuildable from them. Columns may be added, never renamed: segments and the CRM API read them.
+CRM_SCHEMA = (
+    """CREATE TABLE crm_members (member TEXT PRIMARY KEY, phone TEXT, name TEXT, email TEXT, birthday TEXT,
+        external_id TEXT, store TEXT, enrolled_at TEXT, enrolled_day INTEGER,
+        consent_whatsapp INTEGER NOT NULL DEFAULT 0, consent_email INTEGER NOT NULL DEFAULT 0,
+        consent_sms INTEGER NOT NULL DEFAULT 0, balance INTEGER NOT NULL DEFAULT 0, tier TEXT,
+        badges TEXT NOT NULL DEFAULT '[]', first_day INTEGER, last_day INTEGER,
+        visits INTEGER NOT NULL DEFAULT 0, spend INTEGER NOT NULL DEFAULT 0, fav_category TEXT,
+        fav_store TEXT, usual_hour INTEGER, usual_weekday INTEGER, merged_into TEXT,
+        erased INTEGER NOT NULL DEFAULT 0) STRICT""",
+    "CREATE INDEX crm_members_external ON crm_members(external_id)",
+    "CREATE INDEX crm_members_phone ON crm_members(phone)",
+    """CREATE TABLE sale_lines (sale TEXT NOT NULL, line INTEGER NOT NULL, member TEXT, store TEXT NOT NULL,
+        terminal TEXT NOT NULL, receipt TEXT NOT NULL, at_utc TEXT NOT NULL, local_date TEXT NOT NULL,
+        day INTEGER NOT NULL, local_hour INTEGER NOT NULL, weekday INTEGER NOT NULL, sku TEXT NOT NULL,
+        name TEXT, category TEXT, qty INTEGER NOT NULL, amount INTEGER NOT NULL,
+        voided INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sale, line)) STRICT""",
+    "CREATE INDEX sale_lines_member_day ON sale_lines(member, day)",
+    "CREATE INDEX sale_lines_store_day ON sale_lines(store, day)",
+)
+
+# What maintaining and rebuilding the read model needs besides its tables: the id a member
+# had in an imported system (kept with the PII), a way from a refund to its sale, and the
+# tables a rebuild fills before it swaps them in (or compares them with the live ones).
+CRM_SUPPORT = (
+    "ALTER TABLE members ADD COLUMN external_id TEXT",
+    "CREATE INDEX members_external ON members(external_id)",
+    "CREATE INDEX events_sale_ref ON events(store, ref) WHERE kind = 'sale.recorded'",
+    "CREATE INDEX events_tier ON events(member, kind, at, stamps) WHERE stamps <> 0",
+    *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
+      for sql in CRM_SCHEMA),
+)
+
 _STAGING = (
     ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq INTEGER, kind TEXT, "
      "member TEXT, at TEXT, stamps INTEGER, ref TEXT, body TEXT, digest TEXT)"),
@@ -98,6 +149,9 @@ class SqliteHqStore(SqlHqStore):
         self.conn.execute("PRAGMA busy_timeout=30000")
         # Erased PII is zeroed on disk, whatever this SQLite build's default is.
         self.conn.execute("PRAGMA secure_delete=ON")
+        # 64 MiB of page cache (the default is 2 MiB): the read model's indexes on millions of
+        # sale lines otherwise go back to the file for most inserts of an import or a rebuild.
+        self.conn.execute("PRAGMA cache_size=-65536")
         self._lock = threading.RLock()
         with self._lock:
             migrations.apply(Database(self.conn))

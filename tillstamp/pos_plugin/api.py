@@ -302,12 +302,11 @@ def _queue_card(rt: Runtime, member: str, payload: str) -> str | None:
         return None
     from ..agent.receipts import CAPTIONS
     from ..agent.runtime import printer_width
-    from ..drivers.receipt import render_card
+    from ..drivers.receipt import render_slip
 
-    cfg = rt.till.config
-    row = rt.till.store.member(member)
-    data = render_card(cfg.store_name or cfg.store, row.name if row else None, payload,
-                       CAPTIONS[cfg.language]["card"], width=printer_width(cfg.extra))
+    del payload  # the slip signs the card itself: one renderer for every card slip
+    slip = ops.card_slip(rt, member, CAPTIONS[rt.till.config.language]["card"])
+    data = render_slip(slip, width=printer_width(rt.till.config.extra))
     job = f"card-{member}-{uuid.uuid4().hex[:8]}"
     rt.print_queue.submit(job, data)
     return job
