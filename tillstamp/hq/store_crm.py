@@ -21,7 +21,7 @@ from ..loyalty.events import Event, canonical, derived_id
 from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import add_months, tier_at, tier_for
 from . import crm
-from .crm import SALE_LINE_COLS, CrmBatch, Figures, mode
+from .crm import SALE_LINE_COLS, CrmBatch, Figures
 
 MEMBER_COLS = ("member", "phone", "name", "email", "birthday", "external_id", "store", "enrolled_at",
                "enrolled_day", "consent_whatsapp", "consent_email", "consent_sms", "balance", "tier", "badges",
@@ -87,13 +87,23 @@ class CrmStore:
     # -- the ingest hook -----------------------------------------------------------------
 
     def _crm_after_ingest(self, c: Any, events: Sequence[Sequence[Any]], adjustments: Sequence[Event],
-                          pii: Sequence[str]) -> None:
-        """Maintain the read model for a batch just stored, in the ingest's transaction."""
+                          pii: Sequence[str], *, new_sales: bool = False) -> None:
+        """Maintain the read model for a batch just stored, in the ingest's transaction.
+
+        `new_sales`: the caller knows none of the batch's sales is held yet (import), so the
+        figures of members with no lines before this batch come from the lines in memory."""
         prog = self._crm_program(c)
         facts = list(events) + [event_tuple(a) for a in adjustments]
         batch = crm.digest(facts, prog.timezone if prog else crm.DEFAULT_ZONE)
+        known = None
+        if new_sales and batch.lines and not batch.refunds and not batch.merges:
+            known = self._crm_with_lines(c, LIVE, sorted({r[2] for r in batch.lines if r[2] is not None}))
         moved = self._crm_apply(c, batch, LIVE, prog)
         self._crm_pii(c, sorted(set(pii)), LIVE)
+        if known is not None:
+            fresh = crm.figures_from_lines(r for r in batch.lines if r[2] not in known)
+            self._crm_write_figures(c, LIVE, fresh)
+            moved -= set(fresh)
         self._crm_figures(c, LIVE, sorted(moved))
         spend = prog is not None and prog.tiering.qualify_on != "stamps"
         self._crm_tiers(c, LIVE, prog, sorted(m for m, ch in batch.members.items()
@@ -217,6 +227,21 @@ class CrmStore:
 
     # -- figures and tiers ----------------------------------------------------------------
 
+    def _crm_with_lines(self, c: Any, t: Tables, members: Sequence[str]) -> set[str]:
+        """Those of `members` that already have lines, or were merged into another member."""
+        out: set[str] = set()
+        for part in _chunks(members):
+            cond, params = self._any("member", part)
+            out |= {r[0] for r in self._x(c, f"SELECT DISTINCT member FROM {t.lines} WHERE {cond}", params)}
+            out |= {r[0] for r in self._x(c, f"SELECT member FROM {t.members} WHERE merged_into IS NOT NULL "
+                                             f"AND {cond}", params)}
+        return out
+
+    def _crm_write_figures(self, c: Any, t: Tables, figures: dict[str, Figures]) -> None:
+        self._many(c, f"UPDATE {t.members} SET first_day = ?, last_day = ?, visits = ?, spend = ?, "
+                      "fav_category = ?, fav_store = ?, usual_hour = ?, usual_weekday = ? WHERE member = ?",
+                   [(*_figure_values(f), m) for m, f in sorted(figures.items())])
+
     def _crm_figures(self, c: Any, t: Tables, members: Sequence[str] | None) -> None:
         """Recompute per-member figures from the lines, for `members` (`None`: every member)."""
         if members is not None and not members:
@@ -236,7 +261,7 @@ class CrmStore:
         else:
             cond, params = self._any("member", part)
         where = f"WHERE voided = 0 AND {cond}"
-        visits: dict[str, list[tuple[Any, ...]]] = {}
+        visits: dict[str, list[crm.Visit]] = {}
         for m, store, day, hour, weekday, amount in self._x(
                 c, f"SELECT member, min(store), min(day), min(local_hour), min(weekday), sum(amount) FROM {t.lines} "
                    f"{where} GROUP BY member, sale", params).fetchall():
@@ -246,17 +271,7 @@ class CrmStore:
                 c, f"SELECT member, category, count(DISTINCT sale), sum(amount) FROM {t.lines} {where} "
                    "AND category IS NOT NULL GROUP BY member, category", params).fetchall():
             cats.setdefault(m, {})[cat] = (int(n), int(spend or 0))
-        out = {}
-        for m, vs in visits.items():
-            by: list[dict[Any, tuple[int, int]]] = [{}, {}, {}]
-            for store, _day, hour, weekday, amount in vs:
-                for d, key in zip(by, (store, hour, weekday), strict=True):
-                    n, s = d.get(key, (0, 0))
-                    d[key] = (n + 1, s + amount)
-            days = [v[1] for v in vs]
-            out[m] = Figures(min(days), max(days), len(vs), sum(v[4] for v in vs), mode(cats.get(m, {})),
-                             mode(by[0]), mode(by[1]), mode(by[2]))
-        return out
+        return crm.figures_of(visits, cats)
 
     def _crm_tiers(self, c: Any, t: Tables, prog: Program | None, members: Sequence[str] | None) -> None:
         """Each member's tier as of their last event that counts for tiers (`None`: every member).
@@ -381,8 +396,9 @@ class CrmStore:
         return ids, len(new)
 
     def import_sales(self, events: Sequence[tuple[Any, ...]], now: dt.datetime) -> int:
-        """Store imported sale events (EVENT_COLS order, seq 0, body a dict) not held yet, with
-        their read model, in one transaction; returns how many were new."""
+        """Store imported sale events (EVENT_COLS order, seq 0, body a dict, optionally followed
+        by the body's canonical JSON) not held yet, with their read model, in one transaction;
+        returns how many were new."""
         with self._tx() as c:
             held: set[str] = set()
             for part in _chunks([e[0] for e in events]):
@@ -399,12 +415,12 @@ class CrmStore:
             for i, e in enumerate(new):
                 seq = top - len(new) + i + 1
                 head = dict(zip(_WIRE[:9], (*e[:3], seq, *e[4:9]), strict=True))
-                body = canonical(e[9])
+                body = e[10].encode() if len(e) > 10 else canonical(e[9])
                 digest = hashlib.sha256(canonical(head) + b"\x1f" + body).hexdigest()
                 rows.append((*e[:3], seq, *e[4:9], body.decode(), digest))
-                placed.append((*e[:3], seq, *e[4:]))
+                placed.append((*e[:3], seq, *e[4:10]))
             self._import_events(c, rows)
-            self._crm_after_ingest(c, placed, [], [])
+            self._crm_after_ingest(c, placed, [], [], new_sales=True)
         return len(new)
 
     def _import_events(self, c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
