@@ -83,6 +83,9 @@ class CrmStore:
     _any: Callable[..., tuple[str, list[Any]]]
     _tx: Callable[..., contextlib.AbstractContextManager[Any]]
     _crm_prog: tuple[int, Program | None] | None = None
+    # Times are ISO text in UTC: they must compare byte by byte, never by a locale's collation
+    # (which may skip punctuation); SQLite's default is already binary.
+    BYTES = ""
 
     # -- the ingest hook -----------------------------------------------------------------
 
@@ -288,7 +291,7 @@ class CrmStore:
         last: dict[str, str] = {}
         for part in [None] if members is None else list(_chunks(members)):
             cond, params = ("member IS NOT NULL", list[Any]()) if part is None else self._any("member", part)
-            last.update(self._x(c, f"SELECT member, max(at) FROM events WHERE {cond} AND stamps <> 0 AND {kcond} "
+            last.update(self._x(c, f"SELECT member, max(at{self.BYTES}) FROM events WHERE {cond} AND stamps <> 0 AND {kcond} "
                                    "GROUP BY member", [*params, *kparams]).fetchall())
         names = sorted(last)
         zone, window = prog.zone, prog.tiering.window_months
@@ -301,12 +304,13 @@ class CrmStore:
                 bounds += [m, _iso(add_months(upto, -window)), _iso(upto), _iso(add_months(ystart, -window)),
                            _iso(ystart)]
             values = ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
+            x = self.BYTES
             sums = {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in self._x(
                 c, f"WITH b(member, since, upto, ysince, ystart) AS (VALUES {values}) "
-                   "SELECT b.member, sum(CASE WHEN e.at > b.since AND e.at <= b.upto THEN e.stamps ELSE 0 END), "
-                   "sum(CASE WHEN e.at > b.ysince AND e.at <= b.ystart THEN e.stamps ELSE 0 END) "
-                   f"FROM b JOIN events e ON e.member = b.member WHERE e.stamps <> 0 AND {kcond} AND e.at > b.ysince "
-                   "GROUP BY b.member",
+                   f"SELECT b.member, sum(CASE WHEN e.at > b.since{x} AND e.at <= b.upto{x} THEN e.stamps ELSE 0 END), "
+                   f"sum(CASE WHEN e.at > b.ysince{x} AND e.at <= b.ystart{x} THEN e.stamps ELSE 0 END) "
+                   f"FROM b JOIN events e ON e.member = b.member WHERE e.stamps <> 0 AND {kcond} "
+                   f"AND e.at > b.ysince{x} GROUP BY b.member",
                 [*bounds, *kparams]).fetchall()}
             rows = []
             for m in part:

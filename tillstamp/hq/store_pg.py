@@ -142,6 +142,7 @@ class PgHqStore(SqlHqStore):
     """HQ storage in PostgreSQL."""
 
     FOR_UPDATE = " FOR UPDATE"
+    BYTES = ' COLLATE "C"'
 
     def __init__(self, url: str, pool_size: int = 8):
         self.url = url
