@@ -341,3 +341,18 @@ def test_the_tier_in_sql_is_projections_tier_at_postgresql(pg_server: Any,
         check_tier_is_tier_at(hq, spec)
     finally:
         hq.store.close()
+
+
+def test_a_batch_touching_many_members(hq: Hq) -> None:
+    # Enough members and lines for the bulk paths (unnest, COPY) on PostgreSQL.
+    t = enrol(hq, "S1")
+    ms = [new_id() for _ in range(30)]
+    events = [Event(new_id(), ev.ENROLLED, T0, m, 0, None, {"consent": {"sms": True}}) for m in ms[:10]]
+    events += [Event(new_id(), ev.EARNED, T0, m, i + 1, "x", {}) for i, m in enumerate(ms)]
+    events += [sale_event(f"R{i}", m, [("KOPI", 1, 1000 * (i + 1), "COFFEE")] * 3) for i, m in enumerate(ms)]
+    push(hq, t, 1, events)
+    assert [member_row(hq, m)["balance"] for m in ms] == list(range(1, 31))
+    assert [member_row(hq, m)["spend"] for m in ms] == [3000 * (i + 1) for i in range(30)]
+    assert sum(member_row(hq, m)["consent_sms"] for m in ms) == 10
+    assert rows(hq, "SELECT count(*) FROM sale_lines") == [(90,)]
+    assert hq.store.verify_crm().ok

@@ -166,12 +166,7 @@ class CrmStore:
 
         The store is where the member enrolled, else where they were first seen."""
         self._many(c, f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance) "
-                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT(member) DO UPDATE SET "
-                      f"store = CASE WHEN {t.members}.enrolled_at IS NULL AND excluded.enrolled_at IS NOT NULL "
-                      f"THEN excluded.store ELSE coalesce({t.members}.store, excluded.store) END, "
-                      f"enrolled_at = coalesce({t.members}.enrolled_at, excluded.enrolled_at), "
-                      f"enrolled_day = coalesce({t.members}.enrolled_day, excluded.enrolled_day), "
-                      f"balance = {t.members}.balance + excluded.balance", rows)
+                      f"VALUES (?, ?, ?, ?, ?) {member_upsert(t)}", rows)
 
     def _crm_insert_lines(self, c: Any, t: Tables, lines: Sequence[tuple[Any, ...]]) -> None:
         """Insert sale lines (a sale already held keeps its lines)."""
@@ -523,6 +518,18 @@ def _at(text: str) -> dt.datetime:
 
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
+
+
+def member_upsert(t: Tables) -> str:
+    """ON CONFLICT clause of a member upsert: the store is where the member enrolled, else
+    where first seen; the enrolment is the first one; balance changes add up."""
+    m = t.members
+    return ("ON CONFLICT(member) DO UPDATE SET "
+            f"store = CASE WHEN {m}.enrolled_at IS NULL AND excluded.enrolled_at IS NOT NULL "
+            f"THEN excluded.store ELSE coalesce({m}.store, excluded.store) END, "
+            f"enrolled_at = coalesce({m}.enrolled_at, excluded.enrolled_at), "
+            f"enrolled_day = coalesce({m}.enrolled_day, excluded.enrolled_day), "
+            f"balance = {m}.balance + excluded.balance")
 
 
 def _figure_values(f: Figures) -> tuple[Any, ...]:

@@ -31,6 +31,7 @@ from .store import (
     SqlHqStore,
     slices,
 )
+from .store_crm import member_upsert
 
 # Decodes the next chunk of a push while PostgreSQL applies the current one (psycopg waits
 # for the server without the GIL). Pure Python work only: it never touches a connection.
@@ -286,6 +287,16 @@ class PgHqStore(SqlHqStore):
                       "WHERE s.member IS NOT NULL")
         c.execute("DELETE FROM staging")
         return int(n)
+
+    def _crm_upsert_members(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        # One statement for the batch's members rather than a statement each.
+        if len(rows) < 20:
+            super()._crm_upsert_members(c, t, rows)
+            return
+        cols = [list(col) for col in zip(*rows, strict=True)]
+        c.execute(f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance) "
+                  "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[]) "
+                  f"{member_upsert(t)}", cols)
 
     def _crm_insert_lines(self, c: Any, t: Any, lines: Sequence[tuple[Any, ...]]) -> None:
         if len(lines) < 50:
