@@ -354,5 +354,6 @@ def test_a_batch_touching_many_members(hq: Hq) -> None:
     assert [member_row(hq, m)["balance"] for m in ms] == list(range(1, 31))
     assert [member_row(hq, m)["spend"] for m in ms] == [3000 * (i + 1) for i in range(30)]
     assert sum(member_row(hq, m)["consent_sms"] for m in ms) == 10
+    assert [member_row(hq, m)["tier"] for m in ms] == ["bronze"] * 29 + ["silver"]  # silver from 30 stamps
     assert rows(hq, "SELECT count(*) FROM sale_lines") == [(90,)]
     assert hq.store.verify_crm().ok

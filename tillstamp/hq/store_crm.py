@@ -298,15 +298,15 @@ class CrmStore:
                 ystart = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
                 bounds += [m, _iso(add_months(upto, -window)), _iso(upto), _iso(add_months(ystart, -window)),
                            _iso(ystart)]
-            values = ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
+            rows_sql, rows_params = self._crm_rows(bounds, 5)
             x = self.BYTES
             sums = {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in self._x(
-                c, f"WITH b(member, since, upto, ysince, ystart) AS (VALUES {values}) "
+                c, f"WITH b(member, since, upto, ysince, ystart) AS ({rows_sql}) "
                    f"SELECT b.member, sum(CASE WHEN e.at > b.since{x} AND e.at <= b.upto{x} THEN e.stamps ELSE 0 END), "
                    f"sum(CASE WHEN e.at > b.ysince{x} AND e.at <= b.ystart{x} THEN e.stamps ELSE 0 END) "
                    f"FROM b JOIN events e ON e.member = b.member WHERE e.stamps <> 0 AND {kcond} "
                    f"AND e.at > b.ysince{x} GROUP BY b.member",
-                [*bounds, *kparams]).fetchall()}
+                [*rows_params, *kparams]).fetchall()}
             rows = []
             for m in part:
                 now_sum, year_sum = sums.get(m, (0, 0))
@@ -315,7 +315,15 @@ class CrmStore:
                     held = tier_for(prog, max(year_sum, 0))
                     tier = held if held.threshold > tier.threshold else tier
                 rows.append((tier.id, m))
-            self._many(c, f"UPDATE {t.members} SET tier = ? WHERE member = ?", rows)
+            self._crm_set(c, t, "tier", rows)
+
+    def _crm_rows(self, flat: Sequence[Any], width: int) -> tuple[str, list[Any]]:
+        """A row source of text columns for a WITH clause, from values given row after row."""
+        return "VALUES " + ", ".join(["(" + ", ".join("?" * width) + ")"] * (len(flat) // width)), list(flat)
+
+    def _crm_set(self, c: Any, t: Tables, column: str, rows: Sequence[tuple[Any, str]]) -> None:
+        """Set one column of many members from (value, member) pairs."""
+        self._many(c, f"UPDATE {t.members} SET {column} = ? WHERE member = ?", rows)
 
     def _crm_tiers_folded(self, c: Any, t: Tables, prog: Program, members: Sequence[str] | None) -> None:
         kcond, kparams = self._any("kind", [ev.SALE, ev.CLAIMED, ev.REFUNDED])

@@ -298,6 +298,18 @@ class PgHqStore(SqlHqStore):
                   "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[]) "
                   f"{member_upsert(t)}", cols)
 
+    def _crm_rows(self, flat: Sequence[Any], width: int) -> tuple[str, list[Any]]:
+        # Arrays, one per column: a 1,000-row VALUES list is 5,000 parameters to parse and plan.
+        cols = [list(flat[i::width]) for i in range(width)]
+        return "SELECT * FROM unnest(" + ", ".join(["?::text[]"] * width) + ")", cols
+
+    def _crm_set(self, c: Any, t: Any, column: str, rows: Sequence[tuple[Any, str]]) -> None:
+        if len(rows) < 20:
+            super()._crm_set(c, t, column, rows)
+            return
+        c.execute(f"UPDATE {t.members} m SET {column} = v.value FROM unnest(%s::text[], %s::text[]) v(value, member) "
+                  "WHERE m.member = v.member", ([r[0] for r in rows], [r[1] for r in rows]))
+
     def _crm_insert_lines(self, c: Any, t: Any, lines: Sequence[tuple[Any, ...]]) -> None:
         if len(lines) < 50:
             super()._crm_insert_lines(c, t, lines)
