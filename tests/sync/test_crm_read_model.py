@@ -296,3 +296,64 @@ def test_verify_and_rebuild_on_the_command_line(tmp_path: Path) -> None:
 def test_event_tuple_matches_the_wire() -> None:
     e = Event("E1", ev.SALE, T0, "M", 0, "S1/R1", {"b": 1, "a": 2}, 3, "T", "S1")
     assert event_tuple(e) == ("E1", "T", "S1", 3, ev.SALE, "M", T0.isoformat(), 0, "S1/R1", '{"a":2,"b":1}')
+
+
+TIER_EVENTS = st.lists(st.tuples(st.sampled_from([ev.EARNED, ev.REVERSED, ev.REDEEMED, ev.MISSION]),
+                                 st.integers(1, 40), st.integers(0, 800), st.integers(0, 86399)),
+                       min_size=1, max_size=30)
+
+
+def check_tier_is_tier_at(hq: Hq, spec: list[tuple[str, int, int, int]]) -> None:
+    from tillstamp.loyalty.projections import tier_at
+
+    t = enrol(hq, "S1")
+    m = new_id()
+    events = [Event(new_id(), kind, T0 - dt.timedelta(days=day, seconds=sec, microseconds=sec % 3), m,
+                    -n if kind in (ev.REVERSED, ev.REDEEMED) else n, "x", {})
+              for kind, n, day, sec in spec]
+    push(hq, t, 1, events)
+    program = hq.program()
+    assert program is not None
+    counted = [e for e in events if e.kind in ev.EARNING_KINDS | {ev.REVERSED}]
+    want = tier_at(program, events, max(e.at for e in counted)).id if counted else None
+    assert member_row(hq, m)["tier"] == want
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=TIER_EVENTS)
+def test_the_tier_in_sql_is_projections_tier_at(spec: list[tuple[str, int, int, int]]) -> None:
+    hq = Hq(open_hq_store("sqlite:///:memory:"), clock=Clock())
+    hq.publish_program(program_source())
+    try:
+        check_tier_is_tier_at(hq, spec)
+    finally:
+        hq.store.close()
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=TIER_EVENTS)
+def test_the_tier_in_sql_is_projections_tier_at_postgresql(pg_server: Any,
+                                                          spec: list[tuple[str, int, int, int]]) -> None:
+    hq = Hq(open_hq_store(str(pg_server.url())), clock=Clock())
+    if hq.program() is None:
+        hq.publish_program(program_source())
+    try:
+        check_tier_is_tier_at(hq, spec)
+    finally:
+        hq.store.close()
+
+
+def test_a_batch_touching_many_members(hq: Hq) -> None:
+    # Enough members and lines for the bulk paths (unnest, COPY) on PostgreSQL.
+    t = enrol(hq, "S1")
+    ms = [new_id() for _ in range(30)]
+    events = [Event(new_id(), ev.ENROLLED, T0, m, 0, None, {"consent": {"sms": True}}) for m in ms[:10]]
+    events += [Event(new_id(), ev.EARNED, T0, m, i + 1, "x", {}) for i, m in enumerate(ms)]
+    events += [sale_event(f"R{i}", m, [("KOPI", 1, 1000 * (i + 1), "COFFEE")] * 3) for i, m in enumerate(ms)]
+    push(hq, t, 1, events)
+    assert [member_row(hq, m)["balance"] for m in ms] == list(range(1, 31))
+    assert [member_row(hq, m)["spend"] for m in ms] == [3000 * (i + 1) for i in range(30)]
+    assert sum(member_row(hq, m)["consent_sms"] for m in ms) == 10
+    assert [member_row(hq, m)["tier"] for m in ms] == ["bronze"] * 29 + ["silver"]  # silver from 30 stamps
+    assert rows(hq, "SELECT count(*) FROM sale_lines") == [(90,)]
+    assert hq.store.verify_crm().ok

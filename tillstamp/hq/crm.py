@@ -232,3 +232,45 @@ def mode(counts: dict[Any, tuple[int, int]]) -> Any:
     if not counts:
         return None
     return min(counts.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[0]
+
+
+Visit = tuple[str, int, int, int, int]  # (store, day, hour, weekday, amount) of one non-voided sale
+
+
+def figures_of(visits: dict[str, list[Visit]], cats: dict[str, dict[Any, tuple[int, int]]]) -> dict[str, Figures]:
+    """Per-member figures from each member's visits and (visits, spend) per category."""
+    out = {}
+    for m, vs in visits.items():
+        by: list[dict[Any, tuple[int, int]]] = [{}, {}, {}]
+        for store, _day, hour, weekday, amount in vs:
+            for d, key in zip(by, (store, hour, weekday), strict=True):
+                n, spent = d.get(key, (0, 0))
+                d[key] = (n + 1, spent + amount)
+        days = [v[1] for v in vs]
+        out[m] = Figures(min(days), max(days), len(vs), sum(v[4] for v in vs), mode(cats.get(m, {})),
+                         mode(by[0]), mode(by[1]), mode(by[2]))
+    return out
+
+
+def figures_from_lines(lines: Iterable[Sequence[Any]]) -> dict[str, Figures]:
+    """`figures_of` computed from sale_lines rows (SALE_LINE_COLS order) held in memory: the
+    same grouping the SQL does, for lines just built whose members have no others."""
+    sales: dict[tuple[str, str], list[Any]] = {}
+    cats: dict[str, dict[Any, list[Any]]] = {}
+    for r in lines:
+        member, voided = r[2], r[16]
+        if member is None or voided:
+            continue
+        v = sales.get((member, r[0]))
+        if v is None:
+            sales[(member, r[0])] = [r[3], r[8], r[9], r[10], r[15]]
+        else:
+            v[4] += r[15]
+        if r[13] is not None:
+            c = cats.setdefault(member, {}).setdefault(r[13], [set(), 0])
+            c[0].add(r[0])
+            c[1] += r[15]
+    visits: dict[str, list[Visit]] = {}
+    for (member, _sale), v in sales.items():
+        visits.setdefault(member, []).append((v[0], v[1], v[2], v[3], v[4]))
+    return figures_of(visits, {m: {k: (len(x[0]), x[1]) for k, x in d.items()} for m, d in cats.items()})

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -426,8 +427,8 @@ def _times(column: Any, n: int, naive_local: bool, zone: ZoneInfo, bad: dict[int
 
 @dataclass
 class ImportChunk:
-    """Receipts ready to write: event rows (EVENT_COLS without seq, body as a dict) and
-    how many file rows they hold."""
+    """Receipts ready to write: event rows (EVENT_COLS without the digest, body as a dict,
+    then the body's canonical JSON) and how many file rows they hold."""
 
     events: list[tuple[Any, ...]]
     rows: int
@@ -502,5 +503,17 @@ def _event(rows: list[tuple[Any, ...]], catalogue: dict[str, tuple[str | None, s
             "source": source}
     member = ids[member_ext] if member_ext is not None else None
     return (sale_id(source, store, receipt), IMPORT_TERMINAL, store, 0, ev.SALE, member, at, 0,
-            f"{store}/{receipt}", body)
+            f"{store}/{receipt}", body, body_json(body))
+
+
+def _s(v: Any) -> str:
+    return encode_basestring(v) if isinstance(v, str) else str(int(v))
+
+
+def body_json(body: dict[str, Any]) -> str:
+    """`canonical(body)` of an imported sale, written out directly: json.dumps with sorted
+    keys was a fifth of an import's time. A test holds it equal to `canonical`."""
+    lines = ",".join("{" + ",".join(f'"{k}":{_s(ln[k])}' for k in sorted(ln)) + "}" for ln in body["lines"])
+    return (f'{{"lines":[{lines}],"receipt":{_s(body["receipt"])},"source":{_s(body["source"])},'
+            f'"total":{_s(body["total"])},"zone":{_s(body["zone"])}}}')
 

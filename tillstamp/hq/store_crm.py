@@ -21,7 +21,7 @@ from ..loyalty.events import Event, canonical, derived_id
 from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import add_months, tier_at, tier_for
 from . import crm
-from .crm import SALE_LINE_COLS, CrmBatch, Figures, mode
+from .crm import SALE_LINE_COLS, CrmBatch, Figures
 
 MEMBER_COLS = ("member", "phone", "name", "email", "birthday", "external_id", "store", "enrolled_at",
                "enrolled_day", "consent_whatsapp", "consent_email", "consent_sms", "balance", "tier", "badges",
@@ -83,17 +83,30 @@ class CrmStore:
     _any: Callable[..., tuple[str, list[Any]]]
     _tx: Callable[..., contextlib.AbstractContextManager[Any]]
     _crm_prog: tuple[int, Program | None] | None = None
+    # Times are ISO text in UTC: they must compare byte by byte, never by a locale's collation
+    # (which may skip punctuation); SQLite's default is already binary.
+    BYTES = ""
 
     # -- the ingest hook -----------------------------------------------------------------
 
     def _crm_after_ingest(self, c: Any, events: Sequence[Sequence[Any]], adjustments: Sequence[Event],
-                          pii: Sequence[str]) -> None:
-        """Maintain the read model for a batch just stored, in the ingest's transaction."""
+                          pii: Sequence[str], *, new_sales: bool = False) -> None:
+        """Maintain the read model for a batch just stored, in the ingest's transaction.
+
+        `new_sales`: the caller knows none of the batch's sales is held yet (import), so the
+        figures of members with no lines before this batch come from the lines in memory."""
         prog = self._crm_program(c)
         facts = list(events) + [event_tuple(a) for a in adjustments]
         batch = crm.digest(facts, prog.timezone if prog else crm.DEFAULT_ZONE)
+        known = None
+        if new_sales and batch.lines and not batch.refunds and not batch.merges:
+            known = self._crm_with_lines(c, LIVE, sorted({r[2] for r in batch.lines if r[2] is not None}))
         moved = self._crm_apply(c, batch, LIVE, prog)
         self._crm_pii(c, sorted(set(pii)), LIVE)
+        if known is not None:
+            fresh = crm.figures_from_lines(r for r in batch.lines if r[2] not in known)
+            self._crm_write_figures(c, LIVE, fresh)
+            moved -= set(fresh)
         self._crm_figures(c, LIVE, sorted(moved))
         spend = prog is not None and prog.tiering.qualify_on != "stamps"
         self._crm_tiers(c, LIVE, prog, sorted(m for m, ch in batch.members.items()
@@ -153,12 +166,7 @@ class CrmStore:
 
         The store is where the member enrolled, else where they were first seen."""
         self._many(c, f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance) "
-                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT(member) DO UPDATE SET "
-                      f"store = CASE WHEN {t.members}.enrolled_at IS NULL AND excluded.enrolled_at IS NOT NULL "
-                      f"THEN excluded.store ELSE coalesce({t.members}.store, excluded.store) END, "
-                      f"enrolled_at = coalesce({t.members}.enrolled_at, excluded.enrolled_at), "
-                      f"enrolled_day = coalesce({t.members}.enrolled_day, excluded.enrolled_day), "
-                      f"balance = {t.members}.balance + excluded.balance", rows)
+                      f"VALUES (?, ?, ?, ?, ?) {member_upsert(t)}", rows)
 
     def _crm_insert_lines(self, c: Any, t: Tables, lines: Sequence[tuple[Any, ...]]) -> None:
         """Insert sale lines (a sale already held keeps its lines)."""
@@ -217,6 +225,21 @@ class CrmStore:
 
     # -- figures and tiers ----------------------------------------------------------------
 
+    def _crm_with_lines(self, c: Any, t: Tables, members: Sequence[str]) -> set[str]:
+        """Those of `members` that already have lines, or were merged into another member."""
+        out: set[str] = set()
+        for part in _chunks(members):
+            cond, params = self._any("member", part)
+            out |= {r[0] for r in self._x(c, f"SELECT DISTINCT member FROM {t.lines} WHERE {cond}", params)}
+            out |= {r[0] for r in self._x(c, f"SELECT member FROM {t.members} WHERE merged_into IS NOT NULL "
+                                             f"AND {cond}", params)}
+        return out
+
+    def _crm_write_figures(self, c: Any, t: Tables, figures: dict[str, Figures]) -> None:
+        self._many(c, f"UPDATE {t.members} SET first_day = ?, last_day = ?, visits = ?, spend = ?, "
+                      "fav_category = ?, fav_store = ?, usual_hour = ?, usual_weekday = ? WHERE member = ?",
+                   [(*_figure_values(f), m) for m, f in sorted(figures.items())])
+
     def _crm_figures(self, c: Any, t: Tables, members: Sequence[str] | None) -> None:
         """Recompute per-member figures from the lines, for `members` (`None`: every member)."""
         if members is not None and not members:
@@ -236,7 +259,7 @@ class CrmStore:
         else:
             cond, params = self._any("member", part)
         where = f"WHERE voided = 0 AND {cond}"
-        visits: dict[str, list[tuple[Any, ...]]] = {}
+        visits: dict[str, list[crm.Visit]] = {}
         for m, store, day, hour, weekday, amount in self._x(
                 c, f"SELECT member, min(store), min(day), min(local_hour), min(weekday), sum(amount) FROM {t.lines} "
                    f"{where} GROUP BY member, sale", params).fetchall():
@@ -246,17 +269,7 @@ class CrmStore:
                 c, f"SELECT member, category, count(DISTINCT sale), sum(amount) FROM {t.lines} {where} "
                    "AND category IS NOT NULL GROUP BY member, category", params).fetchall():
             cats.setdefault(m, {})[cat] = (int(n), int(spend or 0))
-        out = {}
-        for m, vs in visits.items():
-            by: list[dict[Any, tuple[int, int]]] = [{}, {}, {}]
-            for store, _day, hour, weekday, amount in vs:
-                for d, key in zip(by, (store, hour, weekday), strict=True):
-                    n, s = d.get(key, (0, 0))
-                    d[key] = (n + 1, s + amount)
-            days = [v[1] for v in vs]
-            out[m] = Figures(min(days), max(days), len(vs), sum(v[4] for v in vs), mode(cats.get(m, {})),
-                             mode(by[0]), mode(by[1]), mode(by[2]))
-        return out
+        return crm.figures_of(visits, cats)
 
     def _crm_tiers(self, c: Any, t: Tables, prog: Program | None, members: Sequence[str] | None) -> None:
         """Each member's tier as of their last event that counts for tiers (`None`: every member).
@@ -273,7 +286,7 @@ class CrmStore:
         last: dict[str, str] = {}
         for part in [None] if members is None else list(_chunks(members)):
             cond, params = ("member IS NOT NULL", list[Any]()) if part is None else self._any("member", part)
-            last.update(self._x(c, f"SELECT member, max(at) FROM events WHERE {cond} AND stamps <> 0 AND {kcond} "
+            last.update(self._x(c, f"SELECT member, max(at{self.BYTES}) FROM events WHERE {cond} AND stamps <> 0 AND {kcond} "
                                    "GROUP BY member", [*params, *kparams]).fetchall())
         names = sorted(last)
         zone, window = prog.zone, prog.tiering.window_months
@@ -285,14 +298,15 @@ class CrmStore:
                 ystart = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
                 bounds += [m, _iso(add_months(upto, -window)), _iso(upto), _iso(add_months(ystart, -window)),
                            _iso(ystart)]
-            values = ", ".join(["(?, ?, ?, ?, ?)"] * len(part))
+            rows_sql, rows_params = self._crm_rows(bounds, 5)
+            x = self.BYTES
             sums = {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in self._x(
-                c, f"WITH b(member, since, upto, ysince, ystart) AS (VALUES {values}) "
-                   "SELECT b.member, sum(CASE WHEN e.at > b.since AND e.at <= b.upto THEN e.stamps ELSE 0 END), "
-                   "sum(CASE WHEN e.at > b.ysince AND e.at <= b.ystart THEN e.stamps ELSE 0 END) "
-                   f"FROM b JOIN events e ON e.member = b.member WHERE e.stamps <> 0 AND {kcond} AND e.at > b.ysince "
-                   "GROUP BY b.member",
-                [*bounds, *kparams]).fetchall()}
+                c, f"WITH b(member, since, upto, ysince, ystart) AS ({rows_sql}) "
+                   f"SELECT b.member, sum(CASE WHEN e.at > b.since{x} AND e.at <= b.upto{x} THEN e.stamps ELSE 0 END), "
+                   f"sum(CASE WHEN e.at > b.ysince{x} AND e.at <= b.ystart{x} THEN e.stamps ELSE 0 END) "
+                   f"FROM b JOIN events e ON e.member = b.member WHERE e.stamps <> 0 AND {kcond} "
+                   f"AND e.at > b.ysince{x} GROUP BY b.member",
+                [*rows_params, *kparams]).fetchall()}
             rows = []
             for m in part:
                 now_sum, year_sum = sums.get(m, (0, 0))
@@ -301,7 +315,15 @@ class CrmStore:
                     held = tier_for(prog, max(year_sum, 0))
                     tier = held if held.threshold > tier.threshold else tier
                 rows.append((tier.id, m))
-            self._many(c, f"UPDATE {t.members} SET tier = ? WHERE member = ?", rows)
+            self._crm_set(c, t, "tier", rows)
+
+    def _crm_rows(self, flat: Sequence[Any], width: int) -> tuple[str, list[Any]]:
+        """A row source of text columns for a WITH clause, from values given row after row."""
+        return "VALUES " + ", ".join(["(" + ", ".join("?" * width) + ")"] * (len(flat) // width)), list(flat)
+
+    def _crm_set(self, c: Any, t: Tables, column: str, rows: Sequence[tuple[Any, str]]) -> None:
+        """Set one column of many members from (value, member) pairs."""
+        self._many(c, f"UPDATE {t.members} SET {column} = ? WHERE member = ?", rows)
 
     def _crm_tiers_folded(self, c: Any, t: Tables, prog: Program, members: Sequence[str] | None) -> None:
         kcond, kparams = self._any("kind", [ev.SALE, ev.CLAIMED, ev.REFUNDED])
@@ -381,8 +403,9 @@ class CrmStore:
         return ids, len(new)
 
     def import_sales(self, events: Sequence[tuple[Any, ...]], now: dt.datetime) -> int:
-        """Store imported sale events (EVENT_COLS order, seq 0, body a dict) not held yet, with
-        their read model, in one transaction; returns how many were new."""
+        """Store imported sale events (EVENT_COLS order, seq 0, body a dict, optionally followed
+        by the body's canonical JSON) not held yet, with their read model, in one transaction;
+        returns how many were new."""
         with self._tx() as c:
             held: set[str] = set()
             for part in _chunks([e[0] for e in events]):
@@ -399,12 +422,12 @@ class CrmStore:
             for i, e in enumerate(new):
                 seq = top - len(new) + i + 1
                 head = dict(zip(_WIRE[:9], (*e[:3], seq, *e[4:9]), strict=True))
-                body = canonical(e[9])
+                body = e[10].encode() if len(e) > 10 else canonical(e[9])
                 digest = hashlib.sha256(canonical(head) + b"\x1f" + body).hexdigest()
                 rows.append((*e[:3], seq, *e[4:9], body.decode(), digest))
-                placed.append((*e[:3], seq, *e[4:]))
+                placed.append((*e[:3], seq, *e[4:10]))
             self._import_events(c, rows)
-            self._crm_after_ingest(c, placed, [], [])
+            self._crm_after_ingest(c, placed, [], [], new_sales=True)
         return len(new)
 
     def _import_events(self, c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -503,6 +526,18 @@ def _at(text: str) -> dt.datetime:
 
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
+
+
+def member_upsert(t: Tables) -> str:
+    """ON CONFLICT clause of a member upsert: the store is where the member enrolled, else
+    where first seen; the enrolment is the first one; balance changes add up."""
+    m = t.members
+    return ("ON CONFLICT(member) DO UPDATE SET "
+            f"store = CASE WHEN {m}.enrolled_at IS NULL AND excluded.enrolled_at IS NOT NULL "
+            f"THEN excluded.store ELSE coalesce({m}.store, excluded.store) END, "
+            f"enrolled_at = coalesce({m}.enrolled_at, excluded.enrolled_at), "
+            f"enrolled_day = coalesce({m}.enrolled_day, excluded.enrolled_day), "
+            f"balance = {m}.balance + excluded.balance")
 
 
 def _figure_values(f: Figures) -> tuple[Any, ...]:

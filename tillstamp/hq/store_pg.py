@@ -34,6 +34,7 @@ from .store import (
     grants_of,
     slices,
 )
+from .store_crm import member_upsert
 
 # Decodes the next chunk of a push while PostgreSQL applies the current one (psycopg waits
 # for the server without the GIL). Pure Python work only: it never touches a connection.
@@ -165,6 +166,7 @@ class PgHqStore(SqlHqStore):
     """HQ storage in PostgreSQL."""
 
     FOR_UPDATE = " FOR UPDATE"
+    BYTES = ' COLLATE "C"'
 
     def __init__(self, url: str, pool_size: int = 8):
         self.url = url
@@ -315,6 +317,28 @@ class PgHqStore(SqlHqStore):
                       "WHERE s.member IS NOT NULL")
         c.execute("DELETE FROM staging")
         return int(n)
+
+    def _crm_upsert_members(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        # One statement for the batch's members rather than a statement each.
+        if len(rows) < 20:
+            super()._crm_upsert_members(c, t, rows)
+            return
+        cols = [list(col) for col in zip(*rows, strict=True)]
+        c.execute(f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance) "
+                  "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[]) "
+                  f"{member_upsert(t)}", cols)
+
+    def _crm_rows(self, flat: Sequence[Any], width: int) -> tuple[str, list[Any]]:
+        # Arrays, one per column: a 1,000-row VALUES list is 5,000 parameters to parse and plan.
+        cols = [list(flat[i::width]) for i in range(width)]
+        return "SELECT * FROM unnest(" + ", ".join(["?::text[]"] * width) + ")", cols
+
+    def _crm_set(self, c: Any, t: Any, column: str, rows: Sequence[tuple[Any, str]]) -> None:
+        if len(rows) < 20:
+            super()._crm_set(c, t, column, rows)
+            return
+        c.execute(f"UPDATE {t.members} m SET {column} = v.value FROM unnest(%s::text[], %s::text[]) v(value, member) "
+                  "WHERE m.member = v.member", ([r[0] for r in rows], [r[1] for r in rows]))
 
     def _crm_insert_lines(self, c: Any, t: Any, lines: Sequence[tuple[Any, ...]]) -> None:
         if len(lines) < 50:
