@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import sale_dict
 
 from tillstamp.agent.service import Refused, Service
@@ -142,3 +144,12 @@ def test_the_cli_refuses_a_reused_receipt_and_a_nul_with_exit_2(tmp_path, monkey
     assert main(["sale", "record", str(other), "--json"]) == 2
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [o["error"] for o in out] == ["receipt_reused", "invalid_sale"]
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-2, 10**14), st.text(max_size=70),
+                    st.text(st.sampled_from("ab\x00\x1b\x7f\x85 é"), max_size=5))
+
+
+@given(st.dictionaries(st.sampled_from(["sku", "name", "category", "qty", "price", "eligible"]), _values))
+def test_the_fast_line_check_agrees_with_the_field_by_field_rules(line: dict) -> None:
+    assert (rules.line_problem(line) is None) == (rules.line_fields_problem(line) is None)

@@ -87,3 +87,17 @@ def test_refused_events_show_in_hq_alerts(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env, check=True)
     [alert] = json.loads(out.stdout)
     assert alert["kind"] == "refused_event" and "U+001B" in alert["detail"]["reason"]
+
+
+def test_a_member_row_hq_cannot_take_does_not_stop_the_till(hq: HqHarness, tmp_path: Path) -> None:
+    a = hq.till(tmp_path, "a", "S1")
+    m = a.service.enroll("081234567890", name="Ani")
+    # What an older till let through: a control character in a name (PII sits beside the ledger).
+    with a.till.store.write():
+        a.till.store.conn.execute("UPDATE members SET name = ? WHERE id = ?", ("Ani\x00", m.id))
+    a.service.record_sale(sale("A1", m.id, 100000))
+    assert a.client.push().acked == a.till.store.last_seq
+    assert a.till.sync is not None and a.till.sync.parked() is None
+    assert hq.hq.store.balances()[m.id] > 0
+    [alert] = [x for x in hq.hq.store.alerts() if x["kind"] == "refused_member_row"]
+    assert alert["member"] == m.id and "U+0000" in alert["detail"]["reason"]

@@ -148,12 +148,19 @@ def test_whatever_a_mangled_line_decodes_to_is_exactly_canonical(at: int, insert
     (b"", "trailer"), (_line().encode(), "trailer"), (b'{"members": []}', "events"),
     (_line().encode() + b"\n[]", "trailer"), (_line().encode() + b'\n{"other": 1}', "trailer"),
     (_line().encode() + b'\n{"hash": 5}', "hash"), (b"\xff\n{}", "UTF-8"),
-    (_line().encode() + b'\n{"members": [{"id": "M1", "name": "a\\u0000"}]}', "NUL"),
     (b"\n" * 20_002 + b"{}", "events"),
 ])
 def test_a_bad_ledger_body_is_refused_with_the_reason(raw: bytes, message: str) -> None:
     with pytest.raises(WireError, match=message):
         split_ledger(raw)
+
+
+def test_a_member_row_breaking_the_rules_is_marked_not_refused_with_the_batch() -> None:
+    _, members, _ = split_ledger(_line().encode() + b'\n{"members": [{"id": "M1", "name": "a\\u0000"}, '
+                                 b'{"id": "M2", "name": "Ani"}, {"id": 5}]}')
+    assert members[0] == {"id": "M1", "_refused": "name: control character U+0000 is not allowed"}
+    assert members[1]["name"] == "Ani" and "_refused" not in members[1]
+    assert members[2]["id"] is None and "_refused" in members[2]
 
 
 def test_a_ledger_body_splits_into_lines_members_and_tip() -> None:

@@ -27,7 +27,7 @@ from ..loyalty.events import (
     canonical,
     derived_id,
 )
-from ..sync.wire import Incoming, chain
+from ..sync.wire import REFUSED, Incoming, chain
 from .store_crm import CrmStore
 
 HQ_TERMINAL = "HQ"
@@ -577,6 +577,10 @@ class SqlHqStore(CrmStore):
         overdrafts of the members in `negative` (balance below zero after the batch), the feed,
         and the terminal's acked."""
         self._merge_claims(c, terminal_id, result, claims, now)
+        for m in members:
+            if REFUSED in m:  # a PII row HQ cannot store: the events are taken, the row is not
+                self._alert(c, "refused_member_row", terminal_id, m["id"], {"reason": m[REFUSED]}, now)
+        members = [m for m in members if REFUSED not in m]
         pii = sorted({m["id"] for m in members})
         erased: set[str] = set()
         if pii:

@@ -43,6 +43,8 @@ from json.encoder import encode_basestring
 from json.scanner import make_scanner
 from typing import Any, NamedTuple
 
+from pydantic import ValidationError
+
 from ..loyalty import rules
 from ..loyalty.events import KINDS, SALE
 from .protocol import MAX_BATCH_EVENTS, WireMember
@@ -210,10 +212,28 @@ def _envelope(data: Any, n_events: int) -> tuple[list[dict[str, Any]], str | Non
     tip = data.get("hash")
     if tip is not None and type(tip) is not str:
         raise WireError("hash must be a string")
-    rows = [WireMember.model_validate(m).model_dump() for m in members]  # few, and PII: the full model
-    if any(type(v) is str and "\x00" in v for r in rows for v in r.values()):
-        raise WireError("member rows must not contain NUL characters")
-    return rows, tip
+    return [member_row(m) for m in members], tip
+
+
+REFUSED = "_refused"  # the key a member row HQ cannot take carries, with the reason
+
+
+def member_row(m: Any) -> dict[str, Any]:
+    """A member row checked (the full model: few, and PII), or `{"id", REFUSED: reason}` for one
+    that breaks the rules: HQ keeps the batch and raises an alert rather than refuse it, so a
+    till never stays stuck behind a name it once accepted."""
+    try:
+        row = WireMember.model_validate(m).model_dump()
+    except ValidationError as e:
+        mid = m.get("id") if type(m) is dict and type(m.get("id")) is str else None
+        return {"id": mid if mid and not rules.text_problem(mid, rules.MAX_ID, 1) else None,
+                REFUSED: str(e).splitlines()[0][:200]}
+    for key, value in row.items():
+        problem = None if value is None else rules.text_problem(value, 200)
+        if problem is not None:
+            bad_id = key == "id"
+            return {"id": None if bad_id else row["id"], REFUSED: f"{key}: {problem}"}
+    return row
 
 
 def split_push(raw: bytes) -> tuple[list[Any], list[dict[str, Any]], str | None]:
