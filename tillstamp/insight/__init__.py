@@ -1,0 +1,1 @@
+"""Predictions from sale lines, pure: numpy and scipy only (see docs/INSIGHT.md)."""
