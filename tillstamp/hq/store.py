@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..loyalty.events import Event, canonical
 from ..sync.wire import Incoming, chain
+from .store_predict import PredictionStore
 
 HQ_TERMINAL = "HQ"
 # Incoming's first ten fields are these, in this order; the digest comes from the chain.
@@ -158,7 +159,7 @@ def event_from_row(r: Sequence[Any]) -> Event:
     return Event.from_wire(d)
 
 
-class SqlHqStore:
+class SqlHqStore(PredictionStore):
     """The SQL shared by both backends. Subclasses provide `_tx` and the bulk hooks."""
 
     FOR_UPDATE = ""

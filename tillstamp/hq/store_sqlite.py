@@ -16,6 +16,7 @@ from sqlite_utils import Database, Migrations
 
 from ..sync.wire import Incoming
 from .store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
+from .store_predict import SQLITE_SCHEMA as PREDICT_SCHEMA
 
 migrations = Migrations("tillstamp.hq")
 
@@ -31,6 +32,12 @@ def m001_hq(db: Database) -> None:
 @migrations()
 def m002_crm_read_model(db: Database) -> None:
     for sql in CRM_SCHEMA:
+        db.execute(sql)
+
+
+@migrations()
+def m003_predictions(db: Database) -> None:
+    for sql in PREDICT_SCHEMA:
         db.execute(sql)
 
 
