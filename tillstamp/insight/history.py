@@ -94,7 +94,7 @@ class History:
         _, receipt = _encode(receipt_keys)
         skus, sku = _encode(sku_ids)
         cats_raw = np.asarray(category_ids, dtype=object)
-        has = np.array([c is not None and c != "" for c in cats_raw], dtype=bool)
+        has = np.array([isinstance(c, str) and c != "" for c in cats_raw], dtype=bool)
         categories, cat_codes = _encode(cats_raw[has].astype(str))
         category = np.full(len(cats_raw), NO_CATEGORY, dtype=np.int32)
         category[has] = cat_codes
@@ -157,14 +157,14 @@ class History:
         return self._subset(keep)
 
     def _subset(self, keep: np.ndarray) -> History:
-        member_used, member = np.unique(self.member[keep], return_inverse=True)
-        sku_used, sku = np.unique(self.sku[keep], return_inverse=True)
+        member_used, member = compact_codes(self.member[keep], len(self.members))
+        sku_used, sku = compact_codes(self.sku[keep], len(self.skus))
         cat = self.category[keep]
         has = cat >= 0
-        cat_used, cat_codes = np.unique(cat[has], return_inverse=True)
+        cat_used, cat_codes = compact_codes(cat[has], len(self.categories))
         category = np.full(len(cat), NO_CATEGORY, dtype=np.int32)
         category[has] = cat_codes
-        _, receipt = np.unique(self.receipt[keep], return_inverse=True)
+        _, receipt = unique_int(self.receipt[keep], return_inverse=True)
         return History(
             members=tuple(self.members[i] for i in member_used),
             skus=tuple(self.skus[i] for i in sku_used),
@@ -179,6 +179,26 @@ class History:
             amount=self.amount[keep],
             store_hours=None if self.store_hours is None else self.store_hours[member_used],
         )
+
+
+def compact_codes(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The codes in use (sorted) and each code renumbered 0..k-1 in the same order."""
+    used = np.bincount(codes, minlength=n) > 0
+    new = np.cumsum(used) - 1
+    return np.flatnonzero(used), new[codes].astype(np.int32)
+
+
+def unique_int(keys: np.ndarray, return_inverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique integer keys and, if asked, each key's index among them (else first index)."""
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    start = np.r_[True, k[1:] != k[:-1]] if len(k) else np.zeros(0, bool)
+    uniq = k[start]
+    if return_inverse:
+        inverse = np.empty(len(keys), dtype=np.int64)
+        inverse[order] = np.cumsum(start) - 1
+        return uniq, inverse
+    return uniq, order[start]
 
 
 def _store_hours(
@@ -233,5 +253,5 @@ def occasions(history: History) -> Occasions:
 
 def receipts(history: History) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(member, local_hour, weekday) of each distinct receipt, the unit of a visit time."""
-    _, first = np.unique(history.receipt, return_index=True)
+    _, first = unique_int(history.receipt)
     return history.member[first], history.local_hour[first], history.weekday[first]
