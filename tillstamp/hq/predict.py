@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ..insight.history import History
 from ..insight.predict import Predictions, predict
@@ -22,7 +23,7 @@ from .store import HqStore
 EPOCH = dt.date(1970, 1, 1)
 WRITE_CHUNK = 5000  # prediction rows per transaction
 
-# Churn-risk bands over the probability of a visit in the next 14 days (docs/PREDICTIONS.md):
+# Churn-risk bands over the probability of a visit in the next 14 days (docs/INSIGHT.md):
 # a member below 0.2 is unlikely to come back on their own soon; above 0.5 is likely to.
 CHURN_BANDS = (("high", 0.2), ("medium", 0.5), ("low", 1.01))
 CHURN_RISKS = tuple(name for name, _ in CHURN_BANDS)
@@ -104,7 +105,10 @@ def run_predictions(store: HqStore, as_of: dt.date, *, now: dt.datetime,
         progress("read", len(history), len(history))
     if not len(history):
         raise PredictError(f"no member has a sale before {as_of.isoformat()}: nothing to fit on")
-    preds = predict(history, as_of)
+    # The fits are many small vector operations: BLAS threads only wait for each other, and on
+    # a busy 2-core server they made a run about ten times slower (docs/INSIGHT.md).
+    with threadpool_limits(limits=1, user_api="blas"):
+        preds = predict(history, as_of)
     gaps = _usual_gap(history)
     run = store.start_run(as_of, epoch_day(as_of), preds.model_version, now,  # type: ignore[attr-defined]
                           preds.model_params)
