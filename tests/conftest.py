@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import EXAMPLE_PROGRAM, JAKARTA, Clock, shared_data_path
@@ -54,3 +56,26 @@ def keys() -> Keys:
 @pytest.fixture
 def service(fresh_store: Store, program: Program, keys: Keys, clock: Clock) -> Service:
     return Service(fresh_store, program, keys, store_id="JKT-01", terminal_id="T1", clock=clock)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """A private PostgreSQL server for the session (skipped without binaries, failed under CI)."""
+    from sync.pgserver import PgServer, pg_bin
+
+    if pg_bin() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL binaries not found and CI=true: install postgresql-15")
+        pytest.skip("PostgreSQL binaries not found (install postgresql-15 to run the PostgreSQL tests)")
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_blas_thread() -> Iterator[None]:
+    """Model fits are small vector operations: BLAS threads on a busy 2-core machine only spin."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,20 +119,6 @@ def sale(receipt: str, member: str | None, total: int = 50000, at: dt.datetime =
     """A sale as the POS sends it, parsed."""
     return parse_sale({"receipt": receipt, "member": member, "at": at.isoformat(), "total": total,
                        "lines": [{"sku": "KOPI", "name": "Kopi", "qty": 1, "price": total}]}, now=at)
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
-    """A private PostgreSQL server for the session (skipped without binaries, failed under CI)."""
-    from .pgserver import PgServer, pg_bin
-
-    if pg_bin() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL binaries not found and CI=true: install postgresql-15")
-        pytest.skip("PostgreSQL binaries not found (install postgresql-15 to run the PostgreSQL tests)")
-    server = PgServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite-memory", "sqlite-file", "postgresql"])

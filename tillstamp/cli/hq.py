@@ -347,6 +347,10 @@ def register(sub: Any) -> None:
                    help="uvicorn log level (default info: its address and one line per request)")
     p.set_defaults(func=cmd_serve)
 
+    from . import hq_predict
+
+    hq_predict.register(hq, common)
+
     term = hq.add_parser("terminal", help="enrol terminals").add_subparsers(
         dest="action", metavar="ACTION", required=True, parser_class=sub._parser_class)
     p = term.add_parser("add", parents=[common], help="issue a one-time enrolment code for a store",

@@ -29,6 +29,7 @@ from ..loyalty.events import (
 )
 from ..sync.wire import REFUSED, Incoming, chain
 from .store_crm import CrmStore
+from .store_predict import PredictionStore
 
 HQ_TERMINAL = "HQ"
 # Incoming's first ten fields are these, in this order; the digest comes from the chain.
@@ -191,7 +192,7 @@ class NotAMember(LookupError):
     """No member by this id or phone number at head office."""
 
 
-class SqlHqStore(CrmStore):
+class SqlHqStore(CrmStore, PredictionStore):
     """The SQL shared by both backends. Subclasses provide `_tx` and the bulk hooks."""
 
     FOR_UPDATE = ""

@@ -35,6 +35,8 @@ from .store import (
     slices,
 )
 from .store_crm import member_upsert
+from .store_predict import HISTORY_FETCH
+from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
 
 # Decodes the next chunk of a push while PostgreSQL applies the current one (psycopg waits
 # for the server without the GIL). Pure Python work only: it never touches a connection.
@@ -175,7 +177,7 @@ class PgHqStore(SqlHqStore):
         self._all: list[psycopg.Connection[Any]] = []
         with self._tx() as c:
             c.execute("SELECT pg_advisory_xact_lock(7411)")  # two HQ processes may start at once
-            for sql in SCHEMA:
+            for sql in (*SCHEMA, *PREDICT_SCHEMA):
                 c.execute(sql)
             for name in COUNTERS:
                 c.execute("INSERT INTO counters(name, value) VALUES (%s, 0) ON CONFLICT DO NOTHING", (name,))
@@ -371,6 +373,13 @@ class PgHqStore(SqlHqStore):
     def _many(self, c: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             c.executemany(sql.replace("?", "%s"), rows)
+
+    def _stream(self, c: Any, sql: str, params: Sequence[Any]) -> Iterator[list[tuple[Any, ...]]]:
+        """A server-side cursor: the client holds one chunk at a time, not the whole result."""
+        with c.connection.cursor(name="tillstamp_stream") as cur:
+            cur.execute(sql.replace("?", "%s"), params)
+            while rows := cur.fetchmany(HISTORY_FETCH):
+                yield rows
 
     def _any(self, column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
         return f"{column} = ANY(?)", [list(values)]

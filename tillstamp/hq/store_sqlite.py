@@ -17,6 +17,7 @@ from sqlite_utils import Database, Migrations
 from ..sync.wire import Incoming
 from .crm_store import SQLITE_SCHEMA as CRM_ACCESS_SCHEMA
 from .store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
+from .store_predict import SQLITE_SCHEMA as PREDICT_SCHEMA
 
 migrations = Migrations("tillstamp.hq")
 
@@ -27,6 +28,14 @@ def m001_hq(db: Database) -> None:
         db.execute(sql)
     for name in COUNTERS:
         db.execute("INSERT INTO counters(name, value) VALUES (?, 0)", [name])
+
+
+# Member ids found to be one person (one phone enrolled at two tills): alias -> survivor.
+MERGES = """CREATE TABLE IF NOT EXISTS merges (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL, at TEXT NOT NULL)"""
+
+# Redemptions head office authorised online, until their event arrives (or they expire).
+HOLDS = """CREATE TABLE IF NOT EXISTS holds (grant_id TEXT PRIMARY KEY, member TEXT NOT NULL, terminal TEXT NOT NULL,
+    cost INTEGER NOT NULL, expires TEXT NOT NULL, at TEXT NOT NULL)"""
 
 
 @migrations()
@@ -41,26 +50,27 @@ def m003_merges(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS members_phone ON members(phone)")
 
 
-# Member ids found to be one person (one phone enrolled at two tills): alias -> survivor.
-MERGES = """CREATE TABLE IF NOT EXISTS merges (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL, at TEXT NOT NULL)"""
-
-# Redemptions head office authorised online, until their event arrives (or they expire).
-HOLDS = """CREATE TABLE IF NOT EXISTS holds (grant_id TEXT PRIMARY KEY, member TEXT NOT NULL, terminal TEXT NOT NULL,
-    cost INTEGER NOT NULL, expires TEXT NOT NULL, at TEXT NOT NULL)"""
-def m002_crm_read_model(db: Database) -> None:
+@migrations()
+def m004_crm_read_model(db: Database) -> None:
     for sql in CRM_SCHEMA:
         db.execute(sql)
 
 
 @migrations()
-def m003_crm_rebuild(db: Database) -> None:
+def m005_crm_rebuild(db: Database) -> None:
     for sql in CRM_SUPPORT:
         db.execute(sql)
 
 
 @migrations()
-def m004_crm_segments_staff(db: Database) -> None:
+def m006_crm_segments_staff(db: Database) -> None:
     for sql in CRM_ACCESS_SCHEMA:
+        db.execute(sql)
+
+
+@migrations()
+def m007_predictions(db: Database) -> None:
+    for sql in PREDICT_SCHEMA:
         db.execute(sql)
 
 

@@ -1,0 +1,177 @@
+"""`hq predict`: fit the insight models on head office's sale lines as of a date, and store them.
+
+The models (`tillstamp.insight`) see numpy arrays only; this module reads the read model's
+`sale_lines` before `as_of` (a date D means D 00:00 in the store's zone, so nothing on or after
+D can influence a prediction), scores every member with history, and writes one versioned run
+of rows in bounded chunks. Segments, flows and the member 360 read the newest complete run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..insight.history import History
+from ..insight.predict import Predictions, predict
+from .store import HqStore
+
+EPOCH = dt.date(1970, 1, 1)
+WRITE_CHUNK = 5000  # prediction rows per transaction
+
+# Churn-risk bands over the probability of a visit in the next 14 days (docs/INSIGHT.md):
+# a member below 0.2 is unlikely to come back on their own soon; above 0.5 is likely to.
+CHURN_BANDS = (("high", 0.2), ("medium", 0.5), ("low", 1.01))
+CHURN_RISKS = tuple(name for name, _ in CHURN_BANDS)
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class PredictError(ValueError):
+    """Nothing to predict from, or a bad request (shown as one line, exit 2)."""
+
+
+def epoch_day(d: dt.date) -> int:
+    """Days since 1970-01-01: the read model's `day`."""
+    return (d - EPOCH).days
+
+
+def churn_risk(p_visit_14d: float) -> str:
+    """The documented band of a probability of visiting within 14 days."""
+    for name, upper in CHURN_BANDS:
+        if p_visit_14d < upper:
+            return name
+    return CHURN_BANDS[-1][0]
+
+
+def load_history(store: HqStore, as_of: dt.date) -> History:
+    """The members' sale lines before `as_of` as a History (read in bounded chunks)."""
+    member: list[str] = []
+    receipt: list[str] = []
+    day: list[int] = []
+    hour: list[int] = []
+    sku: list[str] = []
+    category: list[str | None] = []
+    amount: list[int] = []
+    for rows in store.history_columns(epoch_day(as_of)):  # type: ignore[attr-defined]
+        m, r, d, h, s, c, a = zip(*rows, strict=True)
+        member.extend(m)
+        receipt.extend(r)
+        day.extend(d)
+        hour.extend(h)
+        sku.extend(s)
+        category.extend(c)
+        amount.extend(a)
+    return History.from_columns(member, receipt, np.array(day, dtype="datetime64[D]"),
+                                np.array(hour, dtype=np.int8), sku, category, np.array(amount, dtype=np.int64))
+
+
+def _usual_gap(history: History) -> dict[str, float]:
+    """Each member's median days between visits (distinct store-local days), where there are two."""
+    if not len(history):
+        return {}
+    pairs = np.unique(np.stack([history.member.astype(np.int64),
+                                history.occasion.astype(np.int64)]), axis=1)
+    out: dict[str, float] = {}
+    members, starts = np.unique(pairs[0], return_index=True)
+    bounds = [*starts[1:], pairs.shape[1]]
+    for m, lo, hi in zip(members, starts, bounds, strict=True):
+        if hi - lo >= 2:
+            out[history.members[m]] = float(np.median(np.diff(pairs[1, lo:hi])))
+    return out
+
+
+def prediction_rows(preds: Predictions, run: int, gaps: dict[str, float]) -> Iterator[tuple[Any, ...]]:
+    """One stored row per member (PREDICTION_COLS order)."""
+    for p in preds:
+        reorder = [{"category": c, "due": d.isoformat()} for c, d in p.reorder]
+        yield (p.member, run, p.p_alive, p.p_visit_14d, p.expected_visits_30d, p.value_12m,
+               p.next_visit.isoformat(), epoch_day(p.next_visit), p.best_hour, p.best_weekday,
+               churn_risk(p.p_visit_14d), gaps.get(p.member),
+               json.dumps(p.skus, ensure_ascii=False), json.dumps(p.categories, ensure_ascii=False),
+               json.dumps(reorder, ensure_ascii=False),
+               min((epoch_day(d) for _, d in p.reorder), default=None))
+
+
+def run_predictions(store: HqStore, as_of: dt.date, *, now: dt.datetime,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Fit on history before `as_of`, score every member, store the run; its summary."""
+    history = load_history(store, as_of)
+    if progress:
+        progress("read", len(history), len(history))
+    if not len(history):
+        raise PredictError(f"no member has a sale before {as_of.isoformat()}: nothing to fit on")
+    # The fits are many small vector operations: BLAS threads only wait for each other, and on
+    # a busy 2-core server they made a run about ten times slower (docs/INSIGHT.md).
+    with threadpool_limits(limits=1, user_api="blas"):
+        preds = predict(history, as_of)
+    gaps = _usual_gap(history)
+    run = store.start_run(as_of, epoch_day(as_of), preds.model_version, now,  # type: ignore[attr-defined]
+                          preds.model_params)
+    chunk: list[tuple[Any, ...]] = []
+    done = 0
+    for row in prediction_rows(preds, run, gaps):
+        chunk.append(row)
+        if len(chunk) == WRITE_CHUNK:
+            store.put_predictions(chunk)  # type: ignore[attr-defined]
+            done += len(chunk)
+            chunk = []
+            if progress:
+                progress("write", done, len(preds))
+    if chunk:
+        store.put_predictions(chunk)  # type: ignore[attr-defined]
+        done += len(chunk)
+    store.finish_run(run, done)  # type: ignore[attr-defined]
+    if progress:
+        progress("write", done, len(preds))
+    return {"run": run, "members": done, "as_of": as_of.isoformat(), "model_version": preds.model_version,
+            "fitted_at": now.isoformat(), "models": preds.model_params}
+
+
+def export(store: HqStore, page: int = 5000) -> Iterator[dict[str, Any]]:
+    """The newest complete run, one dict per member, in member order."""
+    latest = store.latest_run()  # type: ignore[attr-defined]
+    if latest is None:
+        raise PredictError("no predictions yet: run `tillstamp hq predict` first")
+    after = ""
+    while rows := store.prediction_page(latest["run"], after, page):  # type: ignore[attr-defined]
+        for r in rows:
+            yield export_row(r)
+        after = rows[-1]["member"]
+
+
+EXPORT_COLS = ("member", "external_id", "p_alive", "p_visit_14d", "expected_visits_30d", "value_12m",
+               "next_visit", "best_hour", "best_weekday", "churn_risk", "skus", "categories", "reorder")
+
+
+def export_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A stored prediction as the export shows it."""
+    return {k: r[k] for k in EXPORT_COLS}
+
+
+_SENTENCES = {
+    "id": {"gap": "biasanya datang tiap {gap} hari", "once": "baru sekali datang",
+           "last": "terakhir {days} hari lalu", "today": "terakhir datang hari ini",
+           "chance": "kemungkinan kembali 2 minggu ini: {pct} %"},
+    "en": {"gap": "usually comes every {gap} days", "once": "has visited once",
+           "last": "last visit {days} days ago", "today": "last visit today",
+           "chance": "chance of coming back in the next 2 weeks: {pct} %"},
+}
+
+
+def explain(pred: dict[str, Any], last_day: int | None, today: dt.date, lang: str = "id") -> str:
+    """A sentence a shopkeeper understands, e.g. "biasanya datang tiap 9 hari; terakhir 23 hari
+    lalu; kemungkinan kembali 2 minggu ini: 35 %"."""
+    words = _SENTENCES["en" if lang == "en" else "id"]
+    parts = []
+    gap = pred.get("usual_gap_days")
+    parts.append(words["gap"].format(gap=round(gap)) if gap else words["once"])
+    if last_day is not None:
+        days = epoch_day(today) - last_day
+        parts.append(words["today"] if days <= 0 else words["last"].format(days=days))
+    parts.append(words["chance"].format(pct=round(100 * pred["p_visit_14d"])))
+    return "; ".join(parts)
