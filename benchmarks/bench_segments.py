@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from gen_crm import generate
 from sync.pgserver import PgServer
 
-from tillstamp.hq.crm_service import Crm
+from tillstamp.hq.crm import Crm
 from tillstamp.hq.segments import AsOf, epoch_day
 from tillstamp.hq.service import Hq
 from tillstamp.hq.store import open_hq_store

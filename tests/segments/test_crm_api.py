@@ -12,7 +12,7 @@ from sync.conftest import T0, Clock, HqHarness
 
 from segments import crmdata
 from tillstamp.hq import crm_store
-from tillstamp.hq.crm_service import Crm
+from tillstamp.hq.crm import Crm
 from tillstamp.hq.segments import Facts, LineFacts, MemberFacts
 from tillstamp.sync import protocol as p
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sync.conftest import T0, Clock, HqHarness, sale
 
-from tillstamp.hq.crm_service import Crm
+from tillstamp.hq.crm import Crm
 from tillstamp.hq.staff import Principal
 
 

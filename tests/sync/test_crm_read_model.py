@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tillstamp.hq.crm import MERGED, epoch_day
+from tillstamp.hq.readmodel import MERGED, epoch_day
 from tillstamp.hq.record import MemberNotFound, MemberRef, member_record
 from tillstamp.hq.service import Hq
 from tillstamp.hq.store import TerminalRow, open_hq_store
-from tillstamp.hq.store_crm import event_tuple
+from tillstamp.hq.store_readmodel import event_tuple
 from tillstamp.loyalty import events as ev
 from tillstamp.loyalty.events import Event, derived_id, new_id
 from tillstamp.sync import protocol as p

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..hq.crm_service import Crm
+    from ..hq.crm import Crm
 
 
 def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
@@ -26,7 +26,7 @@ def _fail(message: str) -> int:
 
 
 def _crm(args: argparse.Namespace) -> Crm:
-    from ..hq.crm_service import Crm
+    from ..hq.crm import Crm
     from ..hq.service import Hq
     from ..hq.store import open_hq_store
 
@@ -54,7 +54,7 @@ def _read(source: str) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace, body: Any) -> int:
     """Run `body(crm)` with the CLI's error rules: a refusal is one line on stderr and exit 2."""
-    from ..hq.crm_service import CrmConflict, Forbidden, NotFound
+    from ..hq.crm import CrmConflict, Forbidden, NotFound
     from ..hq.segments import SegmentError
     from ..hq.staff import StaffError
 

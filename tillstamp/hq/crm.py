@@ -1,276 +1,233 @@
-"""The CRM read model, pure part: what a batch of events changes in `crm_members` and
-`sale_lines` (docs/HQ.md). The store (`store_crm.py`) runs the SQL; this module decides.
-
-Events come as tuples in EVENT_COLS order without the digest (`Incoming[:10]`, or a row of
-`events`), so ingest, import and rebuild feed the very same function and cannot disagree.
+"""The CRM's service at HQ: segments (preview, save, export, sizes), staff users and what the
+staff API reads (search, a member, figures). One object over an `Hq`; the CLI and the HTTP
+router both call it, so both say the same things.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from ..loyalty import events as ev
+from . import crm_store, segment_sql
+from .crm_store import CrmConflict, SavedSegment, StaffRow
+from .segments import (
+    PREDEFINED,
+    All,
+    AsOf,
+    InStore,
+    Segment,
+    SegmentError,
+    parse_segment,
+    today_in,
+)
+from .service import Hq
+from .staff import Principal, check_name, new_token, parse_role, token_hash
 
-DEFAULT_ZONE = "Asia/Jakarta"
-MERGED = "member.merged"  # body {"into": SURVIVOR}; the event's member is the alias
-EPOCH = dt.date(1970, 1, 1).toordinal()
-# Kinds whose body the read model reads; the others only move balances.
-_READ = frozenset({ev.SALE, ev.REFUNDED, ev.ENROLLED, ev.CONSENT, ev.MISSION, MERGED})
-
-
-def epoch_day(d: dt.date) -> int:
-    """Days since 1970-01-01: how segments compare calendar days on every backend."""
-    return d.toordinal() - EPOCH
-
-
-@dataclass(frozen=True)
-class LocalTime:
-    """A UTC time seen in a store's zone."""
-
-    at_utc: str
-    local_date: str
-    day: int
-    hour: int
-    weekday: int
+OWNER = Principal("cli", "owner")
 
 
-def local_time(at: str, zone: str) -> LocalTime:
-    """`at` (ISO with offset) in `zone`."""
-    t = dt.datetime.fromisoformat(at)
-    local = t.astimezone(ZoneInfo(zone))
-    d = local.date()
-    return LocalTime(t.astimezone(dt.UTC).isoformat(), d.isoformat(), epoch_day(d), local.hour, d.weekday())
+class NotFound(LookupError):
+    """No such member or segment (or not one this user may see)."""
 
 
-def line_amounts(lines: Sequence[dict[str, Any]], discount: int) -> list[int]:
-    """Each line's amount in minor units, a receipt-level discount shared in proportion.
-
-    A line's amount is its `amount` when the body has one (imports), else qty x price; the
-    discount is split by gross amount, rounding down, the remainder to the first lines, so
-    the amounts add up to what the customer paid."""
-    gross = [int(ln["amount"]) if "amount" in ln else int(ln.get("qty", 0)) * int(ln.get("price", 0))
-             for ln in lines]
-    total = sum(gross)
-    if not discount or total <= 0:
-        return gross
-    shares = [discount * g // total for g in gross]
-    left = discount - sum(shares)
-    for i, g in enumerate(gross):
-        if not left:
-            break
-        if g - shares[i] > 0:
-            shares[i] += 1
-            left -= 1
-    return [g - s for g, s in zip(gross, shares, strict=True)]
+class Forbidden(PermissionError):
+    """This user's role does not allow the action."""
 
 
 @dataclass(frozen=True)
-class Refund:
-    """A refund as the read model applies it: which sale (store, terminal, sale key) and how
-    many of each SKU come back."""
+class Preview:
+    """A segment's size as of a date, with a sample of its members."""
 
-    store: str
-    terminal: str
-    ref: str
-    lines: dict[str, int]
-    receipt: str | None
+    count: int
+    sample: list[dict[str, Any]]
+    as_of: dt.date
 
-
-@dataclass
-class MemberChange:
-    """What a batch says about one member, folded in event order."""
-
-    store: str | None = None
-    enrolled_at: str | None = None
-    enrolled_store: str | None = None
-    consent: dict[str, bool] = field(default_factory=dict)
-    badges: list[str] = field(default_factory=list)
-    balance: int = 0
-    last_at: str | None = None
-    stamps_events: bool = False  # moved stamps: a tier earned on stamps may change
-    spend_events: bool = False  # a sale, claim or refund: a tier earned on spend may change
-
-
-@dataclass
-class CrmBatch:
-    """The read-model effect of a run of events, before any SQL."""
-
-    lines: list[tuple[Any, ...]] = field(default_factory=list)
-    refunds: list[Refund] = field(default_factory=list)
-    merges: list[tuple[str, str]] = field(default_factory=list)
-    members: dict[str, MemberChange] = field(default_factory=dict)
-
-    def member(self, m: str) -> MemberChange:
-        """The change record of member `m`, created on first use."""
-        got = self.members.get(m)
-        if got is None:
-            got = self.members[m] = MemberChange()
-        return got
-
-
-def sale_rows(sale_id: str, terminal: str, store: str, member: str | None, at: str,
-              body: dict[str, Any], zone: str) -> list[tuple[Any, ...]]:
-    """The `sale_lines` rows of one `sale.recorded` event (SALE_LINE_COLS order)."""
-    lt = local_time(at, str(body.get("zone") or zone))
-    lines = body.get("lines") or []
-    amounts = line_amounts(lines, int(body.get("discount", 0) or 0))
-    receipt = str(body.get("receipt", ""))
-    return [(sale_id, i, member, store, terminal, receipt, lt.at_utc, lt.local_date, lt.day, lt.hour, lt.weekday,
-             str(ln.get("sku", "")), ln.get("name"), ln.get("category"), int(ln.get("qty", 0)), amount, 0)
-            for i, (ln, amount) in enumerate(zip(lines, amounts, strict=True))]
-
-
-SALE_LINE_COLS = ("sale", "line", "member", "store", "terminal", "receipt", "at_utc", "local_date", "day",
-                  "local_hour", "weekday", "sku", "name", "category", "qty", "amount", "voided")
-
-
-def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE) -> CrmBatch:
-    """Fold events (EVENT_COLS order, body as JSON text) into a CrmBatch, in order."""
-    out = CrmBatch()
-    for e in events:
-        eid, terminal, store, _seq, kind, member, at, stamps, ref, body_text = e[:10]
-        mc = out.member(member) if member is not None else None
-        if mc is not None:
-            if kind == ev.CLAIMED:
-                mc.spend_events = True
-            if mc.store is None:
-                mc.store = store
-            if stamps:
-                mc.balance += int(stamps)
-                mc.stamps_events = True
-            if mc.last_at is None or at > mc.last_at:
-                mc.last_at = at
-        if kind not in _READ:
-            continue
-        body = json.loads(body_text) if isinstance(body_text, str) else dict(body_text)
-        if kind == ev.SALE:
-            out.lines.extend(sale_rows(eid, terminal, store, member, at, body, zone))
-            if mc is not None:
-                mc.spend_events = True
-        elif kind == ev.REFUNDED:
-            if ref is not None:
-                qty = {str(k): int(v) for k, v in (body.get("lines") or {}).items()}
-                out.refunds.append(Refund(store, terminal, ref, qty, body.get("receipt")))
-            if mc is not None:
-                mc.spend_events = True
-        elif mc is None:
-            continue
-        elif kind == ev.ENROLLED:
-            if mc.enrolled_at is None:
-                mc.enrolled_at, mc.enrolled_store = at, store
-            mc.consent.update(consent_of(body))
-        elif kind == ev.CONSENT:
-            mc.consent.update(consent_of(body))
-        elif kind == ev.MISSION:
-            badge = body.get("badge")
-            if badge and badge not in mc.badges:
-                mc.badges.append(str(badge))
-        elif kind == MERGED and body.get("into") and member is not None:
-            out.merges.append((member, str(body["into"])))
-    return out
-
-
-def consent_of(body: dict[str, Any]) -> dict[str, bool]:
-    """Channels a consent body sets: `{"consent": {"email": true, ...}}` (as enrolment writes
-    it) or `{"channel": "email", "granted": true}`; unknown channels are ignored."""
-    got: dict[str, bool] = {}
-    if isinstance(body.get("consent"), dict):
-        got = {str(k): bool(v) for k, v in body["consent"].items()}
-    elif isinstance(body.get("channel"), str):
-        got = {body["channel"]: bool(body.get("granted", body.get("value", False)))}
-    return {k: v for k, v in got.items() if k in ev.CHANNELS}
-
-
-def refunded_lines(sold: Sequence[dict[str, Any]], discount: int, current: dict[int, int],
-                   back: dict[str, int]) -> tuple[dict[int, tuple[int, int]], bool]:
-    """Apply a refund to a sale's lines: ({line: (net qty, net amount)}, voided).
-
-    `sold` are the sale event's lines, `current` each line's net quantity so far, `back` the
-    quantities refunded per SKU, taken from that SKU's lines in order. A line's net amount is
-    its sold amount times net/sold quantity (rounded down), so a line refunded in full is 0.
-    The sale is voided when no line with a quantity has any left."""
-    amounts = line_amounts(sold, discount)
-    net = dict(current)
-    want = dict(back)
-    for i, ln in enumerate(sold):
-        sku = str(ln.get("sku", ""))
-        take = min(want.get(sku, 0), net.get(i, 0))
-        if take > 0:
-            net[i] -= take
-            want[sku] -= take
-    out = {}
-    for i, ln in enumerate(sold):
-        q = int(ln.get("qty", 0))
-        if i in net and net[i] != current.get(i):
-            out[i] = (net[i], amounts[i] * net[i] // q if q else amounts[i])
-    counted = [i for i, ln in enumerate(sold) if int(ln.get("qty", 0)) > 0]
-    voided = bool(counted) and all(net.get(i, 0) <= 0 for i in counted)
-    return out, voided
+    def to_json(self) -> dict[str, Any]:
+        """The JSON the CLI and the API print."""
+        return {"count": self.count, "sample": self.sample, "as_of": self.as_of.isoformat()}
 
 
 @dataclass(frozen=True)
-class Figures:
-    """Per-member figures computed from `sale_lines`."""
+class Export:
+    """Every member of a segment as rows of `columns`."""
 
-    first_day: int | None
-    last_day: int | None
-    visits: int
-    spend: int
-    fav_category: str | None
-    fav_store: str | None
-    usual_hour: int | None
-    usual_weekday: int | None
+    name: str
+    as_of: dt.date
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
 
 
-def mode(counts: dict[Any, tuple[int, int]]) -> Any:
-    """The value seen on most visits; ties go to more spend, then the smallest value."""
-    if not counts:
-        return None
-    return min(counts.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))[0]
+class Crm:
+    """Segments, staff and the staff API's reads over one HQ."""
+
+    def __init__(self, hq: Hq):
+        self.hq = hq
+        self.store: Any = hq.store
+
+    # -- as-of ---------------------------------------------------------------------------
+
+    def asof(self, date: dt.date | None = None) -> AsOf:
+        """The evaluation context: D (default today in the store's zone) and program figures."""
+        program = self.hq.program()
+        zone = program.timezone if program else "Asia/Jakarta"
+        return AsOf(date or today_in(zone, self.hq.clock()), zone,
+                    program.card.size if program else 10, program.expiry.months if program else 0)
+
+    # -- segments ------------------------------------------------------------------------
+
+    def definition(self, name: str) -> Segment:
+        """A saved or predefined segment, parsed."""
+        if name in PREDEFINED:
+            return parse_segment({"name": name, **PREDEFINED[name]})
+        saved = crm_store.get_segment(self.store, name)
+        if saved is None:
+            raise NotFound(f"segment {name!r} not found (see `hq segment list`)")
+        return parse_segment({"name": name, "description": saved.description, **saved.definition})
+
+    def _compiled(self, seg: Segment, asof: AsOf, who: Principal) -> segment_sql.Compiled:
+        root = seg.root if who.scope is None else All((seg.root, InStore((who.scope,))))
+        return segment_sql.compile_segment(root, asof, segment_sql.dialect_of(self.store))
+
+    def preview(self, data: dict[str, Any], as_of: dt.date | None = None, *, who: Principal = OWNER,
+                sample: int = 20) -> Preview:
+        """Count a definition's members as of a date, with a sample; SegmentError if it is not valid."""
+        seg = parse_segment(data)
+        asof = self.asof(as_of)
+        n, rows = segment_sql.count_and_sample(self.store, self._compiled(seg, asof, who), sample)
+        return Preview(n, rows, asof.date)
+
+    def preview_named(self, name: str, as_of: dt.date | None = None, *, who: Principal = OWNER,
+                      sample: int = 20) -> Preview:
+        """Preview a saved or predefined segment; an unscoped preview keeps the day's size."""
+        seg = self.definition(name)
+        asof = self.asof(as_of)
+        n, rows = segment_sql.count_and_sample(self.store, self._compiled(seg, asof, who), sample)
+        if who.scope is None:
+            crm_store.record_size(self.store, name, asof.date, n, self.hq.clock())
+        return Preview(n, rows, asof.date)
+
+    def save(self, data: dict[str, Any], *, name: str | None = None, who: Principal = OWNER) -> SavedSegment:
+        """Validate and save a segment under its name (replacing one of that name), then keep its size."""
+        if not who.can_edit_segments:
+            raise Forbidden(f"a {who.role} cannot save segments")
+        seg = parse_segment({**data, **({"name": name} if name else {})})
+        if seg.name is None:
+            raise SegmentError("name: missing (a saved segment needs a name)")
+        if seg.name in PREDEFINED:
+            raise CrmConflict(f"name: {seg.name!r} is a predefined segment")
+        saved = crm_store.save_segment(self.store, seg.name, seg.definition, seg.description, who.name,
+                                       self.hq.clock())
+        self.preview_named(seg.name, who=who, sample=0)
+        return saved
+
+    def delete(self, name: str, *, who: Principal = OWNER) -> None:
+        """Forget a saved segment."""
+        if not who.can_edit_segments:
+            raise Forbidden(f"a {who.role} cannot delete segments")
+        if not crm_store.delete_segment(self.store, name):
+            raise NotFound(f"segment {name!r} not found")
+
+    def segments(self) -> list[dict[str, Any]]:
+        """Saved segments, then the predefined ones."""
+        out = [{"name": s.name, "description": s.description, "definition": s.definition, "predefined": False,
+                "updated_at": s.updated_at} for s in crm_store.list_segments(self.store)]
+        out += [{"name": k, "description": "", "definition": v, "predefined": True, "updated_at": None}
+                for k, v in PREDEFINED.items()]
+        return out
+
+    def show(self, name: str) -> dict[str, Any]:
+        """A segment's definition and its kept sizes."""
+        seg = self.definition(name)
+        return {"name": name, "description": seg.description, "definition": seg.definition,
+                "predefined": name in PREDEFINED, "sizes": crm_store.sizes(self.store, name)}
+
+    def export(self, name: str, as_of: dt.date | None = None, *, who: Principal = OWNER) -> Export:
+        """Every member of a segment (a manager: of their store), written to the audit log first."""
+        seg = self.definition(name)
+        asof = self.asof(as_of)
+        rows = segment_sql.export_rows(self.store, self._compiled(seg, asof, who))
+        now = self.hq.clock()
+        crm_store.audit(self.store, who.name, "segment.export", name,
+                        {"as_of": asof.date.isoformat(), "rows": len(rows), "store": who.scope}, now)
+        if who.scope is None:
+            crm_store.record_size(self.store, name, asof.date, len(rows), now)
+        return Export(name, asof.date, segment_sql.EXPORT_COLUMNS, rows)
+
+    def record_sizes(self, as_of: dt.date | None = None) -> dict[str, int]:
+        """Measure and keep today's size of every saved and predefined segment (`hq segment sizes`)."""
+        names = [s.name for s in crm_store.list_segments(self.store)] + list(PREDEFINED)
+        return {n: self.preview_named(n, as_of, sample=0).count for n in names}
+
+    # -- staff ---------------------------------------------------------------------------
+
+    def add_user(self, name: str, role: str) -> tuple[StaffRow, str]:
+        """A new staff user and their bearer token (only its hash is kept)."""
+        r, scope = parse_role(role)
+        token = new_token()
+        row = crm_store.add_user(self.store, check_name(name), r, scope, token_hash(token), self.hq.clock())
+        return row, token
+
+    def principal(self, token: str) -> Principal | None:
+        """The staff user a bearer token belongs to."""
+        row = crm_store.user_by_token_hash(self.store, token_hash(token))
+        return Principal(row.name, row.role, row.store) if row else None
+
+    # -- reads for staff -----------------------------------------------------------------
+
+    def search(self, q: str, *, who: Principal = OWNER, limit: int = 20) -> list[dict[str, Any]]:
+        """Members by phone (any common Indonesian form), name, member id or external id."""
+        from ..agent.phone import PhoneError, looks_like_phone, normalize_phone
+
+        q = q.strip()
+        if not q:
+            return []
+        phone = None
+        if looks_like_phone(q):
+            try:
+                phone = normalize_phone(q)
+            except PhoneError:
+                phone = None
+        return crm_store.search_members(self.store, text=q, phone=phone, scope=who.scope, limit=limit)
+
+    def member(self, member: str, *, who: Principal = OWNER) -> dict[str, Any]:
+        """The member's whole record (`record.member_record`, the "360"); a manager gets it only for
+        a member of their store, with that store's sales, rewards and claims."""
+        from .record import MemberNotFound, MemberRef, member_record
+
+        if crm_store.member_row(self.store, member, who.scope) is None:
+            raise NotFound(f"member {member!r} not found")
+        try:
+            rec = member_record(self.store, self.hq.program(), MemberRef(member=member), self.hq.clock())
+        except MemberNotFound:
+            raise NotFound(f"member {member!r} not found") from None
+        if who.scope is not None:
+            rec["sales"] = self._store_sales(member, who.scope)
+            rec["rewards"] = [r for r in rec["rewards"] if r["store"] == who.scope]
+            rec["claims"] = [c for c in rec["claims"] if c["store"] == who.scope]
+        return rec
+
+    def _store_sales(self, member: str, store: str) -> list[dict[str, Any]]:
+        """The member's last 50 sales at one store, in the record's shape."""
+        sales: dict[str, dict[str, Any]] = {}
+        for ln in crm_store.member_lines(self.store, member, store):
+            s = sales.get(ln["sale"])
+            if s is None:
+                s = sales[ln["sale"]] = {k: ln[k] for k in ("sale", "store", "terminal", "receipt", "at_utc",
+                                                             "local_date")}
+                s.update(voided=bool(ln["voided"]), total=0, lines=[])
+            s["total"] += int(ln["amount"])
+            s["lines"].append({k: ln[k] for k in ("line", "sku", "name", "category", "qty", "amount")})
+        return list(sales.values())
+
+    def figures(self, *, who: Principal = OWNER, as_of: dt.date | None = None) -> dict[str, Any]:
+        """Headline figures as of a date (a manager: their store's)."""
+        asof = self.asof(as_of)
+        out = crm_store.figures(self.store, asof.day, who.scope)
+        out["as_of"] = asof.date.isoformat()
+        if who.scope is not None:
+            out["store"] = who.scope
+        return out
 
 
-Visit = tuple[str, int, int, int, int]  # (store, day, hour, weekday, amount) of one non-voided sale
-
-
-def figures_of(visits: dict[str, list[Visit]], cats: dict[str, dict[Any, tuple[int, int]]]) -> dict[str, Figures]:
-    """Per-member figures from each member's visits and (visits, spend) per category."""
-    out = {}
-    for m, vs in visits.items():
-        by: list[dict[Any, tuple[int, int]]] = [{}, {}, {}]
-        for store, _day, hour, weekday, amount in vs:
-            for d, key in zip(by, (store, hour, weekday), strict=True):
-                n, spent = d.get(key, (0, 0))
-                d[key] = (n + 1, spent + amount)
-        days = [v[1] for v in vs]
-        out[m] = Figures(min(days), max(days), len(vs), sum(v[4] for v in vs), mode(cats.get(m, {})),
-                         mode(by[0]), mode(by[1]), mode(by[2]))
-    return out
-
-
-def figures_from_lines(lines: Iterable[Sequence[Any]]) -> dict[str, Figures]:
-    """`figures_of` computed from sale_lines rows (SALE_LINE_COLS order) held in memory: the
-    same grouping the SQL does, for lines just built whose members have no others."""
-    sales: dict[tuple[str, str], list[Any]] = {}
-    cats: dict[str, dict[Any, list[Any]]] = {}
-    for r in lines:
-        member, voided = r[2], r[16]
-        if member is None or voided:
-            continue
-        v = sales.get((member, r[0]))
-        if v is None:
-            sales[(member, r[0])] = [r[3], r[8], r[9], r[10], r[15]]
-        else:
-            v[4] += r[15]
-        if r[13] is not None:
-            c = cats.setdefault(member, {}).setdefault(r[13], [set(), 0])
-            c[0].add(r[0])
-            c[1] += r[15]
-    visits: dict[str, list[Visit]] = {}
-    for (member, _sale), v in sales.items():
-        visits.setdefault(member, []).append((v[0], v[1], v[2], v[3], v[4]))
-    return figures_of(visits, {m: {k: (len(x[0]), x[1]) for k, x in d.items()} for m, d in cats.items()})
+__all__ = ["OWNER", "Crm", "CrmConflict", "Export", "Forbidden", "NotFound", "Preview", "SegmentError"]

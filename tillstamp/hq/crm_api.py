@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..sync import protocol as p
-from .crm_service import Crm, CrmConflict, Forbidden, NotFound
+from .crm import Crm, CrmConflict, Forbidden, NotFound
 from .segments import SegmentError
 from .service import Hq
 from .staff import Principal

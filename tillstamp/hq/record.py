@@ -12,7 +12,7 @@ from typing import Any
 from ..loyalty import events as ev
 from ..loyalty.program import Program
 from ..loyalty.projections import member_view
-from .crm import epoch_day
+from .readmodel import epoch_day
 from .store import HqStore
 
 WINDOWS = (30, 90, 365)

@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 import psycopg
 
 from ..sync.wire import Incoming, chain
-from .crm import SALE_LINE_COLS
 from .crm_store import PG_SCHEMA as CRM_ACCESS_SCHEMA
+from .readmodel import SALE_LINE_COLS
 from .store import (
     COUNTERS,
     EVENT_COLS,
@@ -34,9 +34,9 @@ from .store import (
     grants_of,
     slices,
 )
-from .store_crm import member_upsert
 from .store_predict import HISTORY_FETCH
 from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
+from .store_readmodel import member_upsert
 
 # Decodes the next chunk of a push while PostgreSQL applies the current one (psycopg waits
 # for the server without the GIL). Pure Python work only: it never touches a connection.

@@ -3,7 +3,7 @@
 A mixin of `SqlHqStore`: ingest and import call `_crm_after_ingest` inside their own
 transaction; `rebuild_crm` recomputes the read model from the events into the
 `*_rebuild` tables chunk by chunk, then either swaps it in or compares it with the live one.
-What a batch means is decided in `crm.py`; here are only the statements.
+What a batch means is decided in `rm.py`; here are only the statements.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from ..loyalty import events as ev
 from ..loyalty.events import Event, canonical, derived_id
 from ..loyalty.program import Program, parse_program
 from ..loyalty.projections import add_months, tier_at, tier_for
-from . import crm
-from .crm import SALE_LINE_COLS, CrmBatch, Figures
+from . import readmodel as rm
+from .readmodel import SALE_LINE_COLS, CrmBatch, Figures
 
 MEMBER_COLS = ("member", "phone", "name", "email", "birthday", "external_id", "store", "enrolled_at",
                "enrolled_day", "consent_whatsapp", "consent_email", "consent_sms", "balance", "tier", "badges",
@@ -97,14 +97,14 @@ class CrmStore:
         figures of members with no lines before this batch come from the lines in memory."""
         prog = self._crm_program(c)
         facts = list(events) + [event_tuple(a) for a in adjustments]
-        batch = crm.digest(facts, prog.timezone if prog else crm.DEFAULT_ZONE)
+        batch = rm.digest(facts, prog.timezone if prog else rm.DEFAULT_ZONE)
         known = None
         if new_sales and batch.lines and not batch.refunds and not batch.merges:
             known = self._crm_with_lines(c, LIVE, sorted({r[2] for r in batch.lines if r[2] is not None}))
         moved = self._crm_apply(c, batch, LIVE, prog)
         self._crm_pii(c, sorted(set(pii)), LIVE)
         if known is not None:
-            fresh = crm.figures_from_lines(r for r in batch.lines if r[2] not in known)
+            fresh = rm.figures_from_lines(r for r in batch.lines if r[2] not in known)
             self._crm_write_figures(c, LIVE, fresh)
             moved -= set(fresh)
         self._crm_figures(c, LIVE, sorted(moved))
@@ -122,11 +122,11 @@ class CrmStore:
 
     def _crm_apply(self, c: Any, batch: CrmBatch, t: Tables, prog: Program | None) -> set[str]:
         """Write a batch's members, lines, refunds and merges; returns members whose lines moved."""
-        zone = prog.timezone if prog else crm.DEFAULT_ZONE
+        zone = prog.timezone if prog else rm.DEFAULT_ZONE
         rows = []
         for m, ch in sorted(batch.members.items()):
             store = ch.enrolled_store if ch.enrolled_at else ch.store
-            day = crm.local_time(ch.enrolled_at, zone).day if ch.enrolled_at else None
+            day = rm.local_time(ch.enrolled_at, zone).day if ch.enrolled_at else None
             rows.append((m, store, ch.enrolled_at, day, ch.balance))
         self._crm_upsert_members(c, t, rows)
         for ch_name in ev.CHANNELS:
@@ -182,7 +182,7 @@ class CrmStore:
                                   f"AND {cond}", params).fetchall())
         return out
 
-    def _crm_refund(self, c: Any, t: Tables, refund: crm.Refund) -> set[str]:
+    def _crm_refund(self, c: Any, t: Tables, refund: rm.Refund) -> set[str]:
         """Net the refunded quantities and amounts out of the sale's lines."""
         row = self._x(c, "SELECT id, body FROM events WHERE kind = 'sale.recorded' AND store = ? AND ref = ? "
                          "AND terminal = ?", (refund.store, refund.ref, refund.terminal)).fetchone()
@@ -192,7 +192,7 @@ class CrmStore:
         held = self._x(c, f"SELECT line, qty, member FROM {t.lines} WHERE sale = ?", (sale_id,)).fetchall()
         if not held:
             return set()
-        changed, voided = crm.refunded_lines(body.get("lines") or [], int(body.get("discount", 0) or 0),
+        changed, voided = rm.refunded_lines(body.get("lines") or [], int(body.get("discount", 0) or 0),
                                              {int(r[0]): int(r[1]) for r in held}, refund.lines)
         self._many(c, f"UPDATE {t.lines} SET qty = ?, amount = ? WHERE sale = ? AND line = ?",
                    [(q, a, sale_id, i) for i, (q, a) in sorted(changed.items())])
@@ -259,7 +259,7 @@ class CrmStore:
         else:
             cond, params = self._any("member", part)
         where = f"WHERE voided = 0 AND {cond}"
-        visits: dict[str, list[crm.Visit]] = {}
+        visits: dict[str, list[rm.Visit]] = {}
         for m, store, day, hour, weekday, amount in self._x(
                 c, f"SELECT member, min(store), min(day), min(local_hour), min(weekday), sum(amount) FROM {t.lines} "
                    f"{where} GROUP BY member, sale", params).fetchall():
@@ -269,7 +269,7 @@ class CrmStore:
                 c, f"SELECT member, category, count(DISTINCT sale), sum(amount) FROM {t.lines} {where} "
                    "AND category IS NOT NULL GROUP BY member, category", params).fetchall():
             cats.setdefault(m, {})[cat] = (int(n), int(spend or 0))
-        return crm.figures_of(visits, cats)
+        return rm.figures_of(visits, cats)
 
     def _crm_tiers(self, c: Any, t: Tables, prog: Program | None, members: Sequence[str] | None) -> None:
         """Each member's tier as of their last event that counts for tiers (`None`: every member).
@@ -453,7 +453,7 @@ class CrmStore:
                 if not rows:
                     break
                 after = int(rows[-1][0])
-                self._crm_apply(c, crm.digest([r[1:] for r in rows], prog.timezone if prog else crm.DEFAULT_ZONE),
+                self._crm_apply(c, rm.digest([r[1:] for r in rows], prog.timezone if prog else rm.DEFAULT_ZONE),
                                 NEXT, prog)
             done += len(rows)
             if progress is not None:
@@ -464,7 +464,7 @@ class CrmStore:
             rows = self._x(c, f"SELECT gseq, {_FOLD_COLS} FROM events WHERE gseq > ? ORDER BY gseq",
                            (after,)).fetchall()
             if rows:
-                self._crm_apply(c, crm.digest([r[1:] for r in rows], prog.timezone if prog else crm.DEFAULT_ZONE),
+                self._crm_apply(c, rm.digest([r[1:] for r in rows], prog.timezone if prog else rm.DEFAULT_ZONE),
                                 NEXT, prog)
             self._crm_pii(c, None, NEXT)
             self._x(c, f"UPDATE {NEXT.members} SET phone = NULL, name = NULL, email = NULL, birthday = NULL, "
