@@ -16,7 +16,8 @@ import psycopg
 import pytest
 
 from tillstamp.cli import main
-from tillstamp.hq.predict import PredictError, churn_risk, epoch_day, explain, run_predictions
+from tillstamp.hq.predict import PredictError, epoch_day, run_predictions
+from tillstamp.hq.predicted import churn_risk, explain
 from tillstamp.hq.store import open_hq_store
 
 AS_OF = dt.date(2026, 6, 1)
@@ -210,3 +211,28 @@ def test_the_sentence_a_shopkeeper_reads():
                                          (0.5, "low"), (1.0, "low")])
 def test_churn_risk_bands(p, band):
     assert churn_risk(p) == band
+
+
+def test_the_member_record_shows_the_newest_predictions_in_plain_words(tmp_path):
+    from tillstamp.hq.record import MemberRef, member_record
+
+    url = f"sqlite:///{tmp_path / 'hq.db'}"
+    store = open_hq_store(url)
+    store.close()
+    rows = shop_lines()
+    put_lines(url, rows)
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        conn.execute("INSERT INTO crm_members(member, store, last_day) VALUES ('M001', 'JKT-01', ?)",
+                     (max(r[8] for r in rows if r[2] == "M001"),))
+    store = open_hq_store(url)
+    try:
+        assert "predictions" not in member_record(store, None, MemberRef(member="M001"), NOW) or \
+            member_record(store, None, MemberRef(member="M001"), NOW)["predictions"] is None
+        run_predictions(store, AS_OF, now=NOW)
+        rec = member_record(store, None, MemberRef(member="M001"), NOW)
+        pred = rec["predictions"]
+        assert pred is not None and 0 <= pred["p_visit_14d"] <= 1
+        assert pred["sentence"]["id"].endswith(f"kemungkinan kembali 2 minggu ini: {round(100 * pred['p_visit_14d'])} %")
+        assert "chance of coming back in the next 2 weeks" in pred["sentence"]["en"]
+    finally:
+        store.close()

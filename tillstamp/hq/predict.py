@@ -18,15 +18,11 @@ from threadpoolctl import threadpool_limits
 
 from ..insight.history import History
 from ..insight.predict import Predictions, predict
+from .predicted import churn_risk
 from .store import HqStore
 
 EPOCH = dt.date(1970, 1, 1)
 WRITE_CHUNK = 5000  # prediction rows per transaction
-
-# Churn-risk bands over the probability of a visit in the next 14 days (docs/INSIGHT.md):
-# a member below 0.2 is unlikely to come back on their own soon; above 0.5 is likely to.
-CHURN_BANDS = (("high", 0.2), ("medium", 0.5), ("low", 1.01))
-CHURN_RISKS = tuple(name for name, _ in CHURN_BANDS)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -38,14 +34,6 @@ class PredictError(ValueError):
 def epoch_day(d: dt.date) -> int:
     """Days since 1970-01-01: the read model's `day`."""
     return (d - EPOCH).days
-
-
-def churn_risk(p_visit_14d: float) -> str:
-    """The documented band of a probability of visiting within 14 days."""
-    for name, upper in CHURN_BANDS:
-        if p_visit_14d < upper:
-            return name
-    return CHURN_BANDS[-1][0]
 
 
 def load_history(store: HqStore, as_of: dt.date) -> History:
@@ -151,27 +139,3 @@ EXPORT_COLS = ("member", "external_id", "p_alive", "p_visit_14d", "expected_visi
 def export_row(r: dict[str, Any]) -> dict[str, Any]:
     """A stored prediction as the export shows it."""
     return {k: r[k] for k in EXPORT_COLS}
-
-
-_SENTENCES = {
-    "id": {"gap": "biasanya datang tiap {gap} hari", "once": "baru sekali datang",
-           "last": "terakhir {days} hari lalu", "today": "terakhir datang hari ini",
-           "chance": "kemungkinan kembali 2 minggu ini: {pct} %"},
-    "en": {"gap": "usually comes every {gap} days", "once": "has visited once",
-           "last": "last visit {days} days ago", "today": "last visit today",
-           "chance": "chance of coming back in the next 2 weeks: {pct} %"},
-}
-
-
-def explain(pred: dict[str, Any], last_day: int | None, today: dt.date, lang: str = "id") -> str:
-    """A sentence a shopkeeper understands, e.g. "biasanya datang tiap 9 hari; terakhir 23 hari
-    lalu; kemungkinan kembali 2 minggu ini: 35 %"."""
-    words = _SENTENCES["en" if lang == "en" else "id"]
-    parts = []
-    gap = pred.get("usual_gap_days")
-    parts.append(words["gap"].format(gap=round(gap)) if gap else words["once"])
-    if last_day is not None:
-        days = epoch_day(today) - last_day
-        parts.append(words["today"] if days <= 0 else words["last"].format(days=days))
-    parts.append(words["chance"].format(pct=round(100 * pred["p_visit_14d"])))
-    return "; ".join(parts)

@@ -86,12 +86,26 @@ def member_record(store: HqStore, program: Program | None, ref: MemberRef, now: 
         "claims": [{"at": e.at.isoformat(), "receipt": e.body.get("receipt", e.ref), "store": e.body.get("store"),
                     "stamps": e.stamps} for e in events if e.kind == ev.CLAIMED],
     }
+    out["predictions"] = _predictions(store, member, row["last_day"], now.astimezone(zone).date())
     if program is not None:
         view = member_view(program, member, events, now)
         out["tier"] = view.tier.id  # today's tier; the row holds the tier as of the last event
         out["card"] = {"filled": view.card_filled, "size": view.card_size, "full_cards": view.full_cards,
                        "expiring": [{"stamps": x.stamps, "at": x.at.isoformat()} for x in view.expiring]}
     return out
+
+
+def _predictions(store: HqStore, member: str, last_day: int | None, today: dt.date) -> dict[str, Any] | None:
+    """The member's newest predictions with the sentence a shopkeeper reads (id and en)."""
+    from .predicted import explain
+
+    pred = store.member_prediction(member)  # type: ignore[attr-defined]
+    if pred is None:
+        return None
+    keep = ("p_alive", "p_visit_14d", "expected_visits_30d", "value_12m", "next_visit", "best_hour",
+            "best_weekday", "churn_risk", "usual_gap_days", "skus", "categories", "reorder")
+    return {**{k: pred[k] for k in keep}, "run": pred["run"],
+            "sentence": {lang: explain(pred, last_day, today, lang) for lang in ("id", "en")}}
 
 
 def _date(day: int | None) -> str | None:

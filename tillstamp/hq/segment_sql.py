@@ -26,6 +26,7 @@ from .segments import (
     BirthdayThisMonth,
     BirthdayWithin,
     Bought,
+    ChurnRiskIn,
     Consented,
     EnrolledWithin,
     HasBadge,
@@ -34,11 +35,14 @@ from .segments import (
     Node,
     Not,
     Range,
+    ReorderDue,
     Rfm,
     Spend,
     StampsExpiring,
     TierIn,
     ToFullCard,
+    ValueTop,
+    VisitChance,
     Visits,
 )
 
@@ -187,7 +191,34 @@ class _Compiler:
                 return "(" + " AND ".join(conds) + ")"
             case Rfm(cells):
                 return self.rfm(cells)
+            case VisitChance(share):
+                a = self.predicted()
+                chance = [f"{a}.p_visit_14d IS NOT NULL"]
+                for op, bound in ((">=", share.min), ("<=", share.max)):
+                    if bound is not None:
+                        self.bind(bound)
+                        chance.append(f"{a}.p_visit_14d {op} ?")
+                return "(" + " AND ".join(chance) + ")"
+            case ValueTop(percent):
+                a = self.predicted()
+                self.bind(percent / 100)
+                return f"({a}.value_rank IS NOT NULL AND {a}.value_rank <= ?)"
+            case ReorderDue(days):
+                a = self.predicted()
+                self.bind(d + days)
+                return f"({a}.reorder_day IS NOT NULL AND {a}.reorder_day <= ?)"
+            case ChurnRiskIn(bands):
+                a = self.predicted()
+                return f"({a}.churn_risk IS NOT NULL AND " + self.inlist(f"{a}.churn_risk", bands) + ")"
         raise AssertionError(n)  # pragma: no cover
+
+    def predicted(self) -> str:
+        """Join the newest complete prediction run (`hq predict`), with each member's rank by
+        predicted 12-month value (cume_dist: the share of the run worth at least as much)."""
+        return self.join(
+            "SELECT member, p_visit_14d, reorder_day, churn_risk, cume_dist() OVER (ORDER BY value_12m DESC) "
+            "AS value_rank FROM predictions WHERE run = (SELECT max(run) FROM prediction_runs WHERE complete = 1)",
+            [])
 
     def expiring(self, days: int) -> str:
         window = self.asof.expiry_window(days)

@@ -8,6 +8,7 @@ and the as-of rule are in docs/HQ.md ("Segments").
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import json
 import re
@@ -18,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..loyalty.events import CHANNELS
+from .predicted import CHURN_RISKS
 
 EPOCH = dt.date(1970, 1, 1)
 MAX_DAYS = 3660  # ten years: a window longer than that is a typo, not a question
@@ -173,8 +175,53 @@ class Rfm:
     cells: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Share:
+    """Inclusive bounds on a probability (0..1); None is open."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def holds(self, value: float) -> bool:
+        """True when `value` lies within the bounds."""
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
+# Predicted leaves read the newest complete prediction run (`hq predict`); a member the run did
+# not score (no sale before its as-of) matches none of them.
+
+
+@dataclass(frozen=True)
+class VisitChance:
+    """Predicted probability of a visit in the next 14 days, within bounds."""
+
+    share: Share
+
+
+@dataclass(frozen=True)
+class ValueTop:
+    """Among the top `percent` % of the run's members by predicted 12-month value (ties kept)."""
+
+    percent: int
+
+
+@dataclass(frozen=True)
+class ReorderDue:
+    """A predicted reorder (any category) due by as-of + `days`; overdue ones included."""
+
+    days: int
+
+
+@dataclass(frozen=True)
+class ChurnRiskIn:
+    """In one of these churn-risk bands (hq/churn.py)."""
+
+    bands: tuple[str, ...]
+
+
 Leaf = (LastVisitDays | Visits | Spend | Bought | InStore | TierIn | BalanceIn | HasBadge | Consented
-        | BirthdayWithin | BirthdayThisMonth | EnrolledWithin | StampsExpiring | ToFullCard | Rfm)
+        | BirthdayWithin | BirthdayThisMonth | EnrolledWithin | StampsExpiring | ToFullCard | Rfm
+        | VisitChance | ValueTop | ReorderDue | ChurnRiskIn)
 Node = All | AnyOf | Not | Leaf
 
 
@@ -348,6 +395,35 @@ def _rfm(a: Any, p: str) -> Node:
     return Rfm(cells)
 
 
+def _share(a: Any, p: str) -> Node:
+    t = _table(a, p, ("min", "max"))
+    if not t:
+        raise SegmentError(f"{p}: give min, max or both")
+    out: dict[str, float] = {}
+    for k, v in t.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+            raise SegmentError(f"{_at(p, k)}: expected a probability from 0 to 1, got {v!r}")
+        out[k] = float(v)
+    if "min" in out and "max" in out and out["min"] > out["max"]:
+        raise SegmentError(f"{p}: min is above max")
+    return VisitChance(Share(out.get("min"), out.get("max")))
+
+
+def _value_top(a: Any, p: str) -> Node:
+    t = _table(a, p, ("top_percent",))
+    if "top_percent" not in t:
+        raise SegmentError(f"{p}: give top_percent")
+    return ValueTop(_int(t["top_percent"], _at(p, "top_percent"), 1, 100))
+
+
+def _churn(a: Any, p: str) -> Node:
+    bands = _names(a, p)
+    for i, b in enumerate(bands):
+        if b not in CHURN_RISKS:
+            raise SegmentError(f"{_at(p, i)}: unknown churn risk {b!r} (expected {', '.join(CHURN_RISKS)})")
+    return ChurnRiskIn(bands)
+
+
 _LEAVES: dict[str, Any] = {
     "last_visit_days": _last_visit,
     "visits": _visits,
@@ -364,6 +440,10 @@ _LEAVES: dict[str, Any] = {
     "stamps_expiring_within_days": lambda a, p: StampsExpiring(_int(a, p, 1, MAX_DAYS)),
     "stamps_to_full_card": lambda a, p: ToFullCard(_range(a, p)[0]),
     "rfm": _rfm,
+    "p_visit_14d": _share,
+    "value_12m": _value_top,
+    "reorder_due_within_days": lambda a, p: ReorderDue(_int(a, p, 0, MAX_DAYS)),
+    "churn_risk": _churn,
 }
 LEAVES = tuple(_LEAVES)
 
@@ -524,6 +604,17 @@ class StampFacts:
     stamps: int
 
 
+@dataclass(frozen=True)
+class PredictionFacts:
+    """What the reference evaluator reads of one member's row in the newest prediction run."""
+
+    member: str
+    p_visit_14d: float
+    value_12m: int
+    reorder_day: int | None
+    churn_risk: str
+
+
 @dataclass
 class Facts:
     """Everything the reference evaluator needs, read whole."""
@@ -531,6 +622,7 @@ class Facts:
     members: list[MemberFacts]
     lines: list[LineFacts]
     stamps: list[StampFacts] = field(default_factory=list)
+    predictions: list[PredictionFacts] = field(default_factory=list)
 
 
 def population(facts: Facts, asof: AsOf) -> list[MemberFacts]:
@@ -554,6 +646,13 @@ def evaluate(root: Node, facts: Facts, asof: AsOf) -> set[str]:
 
     def window(lines: list[LineFacts], within: int | None) -> list[LineFacts]:
         return lines if within is None else [ln for ln in lines if ln.day >= d - within]
+
+    predicted = {p.member: p for p in facts.predictions}
+    values = sorted((p.value_12m for p in facts.predictions), reverse=True)
+
+    def value_rank(v: int) -> float:
+        # cume_dist() over value descending: the share of the run's members worth at least v
+        return bisect.bisect_right([-x for x in values], -v) / len(values)
 
     def holds(node: Node, m: MemberFacts) -> bool:
         lines = by_member.get(m.member, [])
@@ -600,6 +699,18 @@ def evaluate(root: Node, facts: Facts, asof: AsOf) -> set[str]:
                 recency = d - max(ln.day for ln in lines)
                 freq = len({ln.sale for ln in window(lines, FREQUENCY_DAYS)})
                 return rfm_cell(recency, freq) in cells
+            case VisitChance(share):
+                p = predicted.get(m.member)
+                return p is not None and share.holds(p.p_visit_14d)
+            case ValueTop(percent):
+                p = predicted.get(m.member)
+                return p is not None and value_rank(p.value_12m) <= percent / 100
+            case ReorderDue(days):
+                p = predicted.get(m.member)
+                return p is not None and p.reorder_day is not None and p.reorder_day <= d + days
+            case ChurnRiskIn(bands):
+                p = predicted.get(m.member)
+                return p is not None and p.churn_risk in bands
         raise AssertionError(node)  # pragma: no cover - every node is matched above
 
     return {m.member for m in population(facts, asof) if holds(root, m)}
