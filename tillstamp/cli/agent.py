@@ -118,7 +118,7 @@ def cmd_print_reprint(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`tillstamp demo`: a scripted morning at a Jakarta coffee shop, no hardware needed."""
-    from ..agent.demo import run_demo
+    from ..demo.morning import run_demo
 
     return run_demo(out=Path(args.out) if args.out else None, serve=args.serve,
                     as_json=getattr(args, "json", False))

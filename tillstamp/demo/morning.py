@@ -1,4 +1,4 @@
-"""`tillstamp demo`: a morning at a Jakarta coffee shop with no hardware.
+"""The till's half of `tillstamp demo`: a morning at a Jakarta coffee shop with no hardware.
 
 The till gets a simulated camera (a video of QR codes replayed through `video://`), a
 simulated serial scanner (a pty pair: the demo types scans into the master, the scanner
@@ -23,9 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .config import CONFIG_NAME, load_config, render_config
-from .runtime import AgentOptions, Runtime, Subscription
-from .till import init_till, open_till
+from ..agent.config import CONFIG_NAME, load_config, render_config
+from ..agent.runtime import AgentOptions, Runtime, Subscription
+from ..agent.till import init_till, open_till
 
 EXAMPLE_PROGRAM = Path(__file__).resolve().parents[2] / "examples" / "program.toml"
 JAKARTA = dt.timezone(dt.timedelta(hours=7))
