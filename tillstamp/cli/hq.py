@@ -53,8 +53,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Say where it listens before anything else: a server that prints nothing looks hung.
     print(f"tillstamp hq serving {_safe_db(args.db)} on http://{args.host}:{args.port}/ "
           f"(API docs at /docs)", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(hq), host=args.host, port=args.port, log_level=args.log_level,
+    app = create_app(hq)
+    loop = None
+    if args.config:  # flows and channels: the scheduler runs inside the server
+        from ..hq.messaging import ConfigError
+        from .hq_flows import start_scheduler
+
+        try:
+            loop = start_scheduler(app, hq, args.config, args.tick)
+        except ConfigError as e:
+            hq.store.close()
+            return _fail(str(e))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=True, log_config=_log_config())
+    if loop is not None:
+        loop.stop()
     hq.store.close()
     return 0
 
@@ -345,6 +358,8 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8700)
     p.add_argument("--log-level", default="info",
                    help="uvicorn log level (default info: its address and one line per request)")
+    p.add_argument("--config", metavar="HQ_TOML", help="hq.toml: run the flow scheduler and the provider webhooks")
+    p.add_argument("--tick", type=float, default=60.0, help="seconds between flow ticks (default 60)")
     p.set_defaults(func=cmd_serve)
 
     from . import hq_predict
@@ -423,9 +438,10 @@ def register(sub: Any) -> None:
     p.add_argument("member")
     p.set_defaults(func=cmd_revoke)
 
-    from . import hq_crm
+    from . import hq_crm, hq_flows
 
     hq_crm.register(hq, common, sub._parser_class)
+    hq_flows.register(hq, common, sub._parser_class)
 
 def _register_terminal_more(term: Any, common: argparse.ArgumentParser) -> None:
     p = term.add_parser("list", parents=[common], help="list enrolled terminals",

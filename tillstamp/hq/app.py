@@ -6,6 +6,7 @@
     GET  /v1/pull     ?cursor=N&limit=M: a page of the change feed              (signed)
     GET  /v1/time     HQ's clock, for a till to measure its offset             (unsigned)
     /v1/crm/...       the staff API (hq/crm_api.py)                              (bearer token)
+    /v1/webhooks/..., /v1/unsubscribe/...  provider callbacks (hq/webhooks.py)   (provider-signed)
 
 Every answer, refusals included, carries HQ's clock in `X-HQ-Time` (Unix ms).
 """
@@ -31,6 +32,7 @@ from .crm_api import mount_crm
 from .limits import BodyLimit, BodyTooLarge
 from .service import AuthFailed, BadBatch, Hq
 from .store import CursorGone, EnrollRefused, GapError, QuarantineError
+from .webhooks import mount_webhooks
 
 _LEDGER_DOC = ("What tills send: one line per event, exactly the bytes its ledger hash covers "
                "(canonical head JSON, 0x1F, canonical body JSON), then a trailer line "
@@ -147,6 +149,7 @@ def create_app(hq: Hq) -> FastAPI:
         return await run_in_threadpool(hq.pull, term, cursor, limit)
 
     mount_crm(app, hq)
+    mount_webhooks(app, hq)  # provider callbacks and one-click unsubscribe (hq/webhooks.py)
     return app
 
 

@@ -17,6 +17,7 @@ from sqlite_utils import Database, Migrations
 from ..sync.wire import Incoming
 from .crm_store import SQLITE_SCHEMA as CRM_ACCESS_SCHEMA
 from .store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
+from .store_flows import SQLITE_SCHEMA as FLOWS_SCHEMA
 from .store_predict import SQLITE_SCHEMA as PREDICT_SCHEMA
 
 migrations = Migrations("tillstamp.hq")
@@ -71,6 +72,12 @@ def m006_crm_segments_staff(db: Database) -> None:
 @migrations()
 def m007_predictions(db: Database) -> None:
     for sql in PREDICT_SCHEMA:
+        db.execute(sql)
+
+
+@migrations()
+def m008_flows(db: Database) -> None:
+    for sql in FLOWS_SCHEMA:
         db.execute(sql)
 
 
