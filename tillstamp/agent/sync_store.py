@@ -287,6 +287,7 @@ class SyncStore:
         elif ch.kind == "program":
             c.execute("INSERT INTO hq_programs(version, source) VALUES (?, ?) ON CONFLICT DO NOTHING",
                       (int(d["version"]), canonical(d["source"]).decode()))
+        # "store" ({"store", "name"}): a shop's name, which a till takes at enrolment; nothing to keep.
 
     def trust_member_keys(self, keys: dict[str, str]) -> None:
         """Trust HQ's member-card keys (at enrolment)."""

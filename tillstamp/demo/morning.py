@@ -210,24 +210,31 @@ def run_demo(out: Path | None = None, serve: bool = False, as_json: bool = False
     watch = Watcher(rt)
     rt.start()
     server = BackgroundServer(rt).start()
+    office = None
     try:
         api = TillClient(server.url)
         story = _script(api, rt, watch, master, people, day)
         rt.flush_prints(10)
         health = api.health()
         members = {who: api.member(mid) for who, mid in people.items()}
+        from .office import head_office
+
+        office = head_office(data, out, day, JAKARTA)
         if serve:
-            _serve_until_signal(server.url, story)
+            _serve_until_signal(server.url, story, office.url)
     finally:
         server.stop()
         rt.shutdown()
+        if office is not None:
+            office.close()
         os.close(master)
         os.close(slave)
     pngs = _receipts(out)
     report = {"out": str(out), "data": str(data), "day": day.isoformat(),
               "seconds": round(time.monotonic() - started, 1),
               "story": story, "receipts": [p.name for p in pngs], "devices": health["devices"],
-              "outbox_waiting": health["outbox"]["waiting"], "members": members}
+              "outbox_waiting": health["outbox"]["waiting"], "members": members,
+              "head_office": office.report if office is not None else None}
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
@@ -236,11 +243,12 @@ def run_demo(out: Path | None = None, serve: bool = False, as_json: bool = False
     return 0
 
 
-def _serve_until_signal(url: str, story: list[str]) -> None:
+def _serve_until_signal(url: str, story: list[str], hq_url: str) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"Panel kasir / cashier panel: {url}/   (Ctrl+C to stop)", flush=True)
+    print(f"Panel kasir / cashier panel: {url}/", flush=True)
+    print(f"Kantor pusat / head office: {hq_url}/   (API {hq_url}/docs; Ctrl+C to stop)", flush=True)
     stop.wait()
 
 
@@ -260,5 +268,17 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(table)
     devices = ", ".join(f"{n}: {d['state']}" for n, d in report["devices"].items())
     console.print(f"Devices: {devices}; events waiting for HQ: {report['outbox_waiting']}")
+    office = report.get("head_office")
+    if office:
+        console.rule("[bold]Kantor pusat / head office")
+        console.print(f"  The till enrols with head office ({office['db']}) and pushes {office['pushed']} "
+                      f"events; head office now knows {office['stats'].get('members', '?')} members.")
+        seg = office["segment"]
+        console.print(f"  Segment '{seg['name']}': {seg['count']} ({', '.join(n or '-' for n in seg['members'])})")
+        tick = office["flows"]["tick"]
+        console.print(f"  Welcome flow, one tick: due {tick['due']}, sent {tick['sent']}, "
+                      f"skipped for lack of consent {tick['skipped']['no_consent']}; to the stand-in provider:")
+        for m in office["flows"]["sent"]:
+            console.print(f"    {m['channel']:<8} {m['to']:<15} {m['text']}")
     console.print(f"Receipts ({len(report['receipts'])} PNG) and report.json in [bold]{report['out']}[/]")
     console.print(f"Done in {report['seconds']} s.")

@@ -120,7 +120,7 @@ class Change(BaseModel):
     """One entry of the pull feed. `kind` says what `data` is."""
 
     seq: int
-    kind: Literal["program", "member", "erased", "revoked", "terminal_key", "member_key", "claim_revoked"]
+    kind: Literal["program", "member", "erased", "revoked", "terminal_key", "member_key", "claim_revoked", "store"]
     key: str
     data: dict[str, Any]
 
