@@ -47,25 +47,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..hq.app import create_app
+    from ..hq.web.codes import ConfigError, load_web_config
 
+    try:
+        web = load_web_config(args.config)
+    except ConfigError as e:
+        return _fail(str(e))
     hq = _hq(args)
     hq.signing_key()
     # Say where it listens before anything else: a server that prints nothing looks hung.
     print(f"tillstamp hq serving {_safe_db(args.db)} on http://{args.host}:{args.port}/ "
           f"(API docs at /docs)", file=sys.stderr, flush=True)
-    app = create_app(hq)
+    app = create_app(hq, web)
     loop = None
     if args.config:  # flows and channels: the scheduler runs inside the server
-        from ..hq.messaging import ConfigError
+        from ..hq.messaging import ConfigError as MessagingError
         from .hq_flows import start_scheduler
 
         try:
             loop = start_scheduler(app, hq, args.config, args.tick)
-        except ConfigError as e:
+        except MessagingError as e:
             hq.store.close()
             return _fail(str(e))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=True, log_config=_log_config())
+                access_log=True, log_config=_log_config(), proxy_headers=args.behind_proxy,
+                forwarded_allow_ips="*" if args.behind_proxy else None)
     if loop is not None:
         loop.stop()
     hq.store.close()
@@ -352,14 +358,19 @@ def register(sub: Any) -> None:
     common = _common()
     hq = sub.add_parser("hq", help="head office: sync endpoint, terminals, program").add_subparsers(
         dest="sub", metavar="ACTION", required=True, parser_class=sub._parser_class)
-    p = hq.add_parser("serve", parents=[common], help="run the HQ sync endpoint (HTTP)",
-                      description="Serve the sync API (OpenAPI at /docs).")
+    p = hq.add_parser("serve", parents=[common], help="run the HQ sync endpoint, dashboard and customer pages (HTTP)",
+                      description="Serve the sync API (OpenAPI at /docs), the staff dashboard at / and the "
+                                  "customer's pages at /k/ and /saya.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8700)
     p.add_argument("--log-level", default="info",
                    help="uvicorn log level (default info: its address and one line per request)")
-    p.add_argument("--config", metavar="HQ_TOML", help="hq.toml: run the flow scheduler and the provider webhooks")
+    p.add_argument("--config", metavar="HQ_TOML",
+                   help="hq.toml: channels and rules, the flow scheduler, provider webhooks, the public "
+                        "address and the one-time-code channel (docs/FLOWS.md, docs/DASHBOARD.md)")
     p.add_argument("--tick", type=float, default=60.0, help="seconds between flow ticks (default 60)")
+    p.add_argument("--behind-proxy", action="store_true",
+                   help="trust X-Forwarded-For/-Proto from the reverse proxy (for rate limits by address)")
     p.set_defaults(func=cmd_serve)
 
     from . import hq_predict

@@ -149,12 +149,53 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def _password(args: argparse.Namespace) -> str | None:
+    """The password read from stdin (first line) with --password-stdin; PasswordError if too short."""
+    if not getattr(args, "password_stdin", False):
+        return None
+    from ..hq.web.auth import hash_password
+
+    return hash_password(sys.stdin.readline().rstrip("\r\n"))
+
+
 def cmd_user_add(args: argparse.Namespace) -> int:
+    from ..hq.web.auth import PasswordError
+
+    try:
+        hashed = _password(args)
+    except PasswordError as e:
+        return _fail(str(e))
+
     def body(crm: Crm) -> int:
         row, token = crm.add_user(args.name, args.role)
+        if hashed is not None:
+            from ..hq.web import store_web
+
+            store_web.set_password(crm.store, row.name, hashed, crm.hq.clock())
         _emit(args, {"user": row.name, "role": row.role, "store": row.store, "token": token},
               f"user {row.name} ({row.role}{':' + row.store if row.store else ''}) added; bearer token "
               f"(shown once): {token}")
+        return 0
+    return _run(args, body)
+
+
+def cmd_user_password(args: argparse.Namespace) -> int:
+    from ..hq.web.auth import PasswordError
+
+    try:
+        hashed = _password(args)
+    except PasswordError as e:
+        return _fail(str(e))
+    assert hashed is not None
+
+    def body(crm: Crm) -> int:
+        from ..hq.crm import NotFound
+        from ..hq.web import store_web
+
+        if store_web.staff_user(crm.store, args.name) is None:
+            raise NotFound(f"user {args.name!r} not found (add one with `hq user add`)")
+        store_web.set_password(crm.store, args.name, hashed, crm.hq.clock())
+        _emit(args, {"user": args.name, "password": "set"}, f"password of {args.name} set")
         return 0
     return _run(args, body)
 
@@ -212,4 +253,11 @@ def register(hq: Any, common: argparse.ArgumentParser, parser_class: Any) -> Non
                         description="Add a staff user; the bearer token is printed once and stored hashed.")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--role", required=True, help="owner, marketer or manager:STORE")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read a password for the dashboard (at least 10 characters) from stdin; stored argon2-hashed")
     p.set_defaults(func=cmd_user_add)
+
+    p = user.add_parser("password", parents=[common], help="set a staff user's dashboard password (from stdin)",
+                        description="Read a new dashboard password from stdin and store its argon2 hash.")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_user_password, password_stdin=True)

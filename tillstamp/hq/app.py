@@ -7,6 +7,7 @@
     GET  /v1/time     HQ's clock, for a till to measure its offset             (unsigned)
     /v1/crm/...       the staff API (hq/crm_api.py)                              (bearer token)
     /v1/webhooks/..., /v1/unsubscribe/...  provider callbacks (hq/webhooks.py)   (provider-signed)
+    /, /login, ...    the staff dashboard and the customer's pages (hq/web/)     (sessions)
 
 Every answer, refusals included, carries HQ's clock in `X-HQ-Time` (Unix ms).
 """
@@ -17,7 +18,7 @@ import datetime as dt
 import sqlite3
 import time
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from fastapi import FastAPI, Query, Request
@@ -32,7 +33,11 @@ from .crm_api import mount_crm
 from .limits import BodyLimit, BodyTooLarge
 from .service import AuthFailed, BadBatch, Hq
 from .store import CursorGone, EnrollRefused, GapError, QuarantineError
+from .web import mount_web
 from .webhooks import mount_webhooks
+
+if TYPE_CHECKING:
+    from .web.codes import WebConfig
 
 _LEDGER_DOC = ("What tills send: one line per event, exactly the bytes its ledger hash covers "
                "(canonical head JSON, 0x1F, canonical body JSON), then a trailer line "
@@ -57,8 +62,8 @@ def _gunzip(body: bytes, encoding: str) -> bytes:
     return out
 
 
-def create_app(hq: Hq) -> FastAPI:
-    """The ASGI app serving `hq`."""
+def create_app(hq: Hq, web: WebConfig | None = None) -> FastAPI:
+    """The ASGI app serving `hq` (with the web pages configured by `web`, defaults without)."""
     app = FastAPI(title="tillstamp HQ sync", version=p.VERSION,
                   description="Push events from tills, pull the change feed. See docs/SYNC.md.",
                   docs_url=None, redoc_url=None)  # /docs from the package, not a CDN: apidocs.py
@@ -150,6 +155,7 @@ def create_app(hq: Hq) -> FastAPI:
 
     mount_crm(app, hq)
     mount_webhooks(app, hq)  # provider callbacks and one-click unsubscribe (hq/webhooks.py)
+    mount_web(app, app.state.crm, web)
     return app
 
 

@@ -568,8 +568,21 @@ class SqlHqStore(CrmStore, PredictionStore):
         result = IngestResult(acked=last, inserted=inserted, duplicates=len(new) - inserted, refused=len(refused))
         self._finish(c, terminal_id, result, [m for m, b in balances if int(b) < 0], members, now, compensate,
                      staged=True, claims=claims_of(new))
-        self._crm_after_ingest(c, new, result.adjustments, [m["id"] for m in members])
+        stored = new if inserted == len(new) else self._own_events(c, terminal_id, new)
+        self._crm_after_ingest(c, stored, result.adjustments, [m["id"] for m in members])
         return result
+
+    def _own_events(self, c: Any, terminal_id: str, events: Sequence[Incoming]) -> list[Incoming]:
+        """The events stored under this terminal's own positions: an id HQ already held (the
+        same claim made on the phone, the same derived award from another till) is left out,
+        so the read model counts it once, as the balances do."""
+        own: set[str] = set()
+        ids = [e.id for e in events]
+        for lo in range(0, len(ids), 5000):
+            cond, params = self._any("id", ids[lo:lo + 5000])
+            own |= {r[0] for r in self._x(c, f"SELECT id FROM events WHERE {cond} AND terminal = ?",
+                                          [*params, terminal_id]).fetchall()}
+        return [e for e in events if e.id in own]
 
     def _finish(self, c: Any, terminal_id: str, result: IngestResult, negative: Sequence[str],
                 members: Sequence[dict[str, Any]], now: dt.datetime, compensate: Compensate, *,

@@ -38,6 +38,7 @@ from .store_flows import PG_SCHEMA as FLOWS_SCHEMA
 from .store_predict import HISTORY_FETCH
 from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
 from .store_readmodel import member_upsert
+from .web.store_web import PG_SCHEMA as WEB_SCHEMA
 
 # Decodes the next chunk of a push while PostgreSQL applies the current one (psycopg waits
 # for the server without the GIL). Pure Python work only: it never touches a connection.
@@ -102,6 +103,8 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS sale_lines_store_day ON sale_lines(store, day)",
     # Saved segments, their daily sizes, staff users and the audit log (hq/crm_store.py).
     *CRM_ACCESS_SCHEMA,
+    # Staff passwords, sessions and one-time codes of the web pages (hq/web/store_web.py).
+    *WEB_SCHEMA,
 )
 # As CRM_SUPPORT on SQLite: an imported member's external id, refund -> sale, rebuild tables.
 SCHEMA = (
@@ -296,6 +299,8 @@ class PgHqStore(SqlHqStore):
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
                      claims=claims)
+        if inserted < total:
+            stored = self._own_events(c, terminal_id, stored)
         self._crm_after_ingest(c, stored, result.adjustments, [m["id"] for m in members])
         return result
 
