@@ -30,7 +30,10 @@ PARSE_ONLY = ("tillstamp init --hq", "tillstamp scan listen serial:", "tillstamp
 # Run, and refused as a user would be: (start of the example, what stderr says).
 REFUSED = {"tillstamp hq terminal remove": "not enrolled here",
            # the tour's HQ has had no push from a till yet, so it knows no member to erase
-           "tillstamp hq erase": "is not a member at head office"}
+           "tillstamp hq erase": "is not a member at head office",
+           # nor any sale to fit predictions on, so there is nothing to export either
+           "tillstamp hq predict --db": "nothing to fit on",
+           "tillstamp hq predict export": "no predictions yet"}
 
 
 def examples() -> list[str]:
