@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,19 +30,6 @@ ENV = {"TS_WA_TOKEN": WA_TOKEN, "TS_WA_SECRET": WA_SECRET, "TS_WA_VERIFY": WA_VE
        "TS_SMS_SECRET": SMS_SECRET, "TS_UNSUB": "unsub-secret", "TS_SMTP_USER": "kopi", "TS_SMTP_PASS": "rahasia"}
 # 10:00 in Jakarta (WIB), 12:00 in Jayapura (WIT), on Monday 2 March 2026
 T0 = dt.datetime(2026, 3, 2, 3, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
-    from sync.pgserver import PgServer, pg_bin
-
-    if pg_bin() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL binaries not found and CI=true: install postgresql-15")
-        pytest.skip("PostgreSQL binaries not found")
-    server = PgServer()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
