@@ -117,3 +117,22 @@ def test_a_short_history_falls_back_to_bgnbd() -> None:
 def test_an_empty_history_predicts_nothing() -> None:
     p = predict(History.from_rows([]), AS_OF)
     assert len(p) == 0 and list(p) == []
+
+
+def test_a_history_too_thin_to_fit_gives_numbers_not_nan() -> None:
+    """Nobody came twice: the fits sit at a boundary, and every stored figure is still a number."""
+    import datetime as dt
+
+    import numpy as np
+
+    from tillstamp.insight.history import History
+    from tillstamp.insight.predict import predict
+
+    zone = dt.timezone(dt.timedelta(hours=7))
+    rows = [("C-1", "R-1", dt.datetime(2026, 10, 20, 9, 15, tzinfo=zone), "KOPI", "coffee", 50000),
+            ("C-1", "R-1", dt.datetime(2026, 10, 20, 9, 15, tzinfo=zone), "CRO", None, 22000),
+            ("C-2", "R-2", dt.datetime(2026, 10, 21, 10, 0, tzinfo=zone), "KOPI", "coffee", 25000)]
+    p = predict(History.from_rows(rows), dt.date(2026, 11, 1))
+    for name in ("p_alive", "p_visit_14d", "expected_visits_30d"):
+        assert np.isfinite(getattr(p, name)).all(), name
+    assert (p.value_12m >= 0).all()

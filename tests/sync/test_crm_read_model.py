@@ -357,3 +357,15 @@ def test_a_batch_touching_many_members(hq: Hq) -> None:
     assert [member_row(hq, m)["tier"] for m in ms] == ["bronze"] * 29 + ["silver"]  # silver from 30 stamps
     assert rows(hq, "SELECT count(*) FROM sale_lines") == [(90,)]
     assert hq.store.verify_crm().ok
+
+
+def test_an_award_two_tills_derived_counts_once(hq: Hq) -> None:
+    a, b = enrol(hq, "S1"), enrol(hq, "S1")
+    m = new_id()
+    mission = Event(derived_id("mission", m, "rajin", "2026-W10"), ev.MISSION, T0, m, 5, "rajin",
+                    {"mission": "rajin", "badge": "rajin-ngopi"})
+    push(hq, a, 1, [Event(new_id(), ev.EARNED, T0, m, 1, "x", {}), mission])
+    push(hq, b, 1, [Event(new_id(), ev.EARNED, T0, m, 2, "y", {}), mission])
+    assert hq.store.balances()[m] == 8
+    assert member_row(hq, m)["balance"] == 8 and json.loads(member_row(hq, m)["badges"]) == ["rajin-ngopi"]
+    assert hq.store.verify_crm().ok

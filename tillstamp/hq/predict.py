@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -78,7 +79,9 @@ def prediction_rows(preds: Predictions, run: int, gaps: dict[str, float]) -> Ite
     for p in preds:
         reorder = [{"category": c, "due": d.isoformat()} for c, d in p.reorder]
         yield (p.member, run, p.p_alive, p.p_visit_14d, p.expected_visits_30d, p.value_12m,
-               p.next_visit.isoformat(), epoch_day(p.next_visit), p.best_hour, p.best_weekday,
+               # no date when the model expects no further visit at all
+               p.next_visit.isoformat() if p.next_visit else None,
+               epoch_day(p.next_visit) if p.next_visit else None, p.best_hour, p.best_weekday,
                churn_risk(p.p_visit_14d), gaps.get(p.member),
                json.dumps(p.skus, ensure_ascii=False), json.dumps(p.categories, ensure_ascii=False),
                json.dumps(reorder, ensure_ascii=False),
@@ -95,7 +98,11 @@ def run_predictions(store: HqStore, as_of: dt.date, *, now: dt.datetime,
         raise PredictError(f"no member has a sale before {as_of.isoformat()}: nothing to fit on")
     # The fits are many small vector operations: BLAS threads only wait for each other, and on
     # a busy 2-core server they made a run about ten times slower (docs/INSIGHT.md).
-    with threadpool_limits(limits=1, user_api="blas"):
+    # Fits probe the edges of their parameter space (overflow, 0/0) and the models replace what
+    # is not finite; those floating-point warnings are not for the person running the command.
+    with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         preds = predict(history, as_of)
     gaps = _usual_gap(history)
     run = store.start_run(as_of, epoch_day(as_of), preds.model_version, now,  # type: ignore[attr-defined]

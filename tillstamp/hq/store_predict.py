@@ -31,7 +31,7 @@ def _schema(serial: str, real: str, strict: str) -> tuple[str, ...]:
             complete INTEGER NOT NULL DEFAULT 0){strict}""",
         f"""CREATE TABLE IF NOT EXISTS predictions (member TEXT NOT NULL, run INTEGER NOT NULL,
             p_alive {real} NOT NULL, p_visit_14d {real} NOT NULL, expected_visits_30d {real} NOT NULL,
-            value_12m INTEGER NOT NULL, next_visit TEXT NOT NULL, next_visit_day INTEGER NOT NULL,
+            value_12m INTEGER NOT NULL, next_visit TEXT, next_visit_day INTEGER,
             best_hour INTEGER NOT NULL, best_weekday INTEGER NOT NULL, churn_risk TEXT NOT NULL,
             usual_gap_days {real}, skus TEXT NOT NULL, categories TEXT NOT NULL,
             reorder TEXT NOT NULL, reorder_day INTEGER,

@@ -44,7 +44,7 @@ class MemberPrediction:
     p_visit_14d: float
     expected_visits_30d: float
     value_12m: int  # minor units
-    next_visit: dt.date
+    next_visit: dt.date | None  # None when the fit expects no further visit (NaT)
     best_hour: int  # 0-23, store-local
     best_weekday: int  # 0 = Monday
     skus: list[str]  # up to 10, best first
@@ -131,10 +131,11 @@ def predict(history: History, as_of: dt.date) -> Predictions:
     else:
         p_alive = exp30 = exp12m = wait_days = np.zeros(0)
     spend = _spend_per_visit(s.x, s.mean_repeat_spend, occ.spend, occ.member, n, params)
-    value_12m = np.round(exp12m * spend).astype(np.int64)
+    value = np.asarray(exp12m * spend, dtype=np.float64)
+    value_12m = np.round(np.where(np.isfinite(value) & (value > 0), value, 0.0)).astype(np.int64)
     last_day = np.datetime64(as_of, "D") - np.timedelta64(1, "D")
     next_visit = np.maximum(
-        last_day + np.nan_to_num(wait_days, nan=365.0).astype(np.int64),
+        last_day + np.minimum(np.nan_to_num(wait_days, nan=365.0, posinf=365.0), 3650.0).astype(np.int64),
         np.datetime64(as_of, "D"),
     ).astype("datetime64[D]")
 
@@ -171,12 +172,16 @@ def predict(history: History, as_of: dt.date) -> Predictions:
     best_hour, best_weekday = timing.fit_predict(rm, rh, rw, n, h.store_hours)
     params["best_time"] = {"prior_weight": timing.prior_weight, "window_hours": timing.window}
 
+    # A history too thin to fit (nobody came twice) can leave BG/NBD at a boundary where the
+    # expectations are inf or NaN: then nothing is expected, rather than a number that is not one.
+    exp30 = np.nan_to_num(np.asarray(exp30, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    fine = np.isfinite(np.asarray(p_alive, dtype=np.float64))
     return Predictions(
         as_of=as_of,
         members=h.members,
-        p_alive=np.asarray(p_alive, dtype=np.float64),
-        p_visit_14d=p14,
-        expected_visits_30d=np.asarray(exp30, dtype=np.float64),
+        p_alive=np.where(fine, np.asarray(p_alive, dtype=np.float64), 0.0),
+        p_visit_14d=np.nan_to_num(np.asarray(p14, dtype=np.float64), nan=0.0),
+        expected_visits_30d=exp30,
         value_12m=value_12m,
         next_visit=next_visit,
         best_hour=best_hour,
