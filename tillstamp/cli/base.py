@@ -70,6 +70,15 @@ def kv(data: dict[str, Any]) -> str:
     return "\n".join(f"{k}: {v}" for k, v in data.items() if v is not None)
 
 
+def emit_text(args: argparse.Namespace, data: Any, human: str) -> None:
+    """Print a result: JSON with --json, else the text already written for a person."""
+    emit(args, data, lambda _: human)
+
+
+def fail(message: str) -> int:
+    """Say why on one line of stderr; the exit status of bad input or a refusal (2)."""
+    print(f"tillstamp: {message}", file=sys.stderr, flush=True)
+    return 2
 
 
 def data_arg(args: argparse.Namespace) -> Path:

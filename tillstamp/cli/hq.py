@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..loyalty.program import ProgramError
+from .base import emit_text as _emit
+from .base import fail as _fail
 
 if TYPE_CHECKING:
     from ..hq.service import Hq
@@ -25,15 +27,6 @@ def _common() -> argparse.ArgumentParser:
                                                     f"(default {DEFAULT_DB})")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
     return p
-
-
-def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
-    print(json.dumps(data, ensure_ascii=False, default=str) if getattr(args, "json", False) else human, flush=True)
-
-
-def _fail(message: str) -> int:
-    print(f"tillstamp: {message}", file=sys.stderr, flush=True)
-    return 2
 
 
 def _hq(args: argparse.Namespace) -> Hq:

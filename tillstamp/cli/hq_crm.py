@@ -12,17 +12,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .base import emit_text as _emit
+from .base import fail as _fail
+
 if TYPE_CHECKING:
     from ..hq.crm import Crm
-
-
-def _emit(args: argparse.Namespace, data: Any, human: str) -> None:
-    print(json.dumps(data, ensure_ascii=False, default=str) if getattr(args, "json", False) else human, flush=True)
-
-
-def _fail(message: str) -> int:
-    print(f"tillstamp: {message}", file=sys.stderr, flush=True)
-    return 2
 
 
 def _crm(args: argparse.Namespace) -> Crm:
