@@ -3,27 +3,18 @@ request to anywhere but loopback is refused still draws Swagger UI from the pack
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from browser import ARGS, CHROMIUM, require_chromium
 from sync.live import serve
 
 from tillstamp.hq.app import create_app
 from tillstamp.hq.service import Hq
 from tillstamp.hq.store import open_hq_store
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
-
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"{CHROMIUM} is missing: CI must install chromium for the browser tests")
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); browser tests need it",
-                allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Page, Route, expect, sync_playwright
 

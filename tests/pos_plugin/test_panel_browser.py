@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pytest
 from agent.kit import sale
+from browser import ARGS, CHROMIUM, require_chromium
 
 from tillstamp.drivers.events import ScanEvent, utc_now
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
-
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"{CHROMIUM} is missing: CI must install chromium for the browser tests")
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); browser tests need it",
-                allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import expect, sync_playwright
 

@@ -14,18 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import ARGS, CHROMIUM, require_chromium
 
 from web.conftest import PASSWORD, XSS, Web
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync"]
-
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"{CHROMIUM} is missing: CI must install chromium for the browser tests")
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); browser tests need it",
-                allow_module_level=True)
+require_chromium()
 
 import uvicorn
 from playwright.sync_api import Page, expect, sync_playwright
