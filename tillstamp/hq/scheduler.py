@@ -236,8 +236,7 @@ class FlowEngine:
             cond, params = f"{mod} >= ?", [size, size, size, max(1, size - value)]
             select = "m.balance, NULL"
         elif kind == "stamps_expiring_within_days":
-            compiled = segment_sql.compile_segment(StampsExpiring(value), asof, dialect)
-            cond, params = compiled.sql, list(compiled.params)
+            cond = "1 = 1"  # the segment leaf below selects them
         elif kind == "enrolled":
             cond, params = "m.enrolled_day IS NOT NULL AND m.enrolled_day >= ? AND m.enrolled_day <= ?", [d - 7, d]
         elif kind == "tier_changed":
@@ -249,13 +248,21 @@ class FlowEngine:
             raise FlowError(f"unknown trigger {kind}")
         cond = f"({zcond}) AND ({cond})"
         params = [*zparams, *params]
+        # The expiring-stamps leaf and the audience compile as one segment, so their joins get
+        # distinct aliases; join parameters come before every WHERE parameter in the SQL text.
+        nodes: list[Any] = [StampsExpiring(value)] if kind == "stamps_expiring_within_days" else []
         if flow.audience is not None:
             from .crm import Crm
 
-            seg = Crm(self.hq).definition(flow.audience)
-            compiled = segment_sql.compile_segment(seg.root, asof, dialect)
+            nodes.append(Crm(self.hq).definition(flow.audience).root)
+        if nodes:
+            from .segments import All
+
+            compiled = segment_sql.compile_segment(All(tuple(nodes)), asof, dialect)
+            k = compiled.join_params
+            join += compiled.joins
             cond += f" AND ({compiled.sql})"
-            params += list(compiled.params)
+            params = [*compiled.params[:k], *params, *compiled.params[k:]]
         out = []
         for cand in sf.candidates(self.store, cond, params, select, join):
             if kind == "lapsed_days":

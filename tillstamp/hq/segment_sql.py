@@ -59,6 +59,7 @@ class Compiled:
     joins: str
     sql: str
     params: tuple[Any, ...]
+    join_params: int = 0  # how many of `params` belong to the joins (they come first)
 
     @property
     def where(self) -> str:
@@ -257,7 +258,7 @@ def compile_segment(root: Node, asof: AsOf, dialect: str) -> Compiled:
     c.bind(asof.day)
     base = "m.merged_into IS NULL AND m.erased = 0 AND (m.enrolled_day IS NULL OR m.enrolled_day < ?)"
     cond = c.node(root)
-    return Compiled("".join(c.joins), f"{base} AND {cond}", (*c.join_params, *c.params))
+    return Compiled("".join(c.joins), f"{base} AND {cond}", (*c.join_params, *c.params), len(c.join_params))
 
 
 def _x(store: Any, c: Any, sql: str, params: Sequence[Any]) -> Any:

@@ -780,12 +780,14 @@ class SqlHqStore(CrmStore, PredictionStore):
     def erase(self, member: str, now: dt.datetime) -> None:
         """Scrub a member's PII for good; tills learn it from the feed and never re-create it.
 
-        NotAMember when HQ knows no member by this id (no row, no event, no earlier erasure):
+        NotAMember when HQ knows no member by this id (no row, no event, no read-model row, no
+        earlier erasure):
         saying "erased" for a mistyped id would leave the real member's data in place."""
         with self._tx() as c:
             known = (self._x(c, "SELECT 1 FROM members WHERE id = ?", (member,)).fetchone()
                      or self._x(c, "SELECT 1 FROM erasures WHERE member = ?", (member,)).fetchone()
-                     or self._x(c, "SELECT 1 FROM events WHERE member = ? LIMIT 1", (member,)).fetchone())
+                     or self._x(c, "SELECT 1 FROM events WHERE member = ? LIMIT 1", (member,)).fetchone()
+                     or self._x(c, "SELECT 1 FROM crm_members WHERE member = ?", (member,)).fetchone())
             if not known:
                 raise NotAMember(f"{member!r} is not a member known at head office")
             self._x(c, "DELETE FROM members WHERE id = ?", (member,))

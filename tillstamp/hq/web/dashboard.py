@@ -76,6 +76,8 @@ def member(crm: Crm, who: Principal, member_id: str, lang: str = "id") -> dict[s
     from .. import store_flows
 
     rec = crm.member(member_id, who=who)
+    for key, value in rec.get("profile", {}).items():  # the page reads name, phone... at the top
+        rec.setdefault(key, value)
     program = crm.hq.program()
     size = program.card.size if program else 10
     rec["card"] = {"filled": int(rec["balance"]) % size if rec["balance"] > 0 else 0, "size": size}
