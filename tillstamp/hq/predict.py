@@ -46,7 +46,7 @@ def load_history(store: HqStore, as_of: dt.date) -> History:
     sku: list[str] = []
     category: list[str | None] = []
     amount: list[int] = []
-    for rows in store.history_columns(epoch_day(as_of)):  # type: ignore[attr-defined]
+    for rows in store.history_columns(epoch_day(as_of)):
         m, r, d, h, s, c, a = zip(*rows, strict=True)
         member.extend(m)
         receipt.extend(r)
@@ -105,22 +105,22 @@ def run_predictions(store: HqStore, as_of: dt.date, *, now: dt.datetime,
         warnings.simplefilter("ignore", RuntimeWarning)
         preds = predict(history, as_of)
     gaps = _usual_gap(history)
-    run = store.start_run(as_of, epoch_day(as_of), preds.model_version, now,  # type: ignore[attr-defined]
+    run = store.start_run(as_of, epoch_day(as_of), preds.model_version, now,
                           preds.model_params)
     chunk: list[tuple[Any, ...]] = []
     done = 0
     for row in prediction_rows(preds, run, gaps):
         chunk.append(row)
         if len(chunk) == WRITE_CHUNK:
-            store.put_predictions(chunk)  # type: ignore[attr-defined]
+            store.put_predictions(chunk)
             done += len(chunk)
             chunk = []
             if progress:
                 progress("write", done, len(preds))
     if chunk:
-        store.put_predictions(chunk)  # type: ignore[attr-defined]
+        store.put_predictions(chunk)
         done += len(chunk)
-    store.finish_run(run, done)  # type: ignore[attr-defined]
+    store.finish_run(run, done)
     if progress:
         progress("write", done, len(preds))
     return {"run": run, "members": done, "as_of": as_of.isoformat(), "model_version": preds.model_version,
@@ -129,11 +129,11 @@ def run_predictions(store: HqStore, as_of: dt.date, *, now: dt.datetime,
 
 def export(store: HqStore, page: int = 5000) -> Iterator[dict[str, Any]]:
     """The newest complete run, one dict per member, in member order."""
-    latest = store.latest_run()  # type: ignore[attr-defined]
+    latest = store.latest_run()
     if latest is None:
         raise PredictError("no predictions yet: run `tillstamp hq predict` first")
     after = ""
-    while rows := store.prediction_page(latest["run"], after, page):  # type: ignore[attr-defined]
+    while rows := store.prediction_page(latest["run"], after, page):
         for r in rows:
             yield export_row(r)
         after = rows[-1]["member"]

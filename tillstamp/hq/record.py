@@ -99,7 +99,7 @@ def _predictions(store: HqStore, member: str, last_day: int | None, today: dt.da
     """The member's newest predictions with the sentence a shopkeeper reads (id and en)."""
     from .predicted import explain
 
-    pred = store.member_prediction(member)  # type: ignore[attr-defined]
+    pred = store.member_prediction(member)
     if pred is None:
         return None
     keep = ("p_alive", "p_visit_14d", "expected_visits_30d", "value_12m", "next_visit", "best_hour",
