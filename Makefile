@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/tillstamp demo --out demo-out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
