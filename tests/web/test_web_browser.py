@@ -32,7 +32,10 @@ def served(web: Web) -> Iterator[tuple[Web, str]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(web.h.app, host="127.0.0.1", port=port, log_level="error"))
+    # A browser may still hold keep-alive connections when this fixture ends first: do not wait
+    # on them for ever (uvicorn's default), which made each teardown sit out the join below.
+    server = uvicorn.Server(uvicorn.Config(web.h.app, host="127.0.0.1", port=port, log_level="error",
+                                           timeout_graceful_shutdown=1))
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     for _ in range(500):  # until it listens (not a timing assertion: a readiness wait)
