@@ -260,10 +260,13 @@ def candidates(
     first_day = _group_reduce(np.minimum, b_day[pb], by_g, g_starts)
     # Member-level: days between baskets, days since the last, items per basket, and the share
     # of basket items the member had bought before (their taste for repeats).
+    # Baskets are sorted by member then day: each member's first and last are the run's ends.
     m_first = np.full(n_members, cut_day, np.int64)
     m_last = np.full(n_members, cut_day, np.int64)
-    np.minimum.at(m_first, b_member, b_day)
-    np.maximum.at(m_last, b_member, b_day)
+    ends = np.cumsum(nb)
+    has = nb > 0
+    m_first[has] = b_day[(ends - nb)[has]]
+    m_last[has] = b_day[ends[has] - 1]
     m_gap = (m_last - m_first) / np.maximum(nb - 1, 1)
     m_size = np.bincount(pm, minlength=n_members) / np.maximum(nb, 1)
     m_repeat = np.bincount(g_m, weights=cnt - 1, minlength=n_members) / np.maximum(
