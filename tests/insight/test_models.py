@@ -261,6 +261,17 @@ def test_repeat_ranker_chooses_its_blend_before_as_of() -> None:
     assert only.blend_ == 0.0
 
 
+def test_repeat_ranker_without_a_validation_basket_blends_nothing() -> None:
+    # Visits end on day 100; as_of is day 140, so nobody shops in [as_of - 28, as_of).
+    rng = np.random.default_rng(9)
+    rows = [(m, d, int(s)) for m in range(60) for d in range(0, 101, 3) for s in rng.choice(20, 2)]
+    member, day, item = (np.array(c) for c in zip(*rows, strict=True))
+    r = RepeatRanker()
+    rec = r.fit_recommend(member, D0 + day, item, 60, 20, (D0 + 140).astype(dt.date))
+    assert r.blend_ == 0.0 and r.validation_ == {}  # no NaN for the stored parameters
+    assert (rec[:, 0] >= 0).all()
+
+
 def test_repeat_ranker_puts_staples_first() -> None:
     rng = np.random.default_rng(5)
     rows = []

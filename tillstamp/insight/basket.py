@@ -461,12 +461,13 @@ class RepeatRanker:
         if earlier is not None:
             v = sets[backs[0]]
             raw = earlier.predict_proba(v.c.X)
-            self.validation_ = {
-                a: _ndcg(v, _blend(raw, v.c.X, a), n_members, k) for a in self.blends
-            }
-            if self.validation_ and np.isfinite(list(self.validation_.values())).all():
+            found = {a: _ndcg(v, _blend(raw, v.c.X, a), n_members, k) for a in self.blends}
+            # NaN when nobody shopped in the validation window: then no blend, and no NaN in
+            # the parameters head office stores as JSON.
+            if found and np.isfinite(list(found.values())).all():
+                self.validation_ = found
                 # The first of the best: ties keep the smaller weight (the list's order).
-                self.blend_ = max(self.validation_, key=lambda a: self.validation_[a])
+                self.blend_ = max(found, key=lambda a: found[a])
         self.model_ = self._fit([sets[b] for b in backs[:-1]])
         out = np.full((n_members, min(k, n_items)), -1, dtype=np.int64)
         c = candidates(member, day, item, n_members, n_items, today, group=group)
