@@ -1,10 +1,12 @@
 """Next-basket recommendations: what a member is likely to buy on the next visit.
 
-The model is TIFU-KNN (Hu, Yeung, Li, Wang, Zeng & He 2020, "Modeling Personalized Item
-Frequency Information for Next-basket Recommendation", SIGIR): a member's vector is the
-recency-decayed mean of their basket vectors; it is blended with the mean vector of the
-member's k nearest neighbours (cosine) so that a member's repeat items come first and what
-similar households buy fills in. Global popularity breaks ties and fills short lists.
+`predict` uses `RepeatRanker`: a logistic ranker over each member's own items and a few
+popular ones, on repeat-purchase features, blended with own history with recency decay by a
+weight chosen on a validation split before as_of. `NextBasket` is TIFU-KNN (Hu, Yeung, Li,
+Wang, Zeng & He 2020, "Modeling Personalized Item Frequency Information for Next-basket
+Recommendation", SIGIR): a member's recency-decayed mean basket vector blended with their k
+nearest neighbours' (cosine); with no neighbours it is the own-history baseline the benchmark
+measures. See docs/INSIGHT.md.
 """
 
 from __future__ import annotations
