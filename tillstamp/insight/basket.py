@@ -1,10 +1,12 @@
 """Next-basket recommendations: what a member is likely to buy on the next visit.
 
-The model is TIFU-KNN (Hu, Yeung, Li, Wang, Zeng & He 2020, "Modeling Personalized Item
-Frequency Information for Next-basket Recommendation", SIGIR): a member's vector is the
-recency-decayed mean of their basket vectors; it is blended with the mean vector of the
-member's k nearest neighbours (cosine) so that a member's repeat items come first and what
-similar households buy fills in. Global popularity breaks ties and fills short lists.
+`predict` uses `RepeatRanker`: a logistic ranker over each member's own items and a few
+popular ones, on repeat-purchase features, blended with own history with recency decay by a
+weight chosen on a validation split before as_of. `NextBasket` is TIFU-KNN (Hu, Yeung, Li,
+Wang, Zeng & He 2020, "Modeling Personalized Item Frequency Information for Next-basket
+Recommendation", SIGIR): a member's recency-decayed mean basket vector blended with their k
+nearest neighbours' (cosine); with no neighbours it is the own-history baseline the benchmark
+measures. See docs/INSIGHT.md.
 """
 
 from __future__ import annotations
@@ -174,6 +176,18 @@ RANKER_FEATURES = (
     "log_due_ratio",
     "owned",
     "share_x_repeat",
+    "decay_70",
+    "in_last_basket",
+    "log_days_due_ratio",
+    "log_item_gap_days",
+    "log_member_gap_days",
+    "log_member_recency_days",
+    "log_member_basket_size",
+    "member_repeat_share",
+    "log_recent_popularity",
+    "group_decay_90",
+    "own_rank",
+    "decay_95",
 )
 
 
@@ -185,7 +199,13 @@ class Candidates:
     item: np.ndarray  # int64
     slot: np.ndarray  # int64: own items 0.. by decayed frequency, then popular ones
     width: int  # slots per member
-    X: np.ndarray  # float64 (n_pairs, len(RANKER_FEATURES))
+    X: np.ndarray  # float32 (n_pairs, len(RANKER_FEATURES))
+
+
+def _group_reduce(
+    ufunc: np.ufunc, values: np.ndarray, by_g: np.ndarray, starts: np.ndarray
+) -> np.ndarray:
+    return np.asarray(ufunc.reduceat(values[by_g], starts))
 
 
 def candidates(
@@ -197,13 +217,20 @@ def candidates(
     cut: np.datetime64,
     per_member: int = 40,
     popular: int = 20,
+    group: np.ndarray | None = None,
 ) -> Candidates:
     """Each member's `per_member` best own items by decayed frequency plus the `popular` most
-    popular items, with repeat-purchase features computed from baskets before `cut` only."""
+    popular items, with repeat-purchase features computed from baskets before `cut` only.
+
+    `group` maps an item code to a group code (a SKU's category, -1 for none): the member's
+    decayed frequency of the item's group is then a feature (0 without it).
+    """
     ok = (item >= 0) & (day < cut)
     m, d, it = member[ok].astype(np.int64), day[ok].astype(np.int64), item[ok].astype(np.int64)
     z = np.zeros(0, np.int64)
-    empty = Candidates(z, z, z, per_member + popular, np.zeros((0, len(RANKER_FEATURES))))
+    empty = Candidates(
+        z, z, z, per_member + popular, np.zeros((0, len(RANKER_FEATURES)), np.float32)
+    )
     if len(m) == 0:
         return empty
     cut_day = int(np.asarray(cut).astype("datetime64[D]").astype(np.int64))
@@ -211,28 +238,62 @@ def candidates(
     b_member, b_day = bkey // 1_000_000, bkey % 1_000_000
     nb = np.bincount(b_member, minlength=n_members)
     j = (np.cumsum(nb)[b_member] - 1 - np.arange(len(bkey))).astype(np.float64)
+    norm70 = np.bincount(b_member, weights=0.7**j, minlength=n_members)
     norm90 = np.bincount(b_member, weights=0.9**j, minlength=n_members)
     norm97 = np.bincount(b_member, weights=0.97**j, minlength=n_members)
-    pair, _ = unique_int(b_of_line * (n_items + 1) + it[np.arange(len(it))])
+    norm95 = np.bincount(b_member, weights=0.95**j, minlength=n_members)
+    pair, _ = unique_int(b_of_line * (n_items + 1) + it)
     pb, pi = pair // (n_items + 1), pair % (n_items + 1)
     pm = b_member[pb]
     # Group (basket, item) entries by (member, item).
     gkey, g_of = unique_int(pm * n_items + pi, return_inverse=True)
     g_m, g_i = gkey // n_items, gkey % n_items
     cnt = np.bincount(g_of, minlength=len(gkey)).astype(np.float64)
+    dec70 = np.bincount(g_of, weights=0.7 ** j[pb], minlength=len(gkey)) / norm70[g_m]
     dec90 = np.bincount(g_of, weights=0.9 ** j[pb], minlength=len(gkey)) / norm90[g_m]
     dec97 = np.bincount(g_of, weights=0.97 ** j[pb], minlength=len(gkey)) / norm97[g_m]
+    dec95 = np.bincount(g_of, weights=0.95 ** j[pb], minlength=len(gkey)) / norm95[g_m]
     # Per-group min/max by sorting entries by group, then reducing each run.
     by_g = np.argsort(g_of, kind="stable")
     g_starts = np.r_[0, np.cumsum(cnt.astype(np.int64))][:-1]
-    last_j = np.minimum.reduceat(j[pb][by_g], g_starts)
-    first_j = np.maximum.reduceat(j[pb][by_g], g_starts)
-    last_day = np.maximum.reduceat(b_day[pb][by_g], g_starts)
-    # Item-level: share of baskets with the item, and how often buyers buy it again.
+    last_j = _group_reduce(np.minimum, j[pb], by_g, g_starts)
+    first_j = _group_reduce(np.maximum, j[pb], by_g, g_starts)
+    last_day = _group_reduce(np.maximum, b_day[pb], by_g, g_starts)
+    first_day = _group_reduce(np.minimum, b_day[pb], by_g, g_starts)
+    # Member-level: days between baskets, days since the last, items per basket, and the share
+    # of basket items the member had bought before (their taste for repeats).
+    # Baskets are sorted by member then day: each member's first and last are the run's ends.
+    m_first = np.full(n_members, cut_day, np.int64)
+    m_last = np.full(n_members, cut_day, np.int64)
+    ends = np.cumsum(nb)
+    has = nb > 0
+    m_first[has] = b_day[(ends - nb)[has]]
+    m_last[has] = b_day[ends[has] - 1]
+    m_gap = (m_last - m_first) / np.maximum(nb - 1, 1)
+    m_size = np.bincount(pm, minlength=n_members) / np.maximum(nb, 1)
+    m_repeat = np.bincount(g_m, weights=cnt - 1, minlength=n_members) / np.maximum(
+        np.bincount(pm, minlength=n_members), 1
+    )
+    # Item-level: share of baskets with the item (overall and in the last 28 days), and how
+    # often its buyers buy it again.
     pop = np.bincount(pi, minlength=n_items).astype(np.float64) / max(len(bkey), 1)
+    recent_b = b_day[pb] >= cut_day - 28
+    recent_pop = np.bincount(pi[recent_b], minlength=n_items).astype(np.float64) / max(
+        int((b_day >= cut_day - 28).sum()), 1
+    )
     again = np.bincount(g_i, weights=cnt - 1, minlength=n_items)
     chances = np.bincount(g_i, weights=first_j, minlength=n_items)
     repeat_rate = (again + 1.0) / (chances + 10.0)
+    # The member's decayed frequency of each group (one entry per basket and group).
+    n_groups = int(group.max(initial=-1)) + 1 if group is not None else 0
+    if group is not None and n_groups > 0:
+        bg_of = group[pi]
+        okg = bg_of >= 0
+        gk, _ = unique_int(pb[okg] * (n_groups + 1) + bg_of[okg])
+        gb, gg = gk // (n_groups + 1), gk % (n_groups + 1)
+        gkey2, g2_of = unique_int(b_member[gb] * n_groups + gg, return_inverse=True)
+        gdec = np.bincount(g2_of, weights=0.9 ** j[gb], minlength=len(gkey2))
+        gdec = gdec / norm90[gkey2 // n_groups]
     # Keep each member's best own items.
     order = np.lexsort((-dec90, g_m))
     starts = np.r_[0, np.cumsum(np.bincount(g_m, minlength=n_members))][:-1]
@@ -260,41 +321,92 @@ def candidates(
     c_share = c_cnt / np.maximum(nb[cm], 1)
     c_last_j = np.r_[last_j[keep], nb[pop_m].astype(np.float64)]
     c_days = np.r_[cut_day - last_day[keep], np.full(len(pop_m), 365.0)]
-    interval = np.where(
-        c_cnt[:n_own] > 1, (first_j[keep] - last_j[keep]) / np.maximum(c_cnt[:n_own] - 1, 1), 0
-    )
+    many = c_cnt[:n_own] > 1
+    interval = np.where(many, (first_j[keep] - last_j[keep]) / np.maximum(c_cnt[:n_own] - 1, 1), 0)
     due = np.r_[np.log((last_j[keep] + 1) / (interval + 1)), zeros]
-    rr = repeat_rate[ci]
-    X = np.column_stack(
-        [
-            np.log1p(c_cnt),
-            np.r_[dec90[keep], zeros],
-            np.r_[dec97[keep], zeros],
-            c_share,
-            np.log1p(c_last_j),
-            np.log1p(c_days),
-            np.log1p(nb[cm]),
-            np.log(pop[ci] + 1e-6),
-            rr,
-            due,
-            np.r_[np.ones(n_own), zeros],
-            c_share * rr,
-        ]
+    # The same "due" in days: days since bought over the member's own days between purchases
+    # of it (the repeat cycle), or over their days between visits when bought once.
+    gap_days = np.where(
+        many,
+        (last_day[keep] - first_day[keep]) / np.maximum(c_cnt[:n_own] - 1, 1),
+        np.maximum(m_gap[own_m], 1.0) * np.maximum(nb[own_m], 1),
     )
+    days_due = np.r_[np.log((cut_day - last_day[keep] + 1) / (gap_days + 1)), zeros]
+    rr = repeat_rate[ci]
+    if group is not None and n_groups > 0:
+        cg = group[ci].astype(np.int64)
+        gk2 = cm * n_groups + np.maximum(cg, 0)
+        p2 = np.searchsorted(gkey2, gk2)
+        hit = (cg >= 0) & (p2 < len(gkey2)) & (gkey2[np.minimum(p2, len(gkey2) - 1)] == gk2)
+        group_dec = np.where(hit, gdec[np.minimum(p2, len(gkey2) - 1)], 0.0)
+    else:
+        group_dec = np.zeros(len(cm))
+    columns = (
+        lambda: np.log1p(c_cnt),
+        lambda: np.r_[dec90[keep], zeros],
+        lambda: np.r_[dec97[keep], zeros],
+        lambda: c_share,
+        lambda: np.log1p(c_last_j),
+        lambda: np.log1p(c_days),
+        lambda: np.log1p(nb[cm]),
+        lambda: np.log(pop[ci] + 1e-6),
+        lambda: rr,
+        lambda: due,
+        lambda: np.r_[np.ones(n_own), zeros],
+        lambda: c_share * rr,
+        lambda: np.r_[dec70[keep], zeros],
+        lambda: np.r_[last_j[keep] == 0, zeros].astype(np.float64),
+        lambda: days_due,
+        lambda: np.log1p(np.r_[gap_days, np.full(len(pop_m), 365.0)]),
+        lambda: np.log1p(m_gap[cm]),
+        lambda: np.log1p(cut_day - m_last[cm]),
+        lambda: np.log1p(m_size[cm]),
+        lambda: m_repeat[cm],
+        lambda: np.log(recent_pop[ci] + 1e-6),
+        lambda: group_dec,
+        lambda: np.r_[own_slot, np.full(len(pop_m), per_member)].astype(np.float64),
+        lambda: np.r_[dec95[keep], zeros],
+    )
+    # Filled one column at a time into float32: at 200,000 members there are millions of
+    # candidates, and a list of float64 columns stacked at once would need twice the memory.
+    X = np.empty((len(cm), len(columns)), dtype=np.float32)
+    for f, column in enumerate(columns):
+        X[:, f] = column()
     return Candidates(cm, ci, np.r_[own_slot, pop_slot], per_member + popular, X)
 
 
+BLENDS = (0.0, 0.25, 0.5, 0.75)
+"""Weights of own history with decay 0.95 in the final score, tried on the validation split."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Labelled:
+    """Candidates as of a cut-off, labelled by the member's first basket after it."""
+
+    c: Candidates
+    y: np.ndarray  # 1.0 when the item is in that basket
+    w: np.ndarray  # 1/|basket|, 0 for members without a basket in the window
+
+
 class RepeatRanker:
-    """Next basket by a logistic ranker over own-history and popular candidates.
+    """Next basket by a logistic ranker over own-history and popular candidates, blended with
+    own history with decay 0.95 by a weight chosen on a validation split before `as_of`.
 
     Features are a member's repeat-purchase history of each item (count, share of baskets,
-    recency-decayed frequency, baskets and days since, whether it is "due" at the member's
-    usual interval) and the item's popularity and how often its buyers buy it again. The model
-    is trained on the first basket after a cut-off `validation_days` before `as_of`, weighting
-    each basket's items by 1/|basket| so that the loss follows recall.
+    recency-decayed frequencies, baskets and days since, whether it is "due" at the member's
+    own interval in baskets and in days), the member's visit rhythm, basket size and taste for
+    repeats, their affinity for the item's group (a SKU's category), and the item's popularity
+    (overall and recent) and how often its buyers buy it again. The model is trained on the
+    first basket after cut-offs `validation_days` before `as_of`, weighting each basket's items
+    by 1/|basket| so that the loss follows recall. The final score is
+    (1 - a) log p + a log(decay-0.95 frequency); a is the one of `blends` with the best NDCG@k
+    on the first basket after the first cut-off for a model trained on the cut-offs one step
+    earlier, so nothing on or after `as_of` chooses it.
     """
 
-    model_: Logistic
+    model_: Logistic | None
+    blend_: float
+    validation_: dict[float, float]
 
     def __init__(
         self,
@@ -302,11 +414,13 @@ class RepeatRanker:
         l2: float = 1e-3,
         train_members: int = 8_000,
         seed: int = 0,
+        blends: tuple[float, ...] = BLENDS,
     ) -> None:
         self.validation_days = validation_days
         self.l2 = l2
         self.train_members = train_members
         self.seed = seed
+        self.blends = blends
 
     def fit_recommend(
         self,
@@ -317,11 +431,13 @@ class RepeatRanker:
         n_items: int,
         as_of: dt.date,
         k: int = 10,
+        group: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Top-k item codes per member from lines before `as_of`; -1 pads short rows."""
+        """Top-k item codes per member from lines before `as_of`; -1 pads short rows.
+
+        `group` maps each item code to a group code (-1 for none), e.g. a SKU to its category.
+        """
         today = np.datetime64(as_of, "D")
-        xs, ys, ws = [], [], []
-        end = today
         # Train on a seeded sample of members: the weights need thousands, not millions.
         tm, td, ti = member, day, item
         if n_members > self.train_members:
@@ -330,33 +446,96 @@ class RepeatRanker:
             chosen[rng.choice(n_members, self.train_members, replace=False)] = True
             keep = chosen[member]
             tm, td, ti = member[keep], day[keep], item[keep]
-        for back in self.validation_days:
+        # Labelled sets at the training cut-offs and one step further back, each labelled by
+        # the first basket before the next later cut-off (or as_of).
+        step = self.validation_days[0]
+        backs = [*self.validation_days, self.validation_days[-1] + step]
+        sets: dict[int, _Labelled] = {}
+        end = today
+        for back in backs:
             cut = today - np.timedelta64(back, "D")
-            c = candidates(tm, td, ti, n_members, n_items, cut)
+            c = candidates(tm, td, ti, n_members, n_items, cut, group=group)
             y, w = _first_basket_labels(tm, td, ti, n_items, cut, end, c)
-            xs.append(c.X[w > 0])
-            ys.append(y[w > 0])
-            ws.append(w[w > 0])
+            sets[back] = _Labelled(c, y, w)
             end = cut
-        X, y, w = np.concatenate(xs), np.concatenate(ys), np.concatenate(ws)
+        self.blend_, self.validation_ = 0.0, {}
+        earlier = self._fit([sets[b] for b in backs[1:]])
+        if earlier is not None:
+            v = sets[backs[0]]
+            raw = earlier.predict_proba(v.c.X)
+            found = {a: _ndcg(v, _blend(raw, v.c.X, a), n_members, k) for a in self.blends}
+            # NaN when nobody shopped in the validation window: then no blend, and no NaN in
+            # the parameters head office stores as JSON.
+            if found and np.isfinite(list(found.values())).all():
+                self.validation_ = found
+                # The first of the best: ties keep the smaller weight (the list's order).
+                self.blend_ = max(found, key=lambda a: found[a])
+        self.model_ = self._fit([sets[b] for b in backs[:-1]])
         out = np.full((n_members, min(k, n_items)), -1, dtype=np.int64)
-        c = candidates(member, day, item, n_members, n_items, today)
-        if len(y) < 20 or y.min() == y.max():
+        c = candidates(member, day, item, n_members, n_items, today, group=group)
+        if self.model_ is None:
             col = RANKER_FEATURES.index
             score = c.X[:, col("decay_90")] + 1e-3 * c.X[:, col("log_popularity")]
         else:
-            self.model_ = Logistic(self.l2).fit(X, y, sample_weight=w)
-            score = self.model_.predict_proba(c.X)
-        # A member's candidates sit in slots of one row: top-k per row, ties to the lower slot.
-        scores = np.full((n_members, c.width), -np.inf)
-        scores[c.member, c.slot] = score
-        items = np.full((n_members, c.width), -1, dtype=np.int64)
-        items[c.member, c.slot] = c.item
-        best = top_k(scores, out.shape[1])
-        picked = np.take_along_axis(items, best, axis=1)
-        valid = np.isfinite(np.take_along_axis(scores, best, axis=1))
-        out[:, : picked.shape[1]] = np.where(valid, picked, -1)
+            # In blocks: standardizing all candidates at once would copy them to float64.
+            score = np.empty(len(c.X))
+            for lo in range(0, len(c.X), 1_000_000):
+                block = c.X[lo : lo + 1_000_000]
+                score[lo : lo + len(block)] = _blend(
+                    self.model_.predict_proba(block), block, self.blend_
+                )
+        best_items, _ = _top_per_member(c, score, n_members, out.shape[1])
+        out[:, : best_items.shape[1]] = best_items
         return out
+
+    def _fit(self, sets: list[_Labelled]) -> Logistic | None:
+        """The logistic ranker on these labelled sets; None if they have too few labels."""
+        use = [s.w > 0 for s in sets]
+        X = np.concatenate([s.c.X[u] for s, u in zip(sets, use, strict=True)])
+        y = np.concatenate([s.y[u] for s, u in zip(sets, use, strict=True)])
+        w = np.concatenate([s.w[u] for s, u in zip(sets, use, strict=True)])
+        if len(y) < 20 or y.min() == y.max():
+            return None
+        return Logistic(self.l2).fit(X, y, sample_weight=w)
+
+
+def _blend(p: np.ndarray, X: np.ndarray, a: float) -> np.ndarray:
+    """(1 - a) log p + a log(own frequency with decay 0.95): a = 0 is the ranker alone."""
+    own = X[:, RANKER_FEATURES.index("decay_95")]
+    # Items the member never bought (own = 0) keep the ranker's order among themselves.
+    return (1 - a) * np.log(np.maximum(p, 1e-300)) + a * np.log(own + 1e-4)
+
+
+def _top_per_member(
+    c: Candidates, score: np.ndarray, n_members: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k candidate items per member (-1 where fewer) and their candidate-row indices."""
+    # A member's candidates sit in slots of one row: top-k per row, ties to the lower slot.
+    scores = np.full((n_members, c.width), -np.inf)
+    scores[c.member, c.slot] = score
+    rows = np.full((n_members, c.width), -1, dtype=np.int64)
+    rows[c.member, c.slot] = np.arange(len(c.member))
+    best = top_k(scores, k)
+    picked = np.take_along_axis(rows, best, axis=1)
+    valid = np.isfinite(np.take_along_axis(scores, best, axis=1)) & (picked >= 0)
+    picked = np.where(valid, picked, -1)
+    items = np.where(valid, c.item[np.maximum(picked, 0)], -1)
+    return items, picked
+
+
+def _ndcg(v: _Labelled, score: np.ndarray, n_members: int, k: int) -> float:
+    """Mean NDCG@k over members with a labelled basket (its size is 1/w, in or out of the
+    candidates)."""
+    _, picked = _top_per_member(v.c, score, n_members, k)
+    hit = np.where(picked >= 0, v.y[np.maximum(picked, 0)], 0.0)
+    size = np.zeros(n_members)
+    size[v.c.member[v.w > 0]] = 1.0 / v.w[v.w > 0]
+    ok = size > 0
+    if not ok.any():
+        return float("nan")
+    disc = 1.0 / np.log2(np.arange(2, hit.shape[1] + 2))
+    ideal = np.cumsum(disc)[np.minimum(np.rint(size[ok]).astype(np.int64), hit.shape[1]) - 1]
+    return float(((hit[ok] * disc).sum(axis=1) / ideal).mean())
 
 
 def _first_basket_labels(

@@ -28,7 +28,7 @@ from tillstamp.insight.timing import BestTime
 
 __all__ = ["MODEL_VERSION", "MemberPrediction", "Predictions", "predict"]
 
-MODEL_VERSION = "insight-1.0"
+MODEL_VERSION = "insight-1.1"
 """Changes whenever a model, a default or a feature changes what `predict` returns."""
 
 HORIZON_DAYS = 14
@@ -144,14 +144,25 @@ def predict(history: History, as_of: dt.date) -> Predictions:
     # Visits in 30 days: Poisson regression with BG/NBD's expectation among its features.
     exp30 = _visits_30d(occ, as_of, exp30, params)
 
-    # Next basket over SKUs and over categories.
-    ranker = RepeatRanker()
-    sku_codes = ranker.fit_recommend(h.member, h.occasion, h.sku, n, len(h.skus), as_of)
-    cat_codes = ranker.fit_recommend(h.member, h.occasion, h.category, n, len(h.categories), as_of)
+    # Next basket over SKUs and over categories; a SKU's category is a feature of the first.
+    sku_group = np.full(len(h.skus), -1, dtype=np.int64)
+    np.maximum.at(sku_group, h.sku, h.category.astype(np.int64))
+    sku_ranker, cat_ranker = RepeatRanker(), RepeatRanker()
+    sku_codes = sku_ranker.fit_recommend(
+        h.member, h.occasion, h.sku, n, len(h.skus), as_of, group=sku_group
+    )
+    cat_codes = cat_ranker.fit_recommend(
+        h.member, h.occasion, h.category, n, len(h.categories), as_of
+    )
     params["next_basket"] = {
         "model": "repeat-ranker",
         "features": list(RANKER_FEATURES),
-        "trained_on_days_before": list(ranker.validation_days),
+        "trained_on_days_before": list(sku_ranker.validation_days),
+        "blend_decay_95": {"skus": sku_ranker.blend_, "categories": cat_ranker.blend_},
+        "validation_ndcg": {
+            "skus": {str(a): v for a, v in sku_ranker.validation_.items()},
+            "categories": {str(a): v for a, v in cat_ranker.validation_.items()},
+        },
     }
 
     # Reorder due per (member, category) bought on at least three dates.
