@@ -24,7 +24,7 @@ from tillstamp.hq.store import open_hq_store
 from tillstamp.hq.tags import refresh_tags
 from tillstamp.loyalty import events as ev
 from tillstamp.loyalty import tokens
-from tillstamp.loyalty.sale import parse_sale
+from tillstamp.loyalty.sale import Sale, parse_sale
 from tillstamp.sync.transport import InProcessTransport
 
 require_chromium()
@@ -34,7 +34,7 @@ from playwright.sync_api import expect, sync_playwright
 JAKARTA = dt.timezone(dt.timedelta(hours=7))
 
 
-def croissant(receipt: str, member: str, at: dt.datetime):  # noqa: ANN201
+def croissant(receipt: str, member: str, at: dt.datetime) -> Sale:
     return parse_sale({"receipt": receipt, "member": member, "at": at.isoformat(), "total": 50000,
                        "lines": [{"sku": "CROISSANT", "name": "Croissant", "qty": 2, "price": 25000}]}, now=at)
 

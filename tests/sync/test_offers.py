@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from tillstamp.agent.receipts import build_receipt
+from tillstamp.drivers.escpos_decode import decode
+from tillstamp.drivers.receipt import render_receipt
 from tillstamp.hq import crm_store, store_tags
 from tillstamp.hq.crm import Crm
 from tillstamp.hq.tags import refresh_tags
@@ -20,7 +23,7 @@ from tillstamp.loyalty.offers import applicable
 
 from .conftest import Clock, HqHarness, TillHandle, program_source, sale
 
-OFFER = {"id": "balik-lagi", "name": "Kembali lagi: +3 stempel", "segment": "lapsed-30", "stamps": 3,
+OFFER = {"id": "balik-lagi", "name": "Kembali lagi", "segment": "lapsed-30", "stamps": 3,
          "per": "month"}
 
 
@@ -221,3 +224,25 @@ def test_member_snapshots_carry_tags_hints_and_as_of_on_both_backends(hq_any: Hq
     assert refresh_tags(hq.hq).changed == 1
     [ch] = hq.hq.pull(term, top).changes
     assert ch.key == f"member:{m.id}" and "lapsed-60" in ch.data["crm"]["tags"]
+
+
+def test_the_receipt_prints_the_offer_and_a_reprint_keeps_the_line(hq_offers: HqHarness, tmp_path: Path) -> None:
+    hq = hq_offers
+    a = hq.till(tmp_path, "a", "S1")
+    m = lapsed_member(hq, a)
+    r = a.service.record_sale(sale("A1", m, 50000, at=a.clock.now))
+
+    def text(**kw: Any) -> list[str]:
+        return decode(render_receipt(build_receipt(a.service, r.key, store_name="Kopi Senja", **kw), width=42)).text
+
+    original = text()
+    assert "Kembali lagi: +3 stempel" in original and "Selamat! Kamu dapat 6 stempel" in original
+    assert "Welcome back: +3 stamps" not in text(language="en")  # the offer's own name, in any language
+    assert "Kembali lagi: +3 stamps" in text(language="en")
+    # Head office learns she came back: no tag any more. The reprint is still the original.
+    a.client.push()
+    advance(hq, a, days=1)
+    refresh_tags(hq.hq)
+    a.client.pull()
+    assert "lapsed-30" not in a.till.sync.tagging(m).tags  # type: ignore[union-attr]
+    assert text(copy=True)[1:-1] == original
