@@ -17,7 +17,7 @@ from typing import Any
 from ..loyalty.program import Program
 from ..loyalty.projections import add_months
 from . import crm_store, segment_sql, store_tags
-from .segments import EPOCH, PREDEFINED, AsOf, parse_segment
+from .segments import EPOCH, PREDEFINED, AsOf, epoch_day, parse_segment, today_in
 from .service import Hq
 
 CHUNK = 5000  # members per transaction
@@ -151,4 +151,16 @@ def refresh_tags(hq: Hq, as_of: dt.date | None = None, *, chunk: int = CHUNK,
     return Refresh(run, start, tuple(names), members, changed)
 
 
-__all__ = ["Refresh", "hints_for", "refresh_tags", "tag_names"]
+def refresh_if_due(hq: Hq, now: dt.datetime | None = None) -> Refresh | None:
+    """Refresh the tags when the newest complete run is from before today (store time): the flow
+    scheduler calls it on each tick it holds the lease for, so tags are at most a day old."""
+    program = hq.program()
+    zone = program.timezone if program else "Asia/Jakarta"
+    today = today_in(zone, now or hq.clock())
+    last = store_tags.latest_run(hq.store)
+    if last is not None and last["as_of_day"] >= epoch_day(today):
+        return None
+    return refresh_tags(hq, today)
+
+
+__all__ = ["Refresh", "hints_for", "refresh_if_due", "refresh_tags", "tag_names"]
