@@ -246,3 +246,16 @@ def test_the_receipt_prints_the_offer_and_a_reprint_keeps_the_line(hq_offers: Hq
     a.client.pull()
     assert "lapsed-30" not in a.till.sync.tagging(m).tags  # type: ignore[union-attr]
     assert text(copy=True)[1:-1] == original
+
+
+def test_a_saved_segment_that_no_longer_parses_is_left_out_not_fatal(hq_offers: HqHarness, tmp_path: Path) -> None:
+    hq = hq_offers
+    a = hq.till(tmp_path, "a", "S1")
+    m = lapsed_member(hq, a)
+    # Written as an older version allowed it; today's parser refuses the leaf.
+    crm_store.save_segment(hq.hq.store, "rusak", {"colour": "red"}, "", None, hq.clock.now)
+    out = refresh_tags(hq.hq)
+    assert out.skipped == ("rusak",) and "rusak" not in out.segments and "lapsed-30" in out.segments
+    assert out.to_json()["skipped"] == ["rusak"]
+    stored = store_tags.member_tags(hq.hq.store, m)
+    assert stored is not None and "lapsed-30" in stored["tags"]

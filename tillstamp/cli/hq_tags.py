@@ -21,7 +21,6 @@ def _date(text: str) -> dt.date:
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     """Recompute every member's tags and hints; changed members reach the tills on their next pull."""
-    from ..hq.segments import SegmentError
     from ..hq.service import Hq
     from ..hq.store import open_hq_store
     from ..hq.tags import refresh_tags
@@ -36,10 +35,11 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         out = refresh_tags(hq, args.as_of, progress=progress if tty else None)
         if tty:
             print(file=sys.stderr)
-    except SegmentError as e:
-        raise UsageError(f"hq tags refresh: a saved segment is not valid any more: {e}") from None
     finally:
         hq.store.close()
+    if out.skipped:
+        print(f"tillstamp: hq tags refresh: left out saved segments that are not valid any more: "
+              f"{', '.join(out.skipped)} (see `hq segment show`)", file=sys.stderr)
     emit(args, out.to_json(), lambda d: (f"tags as of {d['as_of']} (run {d['run']}): {d['members']} members, "
                                          f"{d['changed']} changed, {len(d['segments'])} segments"))
     return 0

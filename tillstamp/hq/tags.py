@@ -17,7 +17,7 @@ from typing import Any
 from ..loyalty.program import Program
 from ..loyalty.projections import add_months
 from . import crm_store, segment_sql, store_tags
-from .segments import EPOCH, PREDEFINED, AsOf, epoch_day, parse_segment, today_in
+from .segments import EPOCH, PREDEFINED, AsOf, SegmentError, epoch_day, today_in
 from .service import Hq
 
 CHUNK = 5000  # members per transaction
@@ -40,11 +40,12 @@ class Refresh:
     segments: tuple[str, ...]
     members: int
     changed: int
+    skipped: tuple[str, ...] = ()  # saved segments that no longer parse
 
     def to_json(self) -> dict[str, Any]:
         """The JSON `hq tags refresh` prints."""
         return {"run": self.run, "as_of": self.as_of.isoformat(), "segments": list(self.segments),
-                "members": self.members, "changed": self.changed}
+                "members": self.members, "changed": self.changed, "skipped": list(self.skipped)}
 
 
 def hints_for(member: dict[str, Any], facts: dict[str, Any], asof: AsOf, program: Program | None) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def refresh_tags(hq: Hq, as_of: dt.date | None = None, *, chunk: int = CHUNK,
                  progress: Progress | None = None) -> Refresh:
     """Recompute every member's tags and hints as of D (default today, store time); members whose
     row changed get a new feed entry. The run's as-of (D 00:00 store time) is published last."""
-    from .crm import Crm
+    from .crm import Crm, NotFound
 
     crm = Crm(hq)
     store: Any = hq.store
@@ -115,13 +116,21 @@ def refresh_tags(hq: Hq, as_of: dt.date | None = None, *, chunk: int = CHUNK,
     program = hq.program()
     start = asof.start_utc()
     names = tag_names(store)
-    run = store_tags.start_run(store, start, asof.day, names, hq.clock())
     dialect = segment_sql.dialect_of(store)
+    compiled: list[tuple[str, segment_sql.Compiled]] = []
+    skipped: list[str] = []
     for name in names:
-        seg = crm.definition(name) if name in PREDEFINED else parse_segment(
-            {"name": name, **crm_store.get_segment(store, name).definition})  # type: ignore[union-attr]
-        compiled = segment_sql.compile_segment(seg.root, asof, dialect)
-        store_tags.fill_segment(store, run, name, compiled.where, compiled.params)
+        try:
+            seg = crm.definition(name)
+        except (SegmentError, NotFound):
+            # A saved segment that no longer parses (or was deleted meanwhile) must not stop every
+            # other tag: it is left out of this run and named in its result.
+            skipped.append(name)
+            continue
+        compiled.append((name, segment_sql.compile_segment(seg.root, asof, dialect)))
+    run = store_tags.start_run(store, start, asof.day, [n for n, _ in compiled], hq.clock())
+    for name, c in compiled:
+        store_tags.fill_segment(store, run, name, c.where, c.params)
     window = program.tiering.window_months if program else 12
     tier_since = add_months(start, -window).isoformat()
     qualify_on = program.tiering.qualify_on if program else "stamps"
@@ -148,7 +157,7 @@ def refresh_tags(hq: Hq, as_of: dt.date | None = None, *, chunk: int = CHUNK,
         if progress:
             progress(members, changed)
     store_tags.finish_run(store, run, members, changed)
-    return Refresh(run, start, tuple(names), members, changed)
+    return Refresh(run, start, tuple(n for n, _ in compiled), members, changed, tuple(skipped))
 
 
 def refresh_if_due(hq: Hq, now: dt.datetime | None = None) -> Refresh | None:
