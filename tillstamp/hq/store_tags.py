@@ -71,10 +71,10 @@ def member_chunk(store: Any, after: str, limit: int) -> list[dict[str, Any]]:
 
 
 def chunk_facts(store: Any, run: int, lo: str, hi: str, since_day: int, before_day: int,
-                tier_since: str, tier_until: str, qualify_on: str) -> dict[str, dict[str, Any]]:
-    """For members in (lo, hi]: their tags in this run, the most bought SKU (by visits in
-    [since_day, before_day)), the newest prediction's reorders, the tier measure in the window
-    (tier_since, tier_until], and the stored tags row."""
+                tier_since: str, tier_until: str, qualify_on: str, min_visits: int = 2) -> dict[str, dict[str, Any]]:
+    """For members in (lo, hi]: their tags in this run, the SKUs bought on at least `min_visits`
+    visits in [since_day, before_day), the newest prediction's reorders, the tier measure in the
+    window (tier_since, tier_until], and the stored tags row."""
     out: dict[str, dict[str, Any]] = {}
 
     def slot(m: str) -> dict[str, Any]:
@@ -87,7 +87,8 @@ def chunk_facts(store: Any, run: int, lo: str, hi: str, since_day: int, before_d
         for m, sku, name, visits, last in store._x(
                 c, "SELECT member, sku, max(name), count(DISTINCT sale), max(day) FROM sale_lines "
                    "WHERE member > ? AND member <= ? AND voided = 0 AND qty > 0 AND day >= ? AND day < ? "
-                   "GROUP BY member, sku", (lo, hi, since_day, before_day)).fetchall():
+                   "GROUP BY member, sku HAVING count(DISTINCT sale) >= ?",
+                (lo, hi, since_day, before_day, min_visits)).fetchall():
             slot(m)["skus"].append((sku, name, int(visits), int(last)))
         for m, reorder in store._x(
                 c, "SELECT member, reorder FROM predictions WHERE member > ? AND member <= ? AND run = "
@@ -97,7 +98,7 @@ def chunk_facts(store: Any, run: int, lo: str, hi: str, since_day: int, before_d
             kinds = sorted({*ev.EARNING_KINDS, ev.REVERSED})
             cond, kparams = store._any("kind", kinds)
             rows = store._x(c, f"SELECT member, sum(stamps) FROM events WHERE member > ? AND member <= ? "
-                               f"AND {cond} AND at > ? AND at <= ? GROUP BY member",
+                               f"AND {cond} AND stamps <> 0 AND at > ? AND at <= ? GROUP BY member",
                             (lo, hi, *kparams, tier_since, tier_until)).fetchall()
         else:
             rows = store._x(c, "SELECT member, sum(amount) FROM sale_lines WHERE member > ? AND member <= ? "

@@ -138,7 +138,7 @@ def refresh_tags(hq: Hq, as_of: dt.date | None = None, *, chunk: int = CHUNK,
     while rows := store_tags.member_chunk(store, after, chunk):
         lo, hi = after, rows[-1]["member"]
         facts = store_tags.chunk_facts(store, run, lo, hi, asof.day - USUAL_WINDOW_DAYS, asof.day,
-                                       tier_since, start.isoformat(), qualify_on)
+                                       tier_since, start.isoformat(), qualify_on, USUAL_MIN_VISITS)
         out = []
         for m in rows:
             f = facts.get(m["member"], {})
