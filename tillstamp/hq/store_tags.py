@@ -50,11 +50,17 @@ def start_run(store: Any, as_of: dt.datetime, as_of_day: int, segments: Sequence
         return int(row[0])
 
 
-def fill_segment(store: Any, run: int, tag: str, where: str, params: Sequence[Any]) -> int:
+def fill_segment(store: Any, run: int, tag: str, where: str, params: Sequence[Any], *, pg: bool = False) -> int:
     """Write one segment's members for a run, in the database; returns how many."""
     with store._tx() as c:
-        store._x(c, f"INSERT INTO tag_members(member, run, tag) SELECT m.member, ?, ? {where}",
-                 (run, tag, *params))
+        if pg:
+            # PostgreSQL never plans INSERT … SELECT in parallel, but does CREATE TABLE … AS: the
+            # segment's joined aggregates are then computed by parallel workers, as for a count.
+            store._x(c, f"CREATE TEMP TABLE tag_fill ON COMMIT DROP AS SELECT m.member {where}", params)
+            store._x(c, "INSERT INTO tag_members(member, run, tag) SELECT member, ?, ? FROM tag_fill", (run, tag))
+        else:
+            store._x(c, f"INSERT INTO tag_members(member, run, tag) SELECT m.member, ?, ? {where}",
+                     (run, tag, *params))
         return int(store._x(c, "SELECT count(*) FROM tag_members WHERE run = ? AND tag = ?",
                             (run, tag)).fetchone()[0])
 

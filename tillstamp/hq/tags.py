@@ -130,7 +130,7 @@ def refresh_tags(hq: Hq, as_of: dt.date | None = None, *, chunk: int = CHUNK,
         compiled.append((name, segment_sql.compile_segment(seg.root, asof, dialect)))
     run = store_tags.start_run(store, start, asof.day, [n for n, _ in compiled], hq.clock())
     for name, c in compiled:
-        store_tags.fill_segment(store, run, name, c.where, c.params)
+        store_tags.fill_segment(store, run, name, c.where, c.params, pg=dialect == "pg")
     window = program.tiering.window_months if program else 12
     tier_since = add_months(start, -window).isoformat()
     qualify_on = program.tiering.qualify_on if program else "stamps"
