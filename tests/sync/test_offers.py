@@ -259,3 +259,14 @@ def test_a_saved_segment_that_no_longer_parses_is_left_out_not_fatal(hq_offers: 
     assert out.to_json()["skipped"] == ["rusak"]
     stored = store_tags.member_tags(hq.hq.store, m)
     assert stored is not None and "lapsed-30" in stored["tags"]
+
+
+def test_a_refund_takes_the_offer_back_with_the_sale(hq_offers: HqHarness, tmp_path: Path) -> None:
+    hq = hq_offers
+    a = hq.till(tmp_path, "a", "S1")
+    m = lapsed_member(hq, a)
+    before = a.service.view(m).balance
+    r = a.service.record_sale(sale("A1", m, 50000, at=a.clock.now))
+    assert r.stamps_awarded == 6
+    out = a.service.refund("A1")
+    assert out.stamps == -6 and a.service.view(m).balance == before
