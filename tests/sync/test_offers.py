@@ -270,3 +270,17 @@ def test_a_refund_takes_the_offer_back_with_the_sale(hq_offers: HqHarness, tmp_p
     assert r.stamps_awarded == 6
     out = a.service.refund("A1")
     assert out.stamps == -6 and a.service.view(m).balance == before
+
+
+def test_an_erasure_drops_the_members_tags_and_hints_at_hq_and_at_the_till(hq_offers: HqHarness,
+                                                                           tmp_path: Path) -> None:
+    hq = hq_offers
+    a = hq.till(tmp_path, "a", "S1")
+    m = lapsed_member(hq, a)
+    assert store_tags.member_tags(hq.hq.store, m) is not None
+    hq.hq.store.erase(m, hq.clock.now)
+    assert store_tags.member_tags(hq.hq.store, m) is None
+    a.client.pull()
+    assert a.till.sync.tagging(m) is None  # type: ignore[union-attr]
+    assert refresh_tags(hq.hq).changed == 0 and store_tags.member_tags(hq.hq.store, m) is None
+    assert a.service.record_sale(sale("A1", m, 50000, at=a.clock.now)).stamps_awarded == 3  # no offer

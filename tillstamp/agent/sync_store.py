@@ -293,6 +293,7 @@ class SyncStore:
             # remote_members stays: it is stamps from other tills, not personal data.
             c.execute("UPDATE members SET phone = NULL, name = NULL, email = NULL, birthday = NULL WHERE id = ?",
                       (member,))
+            c.execute("DELETE FROM member_crm WHERE member = ?", (member,))  # hints are personal too
         elif ch.kind == "revoked":
             c.execute("INSERT INTO revocations(member, before) VALUES (?, ?) "
                       "ON CONFLICT(member) DO UPDATE SET before = excluded.before", (d["member"], d["before"]))

@@ -806,6 +806,7 @@ class SqlHqStore(CrmStore, PredictionStore):
                 raise NotAMember(f"{member!r} is not a member known at head office")
             self._x(c, "DELETE FROM members WHERE id = ?", (member,))
             self._crm_erase(c, member)
+            store_tags.forget(self, c, member)  # hints come from personal data (a birthday, purchases)
             self._x(c, "INSERT INTO erasures(member, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (member, _iso(now)))
             # Its own feed key: under `member:` a later snapshot of the member (their balance
             # goes on) would replace the erasure before an offline till had seen it.

@@ -159,6 +159,13 @@ def member_tags(store: Any, member: str) -> dict[str, Any] | None:
     return {"tags": json.loads(row[0]), "hints": json.loads(row[1]), "as_of": row[2]} if row else None
 
 
+def forget(store: Any, c: Any, member: str) -> None:
+    """Inside an erasure's transaction: drop the member's tags and hints (a refresh never writes
+    them again: an erased member has none)."""
+    store._x(c, "DELETE FROM member_tags WHERE member = ?", (member,))
+    store._x(c, "DELETE FROM tag_members WHERE member = ?", (member,))
+
+
 def feed_tags(store: Any, c: Any, members: Sequence[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
     """Inside a feed page's snapshot: the members' stored tags, and the newest complete run's as-of."""
     cond, params = store._any("member", list(members)) if members else ("1 = 0", [])
