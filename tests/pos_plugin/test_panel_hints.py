@@ -1,18 +1,21 @@
 """The cashier panel shows head office's hints and the offer that applies (headless Chromium).
 
-Real parts: an HQ on SQLite in process, a till enrolled with it that pushes its sales and pulls
-the tags after `refresh_tags`, then the agent on that till folder serving the panel."""
+Real parts: an HQ on SQLite served over loopback HTTP, a till enrolled with it that pushes its
+sales and pulls the tags after `refresh_tags`, then the agent on that till folder serving the
+panel (its sync loop talking to the same HQ)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent.kit import running_agent, sale_time
 from browser import ARGS, CHROMIUM, require_chromium
 from support import EXAMPLE_PROGRAM
+from sync.live import serve
 
 from tillstamp.agent.enroll import init_with_hq
 from tillstamp.agent.sync_store import client_for
@@ -25,7 +28,6 @@ from tillstamp.hq.tags import refresh_tags
 from tillstamp.loyalty import events as ev
 from tillstamp.loyalty import tokens
 from tillstamp.loyalty.sale import Sale, parse_sale
-from tillstamp.sync.transport import InProcessTransport
 
 require_chromium()
 
@@ -40,32 +42,31 @@ def croissant(receipt: str, member: str, at: dt.datetime) -> Sale:
 
 
 @pytest.fixture
-def tagged_till(tmp_path: Path) -> tuple[Path, str, str]:
-    """A till enrolled with HQ whose member last came 39 days ago, has a birthday in two days
-    and usually buys croissants; HQ refreshed the tags and the till pulled them."""
+def tagged_till(tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
+    """A till enrolled with HQ (served on loopback HTTP) whose member last came 39 days ago, has
+    a birthday in two days and usually buys croissants; HQ refreshed the tags and the till
+    pulled them. HQ stays up while the test runs, so the agent's own sync loop reaches it."""
     hq = Hq(open_hq_store("sqlite:///:memory:"))
     hq.publish_program(tomllib.loads(EXAMPLE_PROGRAM.read_text(encoding="utf-8")))
-    transport = InProcessTransport(create_app(hq))
-    data = tmp_path / "till"
-    init_with_hq(data, hq="http://hq.test", code=hq.new_code("JKT-01"), transport=transport)
-    now = dt.datetime.now(dt.UTC)
-    birthday = (now.astimezone(JAKARTA).date() + dt.timedelta(days=2)).replace(year=1990)
-    clock = [now - dt.timedelta(days=41)]  # she enrolled 41 days ago (segments count members enrolled before D)
-    with open_till(data, clock=lambda: clock[0]) as till:
-        assert till.sync is not None
-        m = till.service.enroll("081255550000", name="Sari", birthday=birthday.isoformat())
-        till.service.record_sale(croissant("C1", m.id, now - dt.timedelta(days=40)))
-        till.service.record_sale(croissant("C2", m.id, now - dt.timedelta(days=39)))
-        clock[0] = now
-        client = client_for(till.store, till.keys, till.sync, "http://hq.test", transport=transport)
-        client.push()
-        refresh_tags(hq)
-        client.pull()
-        assert "lapsed-30" in till.sync.tagging(m.id).tags  # type: ignore[union-attr]
-    card = tokens.sign_member(hq.signing_key(), m.id, now)
-    transport.close()
+    with serve(create_app(hq)) as url:
+        data = tmp_path / "till"
+        init_with_hq(data, hq=url, code=hq.new_code("JKT-01"))
+        now = dt.datetime.now(dt.UTC)
+        birthday = (now.astimezone(JAKARTA).date() + dt.timedelta(days=2)).replace(year=1990)
+        clock = [now - dt.timedelta(days=41)]  # she enrolled 41 days ago (segments count members enrolled before D)
+        with open_till(data, clock=lambda: clock[0]) as till:
+            assert till.sync is not None
+            m = till.service.enroll("081255550000", name="Sari", birthday=birthday.isoformat())
+            till.service.record_sale(croissant("C1", m.id, now - dt.timedelta(days=40)))
+            till.service.record_sale(croissant("C2", m.id, now - dt.timedelta(days=39)))
+            clock[0] = now
+            client = client_for(till.store, till.keys, till.sync, url)
+            client.push()
+            refresh_tags(hq)
+            client.pull()
+            assert "lapsed-30" in till.sync.tagging(m.id).tags  # type: ignore[union-attr]
+        yield data, m.id, tokens.sign_member(hq.signing_key(), m.id, now)
     hq.store.close()
-    return data, m.id, card
 
 
 def test_panel_shows_hints_and_the_offer_then_the_sale_gets_it(tagged_till: tuple[Path, str, str]) -> None:
