@@ -33,6 +33,7 @@ REFUSED = {"tillstamp hq terminal remove": "not enrolled here",
            # the tour's HQ has had no push from a till yet, so it knows no member to erase
            "tillstamp hq erase": "is not a member at head office",
            "tillstamp hq member show": "no such member at HQ",
+           "tillstamp hq tags show": "no tags for member",
            # the channels' secrets come only from the environment, and a test sends nothing out
            "tillstamp hq flow run": "is not set"}
 

@@ -31,6 +31,7 @@ from tillstamp.loyalty import events as ev
 from tillstamp.loyalty.events import Event
 from tillstamp.loyalty.projections import member_view
 
+from .hints import personal_line
 from .service import Refused, SaleResult, Service
 
 log = logging.getLogger("tillstamp.agent")
@@ -180,6 +181,7 @@ def _member_fields(service: Service, member: str, sale: Event,
     zone = service.program.zone
     kinds = {m.id: m.kind for m in service.program.missions}
     done = [e for e in own if e.kind == ev.MISSION]
+    offer = next((e for e in own if e.kind == ev.EARNED and e.body.get("offer")), None)
     ready = tuple(r.name for r in service.program.rewards
                   if r.allowed_for(view.tier.id) and view.balance >= r.cost)
     return {
@@ -198,6 +200,8 @@ def _member_fields(service: Service, member: str, sale: Event,
                                             e.stamps, e.body.get("badge")) for e in done),
         "rewards_ready": ready,
         "expiring": tuple(ExpiringStamps(x.stamps, x.at.astimezone(zone).date()) for x in view.expiring),
+        "personal": personal_line(service.program, row.name if row and row.name else "", offer, view,
+                                  row.birthday if row else None, sale.at.astimezone(zone).date(), language),
     }
 
 

@@ -17,6 +17,7 @@ from ..loyalty import events as ev
 from ..loyalty import rules, tokens
 from ..loyalty.earning import compute_earn, eligible_lines, reversal_for_refund
 from ..loyalty.events import Event, canonical, derived_id, new_id
+from ..loyalty.offers import Tagging, offer_awards
 from ..loyalty.program import Program
 from ..loyalty.projections import (
     MemberView,
@@ -143,6 +144,8 @@ class Service:
         self.alias_of: Callable[[str], str | None] = lambda member: None
         # Rule 9: expiry is not written off on a clock head office says is too far off.
         self.clock_trusted: Callable[[], bool] = lambda: True
+        # Head office's segment tags and hints of a member (offers, the panel's hints).
+        self.member_tags: Callable[[str], Tagging | None] = lambda member: None
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -348,6 +351,9 @@ class Service:
                 new.append(Event(derived_id("earn", key), ev.EARNED, sale.at, member, earn.stamps, key, earn.to_dict()))
             if member:
                 new += due_missions(self.program, member, history + new, sale.at)
+                if self.program.offers:  # docs/AGENT.md "Offers": the best offer, once per period
+                    new += offer_awards(self.program, member, self.member_tags(member), history + new,
+                                        sale.at, key, earn.stamps, self.now())
             placed = self._append(new)
             if "claim" in body:
                 claim = self._claim_payload(sale.receipt, body["claim"])

@@ -23,6 +23,7 @@ from sqlite_utils import Database, Migrations
 from ..loyalty import events as ev
 from ..loyalty import tokens
 from ..loyalty.events import Event, canonical
+from ..loyalty.offers import Tagging
 from ..loyalty.program import OfflineCaps, Program, parse_program
 from ..sync.client import RequestsTransport, RetryPolicy, SyncClient, SyncLoop, Transport, errors, p
 from ..sync.wire import LedgerRow
@@ -57,6 +58,13 @@ def m002_claims_and_aliases(db: Database) -> None:
     db.execute("CREATE TABLE revoked_claims (token TEXT PRIMARY KEY, feed_seq INTEGER NOT NULL) STRICT")
     # member ids head office merged into another (one phone enrolled at two tills)
     db.execute("CREATE TABLE member_aliases (alias TEXT PRIMARY KEY, into_id TEXT NOT NULL) STRICT")
+
+
+@migrations()
+def m003_member_crm(db: Database) -> None:
+    # Head office's segment tags and hints per member (the snapshot's `crm`), with their as-of.
+    db.execute("""CREATE TABLE member_crm (member TEXT PRIMARY KEY, as_of TEXT NOT NULL, tags TEXT NOT NULL,
+        hints TEXT NOT NULL, feed_seq INTEGER NOT NULL) STRICT""")
 
 
 def _iso(t: dt.datetime) -> str:
@@ -227,10 +235,15 @@ class SyncStore:
             if page.reset:  # a full snapshot follows: forget derived remote state first
                 c.execute("DELETE FROM remote_members")
                 c.execute("DELETE FROM revocations")
+                c.execute("DELETE FROM member_crm")
             for ch in page.changes:
                 self._apply(ch)
                 erased = erased or ch.kind == "erased"
             self._set("pull_cursor", str(page.next))
+            if not page.more and page.tags_as_of:
+                # The whole feed up to HQ's newest tag refresh is applied: a member whose entry
+                # did not change in it holds tags that are as fresh as that refresh.
+                self._set("tags_as_of", page.tags_as_of)
             if not page.more:
                 # Everything HQ had when this pull started is now known here: redemptions
                 # made after this point are "blind" until the next complete pull (rule 7).
@@ -255,6 +268,15 @@ class SyncStore:
                 "tier = excluded.tier, events = excluded.events, feed_seq = excluded.feed_seq",
                 (member, int(d["watermark"]), int(d["balance"]), d.get("tier"), canonical(d["events"]).decode(), ch.seq),
             )
+            crm = d.get("crm")
+            if isinstance(crm, dict) and crm.get("as_of"):
+                c.execute("INSERT INTO member_crm(member, as_of, tags, hints, feed_seq) VALUES (?, ?, ?, ?, ?) "
+                          "ON CONFLICT(member) DO UPDATE SET as_of = excluded.as_of, tags = excluded.tags, "
+                          "hints = excluded.hints, feed_seq = excluded.feed_seq",
+                          (member, str(crm["as_of"]), canonical(list(crm.get("tags") or [])).decode(),
+                           canonical(dict(crm.get("hints") or {})).decode(), ch.seq))
+            else:  # HQ holds no tags for this member (any more), or an HQ from before tags
+                c.execute("DELETE FROM member_crm WHERE member = ?", (member,))
             if d.get("merged_into"):
                 c.execute("INSERT INTO member_aliases(alias, into_id) VALUES (?, ?) "
                           "ON CONFLICT(alias) DO UPDATE SET into_id = excluded.into_id", (member, d["merged_into"]))
@@ -271,6 +293,7 @@ class SyncStore:
             # remote_members stays: it is stamps from other tills, not personal data.
             c.execute("UPDATE members SET phone = NULL, name = NULL, email = NULL, birthday = NULL WHERE id = ?",
                       (member,))
+            c.execute("DELETE FROM member_crm WHERE member = ?", (member,))  # hints are personal too
         elif ch.kind == "revoked":
             c.execute("INSERT INTO revocations(member, before) VALUES (?, ?) "
                       "ON CONFLICT(member) DO UPDATE SET before = excluded.before", (d["member"], d["before"]))
@@ -312,6 +335,19 @@ class SyncStore:
         if row is None:
             return [], 0
         return [Event.from_wire(w) for w in json.loads(row[0])], int(row[1])
+
+    def tagging(self, member: str) -> Tagging | None:
+        """Head office's tags and hints for a member, as of the later of the member's own entry
+        and the newest complete refresh this till has pulled to the end (None: none known)."""
+        row = self.store.conn.execute("SELECT as_of, tags, hints FROM member_crm WHERE member = ?",
+                                      (member,)).fetchone()
+        if row is None:
+            return None
+        as_of = dt.datetime.fromisoformat(row[0])
+        confirmed = self.get("tags_as_of")
+        if confirmed:
+            as_of = max(as_of, dt.datetime.fromisoformat(confirmed))
+        return Tagging(frozenset(json.loads(row[1])), json.loads(row[2]), as_of)
 
     def alias_of(self, member: str) -> str | None:
         """The member head office merged this id into, if it did."""
@@ -410,6 +446,7 @@ def attach_sync(store: Store, service: Service, keys: Keys, hq_url: str) -> Sync
     service.revoked = sync.revoked
     service.claim_revoked = sync.claim_revoked
     service.alias_of = sync.alias_of
+    service.member_tags = sync.tagging
     service.clock_trusted = lambda: abs(sync.clock_offset()) <= service.program.offline.max_clock_skew_s
     return sync
 

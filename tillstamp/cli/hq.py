@@ -442,10 +442,11 @@ def register(sub: Any) -> None:
     p.add_argument("member")
     p.set_defaults(func=cmd_revoke)
 
-    from . import hq_crm, hq_flows
+    from . import hq_crm, hq_flows, hq_tags
 
     hq_crm.register(hq, common, sub._parser_class)
     hq_flows.register(hq, common, sub._parser_class)
+    hq_tags.register(hq, common, sub._parser_class)
 
 def _register_terminal_more(term: Any, common: argparse.ArgumentParser) -> None:
     p = term.add_parser("list", parents=[common], help="list enrolled terminals",

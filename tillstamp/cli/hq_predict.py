@@ -51,6 +51,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..hq.predict import PredictError, run_predictions
     from ..hq.service import Hq
     from ..hq.store import open_hq_store
+    from ..hq.tags import refresh_tags
 
     hq = Hq(open_hq_store(args.db))
     try:
@@ -58,6 +59,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         as_of = _as_of(args.as_of, program.timezone if program else "Asia/Jakarta")
         with _progress(sys.stderr.isatty() and not getattr(args, "json", False)) as progress:
             out = run_predictions(hq.store, as_of, now=dt.datetime.now(dt.UTC), progress=progress)
+        # New predictions change hints (reorder due): members whose hints changed reach the tills.
+        out["tags"] = refresh_tags(hq, as_of).to_json()
     except PredictError as e:
         raise UsageError(f"hq predict: {e}") from None
     finally:

@@ -112,6 +112,7 @@ class Receipt:
     refunded: int = 0  # amount refunded since (a reprint shows it)
     voided: bool = False  # refunded in full
     reversed_stamps: int = 0  # stamps taken back by the refunds
+    personal: str | None = None  # one line for this member: the offer given, a birthday, a card almost full
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:
@@ -216,6 +217,8 @@ def _loyalty(w: _Writer, r: Receipt, words: dict[str, str]) -> None:
         w.line(words["none"], align="center")
     if r.reversed_stamps > 0:
         w.line(words["reversed"].format(n=r.reversed_stamps), align="center")
+    if r.personal:
+        w.line(r.personal[: w.width], align="center")
     for done in r.completed:
         w.line(words["completed"].format(name=done.name)[: w.width], bold=True)
         if done.stamps:

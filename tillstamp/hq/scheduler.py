@@ -148,6 +148,10 @@ class FlowEngine:
                     self._schedule_flow(fl, now, groups, program, part)
             for part in parts:
                 result.add(part)
+            # The tills' segment tags (docs/HQ.md "Tags for the tills"), once per store day.
+            from .tags import refresh_if_due
+
+            refresh_if_due(self.hq, now)
         finally:
             sf.release_lease(self.store, self.worker)
 

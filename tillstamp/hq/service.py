@@ -296,10 +296,12 @@ class Hq:
                 }
                 if member in page.merged:
                     data["merged_into"] = page.merged[member]
+                if member in page.crm:
+                    data["crm"] = page.crm[member]  # {"as_of", "tags", "hints"}: docs/SYNC.md
             changes.append(p.Change(seq=row.seq, kind=row.kind, key=row.key, data=data))  # type: ignore[arg-type]
         nxt = page.rows[-1].seq if page.rows else cursor
         return p.PullResponse(cursor=cursor, next=nxt, more=len(page.rows) == limit, reset=cursor == 0,
-                              watermark=page.watermark, changes=changes)
+                              watermark=page.watermark, changes=changes, tags_as_of=page.tags_as_of)
 
     def stats(self) -> dict[str, Any]:
         """What `hq stats` prints."""

@@ -28,6 +28,7 @@ from ..loyalty.events import (
     derived_id,
 )
 from ..sync.wire import REFUSED, Incoming, chain
+from . import store_tags
 from .store_predict import PredictionStore
 from .store_readmodel import CrmStore
 
@@ -126,6 +127,9 @@ class FeedPage:
     events: dict[str, list[Event]]
     members: dict[str, dict[str, Any]]
     merged: dict[str, str] = field(default_factory=dict)  # alias -> survivor
+    # Segment tags and hints per member (`member_tags`), and the newest complete refresh's as-of.
+    crm: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tags_as_of: str | None = None
 
 
 Compensate = Callable[[str, list[Event]], Event | None]
@@ -712,7 +716,8 @@ class SqlHqStore(CrmStore, PredictionStore):
             merged: dict[str, str] = {}
             if wanted:
                 merged = self._merges_of(c, wanted, events)
-        return FeedPage(rows, int(w[0]) if w else 0, events, members, merged)
+            crm, tags_as_of = store_tags.feed_tags(self, c, wanted)
+        return FeedPage(rows, int(w[0]) if w else 0, events, members, merged, crm, tags_as_of)
 
     def _merges_of(self, c: Any, wanted: Sequence[str], events: dict[str, list[Event]]) -> dict[str, str]:
         """alias -> survivor among `wanted`; a survivor's events get its aliases' added (history
@@ -801,6 +806,7 @@ class SqlHqStore(CrmStore, PredictionStore):
                 raise NotAMember(f"{member!r} is not a member known at head office")
             self._x(c, "DELETE FROM members WHERE id = ?", (member,))
             self._crm_erase(c, member)
+            store_tags.forget(self, c, member)  # hints come from personal data (a birthday, purchases)
             self._x(c, "INSERT INTO erasures(member, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (member, _iso(now)))
             # Its own feed key: under `member:` a later snapshot of the member (their balance
             # goes on) would replace the erasure before an offline till had seen it.

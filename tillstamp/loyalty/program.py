@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MISSION_KINDS = ("visits_in_week", "distinct_skus", "spend_target", "checkin_streak")
 PERIODS = ("week", "month", "year", "ever")
+OFFER_PERIODS = ("week", "month", "program")
 
 # Upper bounds. Without them a program with `valid_days = 999999999` or `multiplier = 1e308`
 # was accepted and then every sale crashed (a date past year 9999, stamps beyond any event's
@@ -29,6 +30,7 @@ MAX_MONEY = 10**12  # minor units: Rp 1.000.000.000.000
 MAX_MULTIPLIER = Fraction(10)
 MAX_MONTHS = 120  # expiry, tier windows: ten years
 MAX_DAYS = 3_650  # claim validity, warnings: ten years
+MAX_TAG_AGE_DAYS = 90  # an offer on segment data older than a quarter is not targeting anyone
 
 
 class ProgramError(ValueError):
@@ -91,6 +93,28 @@ class Bonus:
         if self.start_time and t < self.start_time:
             return False
         return not (self.end_time and t >= self.end_time)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Extra stamps for members of a head-office segment, at most once per member per period.
+
+    `multiplier` multiplies the sale's stamps (the offer is the extra part); `stamps` is a fixed
+    number of extra stamps instead. `window` (days, hours, dates) limits when it applies."""
+
+    id: str
+    name: str
+    segment: str
+    multiplier: Fraction | None = None
+    stamps: int = 0
+    per: str = "month"  # "week" | "month" | "program"
+    window: Bonus | None = None
+
+    def extra(self, earned: int) -> int:
+        """Extra stamps this offer gives on a sale that earned `earned` stamps."""
+        if self.multiplier is not None:
+            return math.floor(earned * (self.multiplier - 1))
+        return self.stamps
 
 
 @dataclass(frozen=True)
@@ -203,6 +227,8 @@ class Program:
     offline: OfflineCaps
     claim: ClaimPolicy
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    offers: tuple[Offer, ...] = ()
+    max_tag_age_days: int = 7  # a tag from head office older than this is ignored at the till
 
     @property
     def zone(self) -> ZoneInfo:
@@ -272,21 +298,17 @@ def parse_program(raw: dict[str, Any]) -> Program:
                               category=cat))
     bonuses = []
     for b in earn.tables("bonus"):
-        days = tuple(d.lower()[:3] for d in b.items("days", []))
-        for d in days:
-            if d not in DAYS:
-                raise ProgramError(f"{b.path}.days: {d!r} is not a day ({', '.join(DAYS)})")
-        bonuses.append(
-            Bonus(
-                name=b.text("name"),
-                multiplier=b.fraction("multiplier", minimum=Fraction(1), maximum=MAX_MULTIPLIER),
-                days=days,
-                start_time=b.time("from"),
-                end_time=b.time("to"),
-                start_date=b.date("start"),
-                end_date=b.date("end"),
-            )
-        )
+        if b.has("segment"):
+            # A till from before offers reads every [[earn.bonus]] as a bonus on every sale: a
+            # segment offer there would multiply everyone's stamps on such a till.
+            raise ProgramError(f"{b.path}.segment: an offer for a segment goes in [[earn.offer]], "
+                               f"not [[earn.bonus]] (older tills would give it to every member)")
+        bonuses.append(_window(b, b.text("name"),
+                               b.fraction("multiplier", minimum=Fraction(1), maximum=MAX_MULTIPLIER)))
+    offers = [_offer(o) for o in earn.tables("offer")]
+    if len({o.id for o in offers}) != len(offers):
+        raise ProgramError("earn.offer: offer ids must be unique")
+    max_tag_age = earn.integer("max_tag_age_days", 7, minimum=1, maximum=MAX_TAG_AGE_DAYS)
     ex = earn.table("exclude", required=False)
     exclusions = Exclusions(
         skus=frozenset(ex.items("skus", [])),
@@ -393,7 +415,47 @@ def parse_program(raw: dict[str, Any]) -> Program:
         offline=offline,
         claim=claim,
         source=raw,
+        offers=tuple(offers),
+        max_tag_age_days=max_tag_age,
     )
+
+
+def _window(b: _Reader, name: str, multiplier: Fraction) -> Bonus:
+    """The time window of a bonus or an offer (days, hours, dates), as a Bonus."""
+    days = tuple(d.lower()[:3] for d in b.items("days", []))
+    for d in days:
+        if d not in DAYS:
+            raise ProgramError(f"{b.path}.days: {d!r} is not a day ({', '.join(DAYS)})")
+    return Bonus(name=name, multiplier=multiplier, days=days, start_time=b.time("from"), end_time=b.time("to"),
+                 start_date=b.date("start"), end_date=b.date("end"))
+
+
+def _slug(r: _Reader, key: str) -> str:
+    """An id or a segment name: 1-64 of a-z, 0-9, '-' and '_' (what segment names allow)."""
+    val = r.text(key)
+    if len(val) > 64 or not all(c in "abcdefghijklmnopqrstuvwxyz0123456789-_" for c in val):
+        raise ProgramError(f"{r._key(key)}: use 1-64 of a-z, 0-9, '-' and '_', got {val!r}")
+    return val
+
+
+def _offer(o: _Reader) -> Offer:
+    """One [[earn.offer]]: a segment, exactly one of multiplier or stamps, a period, a window."""
+    if o.has("multiplier") == o.has("stamps"):
+        raise ProgramError(f"{o.path}: give exactly one of multiplier or stamps")
+    multiplier = None
+    stamps = 0
+    if o.has("multiplier"):
+        multiplier = o.fraction("multiplier", maximum=MAX_MULTIPLIER)
+        if multiplier <= 1:
+            raise ProgramError(f"{o.path}.multiplier: must be more than 1, got {o.data['multiplier']}")
+    else:
+        stamps = o.integer("stamps", minimum=1, maximum=MAX_STAMPS_RULE)
+    name = o.text("name", o.data.get("id") or "offer")
+    window = _window(o, name, Fraction(1))
+    return Offer(id=_slug(o, "id"), name=name, segment=_slug(o, "segment"), multiplier=multiplier, stamps=stamps,
+                 per=o.choice("per", OFFER_PERIODS, "month"),
+                 window=window if (window.days or window.start_time or window.end_time or window.start_date
+                                   or window.end_date) else None)
 
 
 class _Reader:

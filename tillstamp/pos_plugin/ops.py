@@ -165,7 +165,7 @@ def _local_time(at: str, zone: Any, today: dt.date) -> str:
     return f"{local:%H:%M}" if local.date() == today else f"{local:%d/%m %H:%M}"
 
 
-def panel_state(rt: Runtime) -> dict[str, Any]:
+def panel_state(rt: Runtime, language: str = "id") -> dict[str, Any]:
     """Everything the cashier panel shows."""
     current = rt.panel_member
     shown = None
@@ -177,6 +177,7 @@ def panel_state(rt: Runtime) -> dict[str, Any]:
     if shown is not None:
         shown["ready"] = [r for r in shown["rewards"] if r.get("can_redeem")]
         shown["display_name"] = shown["name"] or shown["member"][-6:]
+        shown["hints"], shown["offers"] = member_hints(rt, shown["member"], language)
     zone = rt.till.program.zone
     today = dt.datetime.now(zone).date()
     sales: list[dict[str, Any]] = [{"receipt": s.receipt, "member": s.member or s.claimed_by, "total": s.total,
@@ -238,6 +239,21 @@ def print_slip(rt: Runtime, slip: Any) -> bool:
 def shop_name(rt: Runtime) -> str:
     """The name printed and shown for this shop (its id when it has none)."""
     return rt.till.config.store_name or rt.till.config.store
+
+
+def member_hints(rt: Runtime, member_id: str, language: str = "id") -> tuple[list[dict[str, str]],
+                                                                            list[dict[str, str]]]:
+    """The member's hints and the offers a sale now would give, as `{"kind", "text"}` (docs/AGENT.md)."""
+    from ..agent import hints
+
+    svc = rt.till.service
+    now = svc.now()
+    events = svc.member_events(member_id)
+    tagging = svc.member_tags(member_id)
+    view = svc.view(member_id)
+    lines = hints.member_hints(svc.program, view, tagging, now, language)
+    offers = hints.offer_hints(svc.program, member_id, tagging, events, now, language)
+    return ([{"kind": h.kind, "text": h.text} for h in lines], [{"kind": h.kind, "text": h.text} for h in offers])
 
 
 def member_name(rt: Runtime, member_id: str) -> str:

@@ -60,7 +60,7 @@ def add_panel(app: FastAPI, rt: Runtime) -> None:
 
     async def render(request: Request, template: str) -> HTMLResponse:
         lang = language(request)
-        state = await run(ops.panel_state)
+        state = await run(ops.panel_state, lang)
         html = env.get_template(template).render(
             s=state, w=WORDS[lang], lang=lang, activity=activity, device_state=device_state,
             store=rt.till.config.store_name or rt.till.config.store, terminal=rt.till.config.terminal)

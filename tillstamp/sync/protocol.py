@@ -134,6 +134,10 @@ class PullResponse(BaseModel):
     reset: bool = False
     watermark: int = 0
     changes: list[Change]
+    # The newest complete tag refresh at HQ (UTC ISO): every member snapshot up to the end of the
+    # feed holds tags at least this fresh. Absent from an HQ without tags; a till from before
+    # ignores it (and `crm` in member snapshots). Only meaningful on a page with `more` false.
+    tags_as_of: str | None = None
 
 
 class EnrollRequest(BaseModel):
