@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,31 @@ def test_sync_loop_runs_in_a_thread_and_stops(hq: HqHarness, tmp_path: Path) -> 
     loop.start().wait(timeout=10)
     loop.stop()
     assert loop.rounds >= 1 and hq.hq.stats()["events"] == h.till.store.last_seq
+
+
+def test_a_round_cut_short_by_a_stop_ends_the_thread_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent stops while a round waits on HQ; the ledger closes under it and the round fails."""
+    waiting, release = threading.Event(), threading.Event()
+    escaped: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+
+    class Stalled:
+        def push(self) -> None:
+            waiting.set()
+            release.wait(10)
+            raise RuntimeError("the agent is shutting down")
+
+        def pull(self) -> None:  # pragma: no cover - never reached
+            raise AssertionError
+
+    loop = SyncLoop(Stalled(), sleep=lambda s: None)  # type: ignore[arg-type]
+    loop.start()
+    thread = loop._thread
+    assert waiting.wait(10) and thread is not None
+    loop.stop(timeout=0)
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive() and escaped == []
 
 
 def test_sync_loop_reports_rejections(hq: HqHarness, tmp_path: Path) -> None:

@@ -391,7 +391,14 @@ class SyncLoop:
     def _run(self) -> None:
         delay = self.interval_s
         while not self._stop.is_set() and (self.max_rounds is None or self.rounds < self.max_rounds):
-            self.round()
+            try:
+                self.round()
+            except Exception:
+                # A round still waiting on HQ when the agent stops finds the ledger closed under
+                # it: nothing is lost (the outbox keeps every event), so end quietly.
+                if self._stop.is_set():
+                    return
+                raise
             self.rounds += 1
             # After a rejection or a long outage, ask less often; one success resets it.
             delay = self.interval_s if self.last_error is None else min(delay * 2, self.idle_max_s)
