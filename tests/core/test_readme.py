@@ -158,6 +158,7 @@ def _prepare(root: Path, env: dict[str, str], command: str, found: dict[str, str
     return command
 
 
+@pytest.mark.timeout(900)  # some fifty processes in a row: slow only on a loaded machine
 def test_every_example_runs(sandbox: tuple[Path, dict[str, str]]) -> None:
     root, env = sandbox
     found: dict[str, str] = {}
