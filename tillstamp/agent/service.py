@@ -351,13 +351,16 @@ class Service:
             placed = self._append(new)
             if "claim" in body:
                 claim = self._claim_payload(sale.receipt, body["claim"])
+            # Read inside the transaction: the balance this sale left, which the write just
+            # returned (no other writer can come between).
+            balance = self.balance(member) if member else None
         awarded = sum(e.stamps for e in placed if e.stamps > 0)
         return SaleResult(
             receipt=sale.receipt,
             key=key,
             member=member,
             stamps_awarded=awarded,
-            balance=self.balance(member) if member else None,
+            balance=balance,
             duplicate=False,
             claim=claim,
             claim_stamps=earn.stamps if claim else 0,
