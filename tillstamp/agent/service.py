@@ -208,6 +208,16 @@ class Service:
                     self.store.add_member(survivor, 0)
         return survivor
 
+    def member_id(self, ref: str) -> str:
+        """`identify(ref).id`; a member id the till has seen before is not read again."""
+        text = ref.strip()
+        upper = text.upper()
+        # The same order of tests as `_identify`: a text that is also a token is read as one.
+        if (_ULID.match(text) and not upper.startswith("TS") and tokens.CLAIM_PREFIX not in upper
+                and self.store.has_member(upper) and self.alias_of(upper) is None):
+            return upper
+        return self.identify(ref).id
+
     def _identify(self, ref: str, *, learn: bool) -> MemberRow:
         text = ref.strip()
         upper = text.upper()
@@ -314,7 +324,7 @@ class Service:
         """Record a sale exactly once and award its stamps; a repeat answers `duplicate`."""
         key = self.sale_key(sale.receipt, sale.at)
         digest = _digest(sale)
-        member = self.identify(sale.member).id if sale.member else None
+        member = self.member_id(sale.member) if sale.member else None
         with self.store.write():
             existing = self.store.sale(key)
             if existing is not None:

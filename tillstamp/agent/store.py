@@ -219,6 +219,9 @@ class Store:
         # Balances this transaction wrote (from the upsert's RETURNING): exact while we hold
         # the write lock, cleared when the transaction ends.
         self._written_balances: dict[str, int] = {}
+        # Member ids read from committed rows. A till never deletes a member row (an erasure
+        # only blanks its PII), so an id once found stays found for the life of the process.
+        self._known_members: set[str] = set()
         migrations.apply(self.db)
         self._refresh_tip()
 
@@ -244,6 +247,7 @@ class Store:
                 # a second ROLLBACK would fail and hide the error that matters.
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
+                self._known_members.clear()  # a row read inside the transaction may be gone
                 self._cache.clear()
                 self._refresh_tip()
                 raise
@@ -258,6 +262,7 @@ class Store:
             finally:
                 self.conn.execute("ROLLBACK")
                 self._written_balances.clear()
+                self._known_members.clear()
                 self._cache.clear()
                 self._refresh_tip()
 
@@ -530,7 +535,14 @@ class Store:
     def member(self, member_id: str) -> MemberRow | None:
         """The member row with this id."""
         rows = list(self._rows("SELECT * FROM members WHERE id = ?", [member_id]))
-        return _member(rows[0]) if rows else None
+        if not rows:
+            return None
+        self._known_members.add(member_id)
+        return _member(rows[0])
+
+    def has_member(self, member_id: str) -> bool:
+        """True when a member row with this id exists (without reading it when already seen)."""
+        return member_id in self._known_members or self.member(member_id) is not None
 
     def member_by_phone(self, phone: str) -> MemberRow | None:
         """The member row with this E.164 phone number."""

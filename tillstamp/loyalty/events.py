@@ -57,6 +57,14 @@ class Event:
         """The same event placed in a terminal's sequence."""
         return Event(self.id, self.kind, self.at, self.member, self.stamps, self.ref, self.body, seq, terminal, store)
 
+    def memo(self) -> dict[Any, Any]:
+        """Values computed from this event, kept with it: an event never changes once made, and
+        the till keeps a member's events between sales, so each is read once, not per sale."""
+        d: dict[Any, Any] | None = self.__dict__.get("_memo")
+        if d is None:
+            d = self.__dict__["_memo"] = {}
+        return d
+
     def to_wire(self) -> dict[str, Any]:
         """The event as JSON-ready data, the form that is hashed, stored and synced."""
         return {
