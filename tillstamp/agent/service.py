@@ -361,8 +361,8 @@ class Service:
             placed = self._append(new)
             if "claim" in body:
                 claim = self._claim_payload(sale.receipt, body["claim"])
-            # Read inside the transaction: the balance this sale left, which the write just
-            # returned (no other writer can come between).
+            # Read inside the transaction: the balance this sale left (no other writer can
+            # come between), without taking a read snapshot again after COMMIT.
             balance = self.balance(member) if member else None
         awarded = sum(e.stamps for e in placed if e.stamps > 0)
         return SaleResult(

@@ -140,15 +140,13 @@ REBUILD_CHUNK = 1000  # events projected per batch by a rebuild
 _INSERT_EVENT = ("INSERT INTO ledger(seq, id, kind, member, at, stamps, ref, body, terminal, store, hash) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_SALE = "INSERT INTO sales(key, receipt, member, seq, at, total, digest, stamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-# Balance, lifetime earned and visits of one member, for several events at once; the new
-# balance comes back so the result of a sale needs no second look.
+# Balance, lifetime earned and visits of one member, for several events at once.
 _UPSERT_BALANCE = (
     "INSERT INTO balances(member, balance, earned, visits, last_visit) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT(member) DO UPDATE SET balance = balance + excluded.balance, "
     "earned = earned + excluded.earned, visits = visits + excluded.visits, "
     "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND "
-    "(last_visit IS NULL OR last_visit < excluded.last_visit) THEN excluded.last_visit ELSE last_visit END "
-    "RETURNING balance"
+    "(last_visit IS NULL OR last_visit < excluded.last_visit) THEN excluded.last_visit ELSE last_visit END"
 )
 
 
@@ -216,9 +214,6 @@ class Store:
         self._cache: OrderedDict[str, list[Event]] = OrderedDict()
         self._seq = -1
         self._hash = ""
-        # Balances this transaction wrote (from the upsert's RETURNING): exact while we hold
-        # the write lock, cleared when the transaction ends.
-        self._written_balances: dict[str, int] = {}
         # Member ids read from committed rows. A till never deletes a member row (an erasure
         # only blanks its PII), so an id once found stays found for the life of the process.
         self._known_members: set[str] = set()
@@ -239,10 +234,8 @@ class Store:
             self._refresh_tip()
             try:
                 yield self
-                self._written_balances.clear()
                 self.conn.execute("COMMIT")
             except BaseException:
-                self._written_balances.clear()
                 # SQLite may have rolled back already (a COMMIT that hit a full disk does):
                 # a second ROLLBACK would fail and hide the error that matters.
                 if self.conn.in_transaction:
@@ -261,7 +254,6 @@ class Store:
                 yield self
             finally:
                 self.conn.execute("ROLLBACK")
-                self._written_balances.clear()
                 self._known_members.clear()
                 self._cache.clear()
                 self._refresh_tip()
@@ -320,9 +312,12 @@ class Store:
             if problem is not None:
                 raise rules.RuleError(f"{e.kind}: {problem}")
             seq += 1
-            e = e.with_position(seq=seq, terminal=terminal, store=store)
+            # Placed with its time in UTC, as it is stored: the event a later read of the ledger
+            # gives (the cache must not differ from a reload: expiry dates are worked out on the
+            # event's own calendar), and times in one zone compare faster in every fold.
+            e = Event(e.id, e.kind, e.at.astimezone(dt.UTC), e.member, e.stamps, e.ref, e.body, seq, terminal, store)
             # Each event is encoded once: the same text is hashed and stored.
-            at = utc_text(e.at)
+            at = e.at.isoformat()
             body = canonical(e.body)
             prev = content_hash(e, prev, body, at)
             rows.append((seq, e.id, e.kind, e.member, at, e.stamps, e.ref, body.decode(), terminal, store, prev))
@@ -397,8 +392,7 @@ class Store:
                 c.executemany(_INSERT_SALE, list(new_sales.values()))
                 new_sales.clear()
             for member, (stamps, earned, visits, last) in gathered.items():
-                (balance,) = c.execute(_UPSERT_BALANCE, (member, stamps, earned, visits, last)).fetchall()[0]
-                self._written_balances[member] = balance
+                c.execute(_UPSERT_BALANCE, (member, stamps, earned, visits, last))
             gathered.clear()
 
         for i, e in enumerate(events):
@@ -464,7 +458,6 @@ class Store:
         if not self.conn.in_transaction:
             raise StoreError("rebuild_projections() must run inside store.write()")
         self._cache.clear()
-        self._written_balances.clear()
         for t in PROJECTION_TABLES:
             self.conn.execute(f"DELETE FROM {t}")
         chunk: list[Event] = []
@@ -477,8 +470,6 @@ class Store:
 
     def balance(self, member: str) -> int:
         """The member's balance from the projection."""
-        if self.conn.in_transaction and member in self._written_balances:
-            return self._written_balances[member]
         row = self.conn.execute("SELECT balance FROM balances WHERE member = ?", (member,)).fetchone()
         return row[0] if row else 0
 
