@@ -180,6 +180,8 @@ class Service:
         if not self.clock_trusted():
             return history  # a wrong clock must not take stamps away; the next good write will
         due = due_expiries(self.program, history, at)
+        if not due:
+            return history
         out = [expiry_event(member, lot) for lot in due]
         out = [e for e in out if not self.store.has_event(e.id)]
         return history + self._append(out)

@@ -385,7 +385,7 @@ class Store:
         """
         c = self.conn
         gathered: dict[str, list[Any]] = {}  # member -> [stamps, earned, visits, last_visit]
-        new_sales: dict[str, list[Any]] = {}  # key -> a sales row, its stamps last
+        new_sales: dict[str | None, list[Any]] = {}  # key -> a sales row, its stamps last
 
         def flush() -> None:
             if new_sales:
