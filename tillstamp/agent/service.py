@@ -183,6 +183,8 @@ class Service:
         if not self.clock_trusted():
             return history  # a wrong clock must not take stamps away; the next good write will
         due = due_expiries(self.program, history, at)
+        if not due:
+            return history
         out = [expiry_event(member, lot) for lot in due]
         out = [e for e in out if not self.store.has_event(e.id)]
         return history + self._append(out)
@@ -210,6 +212,16 @@ class Service:
                 if self.store.member(into) is None:
                     self.store.add_member(survivor, 0)
         return survivor
+
+    def member_id(self, ref: str) -> str:
+        """`identify(ref).id`; a member id the till has seen before is not read again."""
+        text = ref.strip()
+        upper = text.upper()
+        # The same order of tests as `_identify`: a text that is also a token is read as one.
+        if (_ULID.match(text) and not upper.startswith("TS") and tokens.CLAIM_PREFIX not in upper
+                and self.store.has_member(upper) and self.alias_of(upper) is None):
+            return upper
+        return self.identify(ref).id
 
     def _identify(self, ref: str, *, learn: bool) -> MemberRow:
         text = ref.strip()
@@ -317,7 +329,7 @@ class Service:
         """Record a sale exactly once and award its stamps; a repeat answers `duplicate`."""
         key = self.sale_key(sale.receipt, sale.at)
         digest = _digest(sale)
-        member = self.identify(sale.member).id if sale.member else None
+        member = self.member_id(sale.member) if sale.member else None
         with self.store.write():
             existing = self.store.sale(key)
             if existing is not None:
@@ -357,13 +369,16 @@ class Service:
             placed = self._append(new)
             if "claim" in body:
                 claim = self._claim_payload(sale.receipt, body["claim"])
+            # Read inside the transaction: the balance this sale left (no other writer can
+            # come between), without taking a read snapshot again after COMMIT.
+            balance = self.balance(member) if member else None
         awarded = sum(e.stamps for e in placed if e.stamps > 0)
         return SaleResult(
             receipt=sale.receipt,
             key=key,
             member=member,
             stamps_awarded=awarded,
-            balance=self.balance(member) if member else None,
+            balance=balance,
             duplicate=False,
             claim=claim,
             claim_stamps=earn.stamps if claim else 0,

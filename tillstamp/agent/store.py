@@ -23,7 +23,7 @@ from sqlite_utils import Database, Migrations
 
 from ..loyalty import events as ev
 from ..loyalty import rules
-from ..loyalty.events import Event, canonical, content_hash
+from ..loyalty.events import Event, canonical, content_hash, utc_text
 
 migrations = Migrations("tillstamp.agent")
 
@@ -135,6 +135,19 @@ def m004_fewer_pages_per_sale(db: Database) -> None:
 
 PROJECTION_TABLES = ("balances", "sales", "claims")
 CACHE_MEMBERS = 2000
+REBUILD_CHUNK = 1000  # events projected per batch by a rebuild
+
+_INSERT_EVENT = ("INSERT INTO ledger(seq, id, kind, member, at, stamps, ref, body, terminal, store, hash) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_SALE = "INSERT INTO sales(key, receipt, member, seq, at, total, digest, stamps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# Balance, lifetime earned and visits of one member, for several events at once.
+_UPSERT_BALANCE = (
+    "INSERT INTO balances(member, balance, earned, visits, last_visit) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(member) DO UPDATE SET balance = balance + excluded.balance, "
+    "earned = earned + excluded.earned, visits = visits + excluded.visits, "
+    "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND "
+    "(last_visit IS NULL OR last_visit < excluded.last_visit) THEN excluded.last_visit ELSE last_visit END"
+)
 
 
 class StoreError(RuntimeError):
@@ -201,6 +214,9 @@ class Store:
         self._cache: OrderedDict[str, list[Event]] = OrderedDict()
         self._seq = -1
         self._hash = ""
+        # Member ids read from committed rows. A till never deletes a member row (an erasure
+        # only blanks its PII), so an id once found stays found for the life of the process.
+        self._known_members: set[str] = set()
         migrations.apply(self.db)
         self._refresh_tip()
 
@@ -224,6 +240,7 @@ class Store:
                 # a second ROLLBACK would fail and hide the error that matters.
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
+                self._known_members.clear()  # a row read inside the transaction may be gone
                 self._cache.clear()
                 self._refresh_tip()
                 raise
@@ -237,6 +254,7 @@ class Store:
                 yield self
             finally:
                 self.conn.execute("ROLLBACK")
+                self._known_members.clear()
                 self._cache.clear()
                 self._refresh_tip()
 
@@ -282,27 +300,32 @@ class Store:
         """Append events with the next sequence numbers and update projections (in `write()`)."""
         if not self.conn.in_transaction:
             raise StoreError("append() must run inside store.write()")
+        if not events:
+            return []
         placed = []
+        rows = []
+        seq, prev = self._seq, self._hash
         for e in events:
             # Whatever head office would refuse is never committed here (rules.py): the
             # transaction is rolled back by the caller, so nothing of the request is written.
             problem = rules.event_problem(e.id, terminal, store, e.kind, e.member, e.ref, e.stamps, e.body)
             if problem is not None:
                 raise rules.RuleError(f"{e.kind}: {problem}")
-            self._seq += 1
-            e = e.with_position(seq=self._seq, terminal=terminal, store=store)
+            seq += 1
+            # Placed with its time in UTC, as it is stored: the event a later read of the ledger
+            # gives (the cache must not differ from a reload: expiry dates are worked out on the
+            # event's own calendar), and times in one zone compare faster in every fold.
+            e = Event(e.id, e.kind, e.at.astimezone(dt.UTC), e.member, e.stamps, e.ref, e.body, seq, terminal, store)
+            # Each event is encoded once: the same text is hashed and stored.
+            at = e.at.isoformat()
             body = canonical(e.body)
-            self._hash = content_hash(e, self._hash, body)
-            self.conn.execute(
-                "INSERT INTO ledger(seq, id, kind, member, at, stamps, ref, body, terminal, store, hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    e.seq, e.id, e.kind, e.member, e.at.astimezone(dt.UTC).isoformat(), e.stamps,
-                    e.ref, body.decode(), terminal, store, self._hash,
-                ),
-            )
-            self._project(e)
+            prev = content_hash(e, prev, body, at)
+            rows.append((seq, e.id, e.kind, e.member, at, e.stamps, e.ref, body.decode(), terminal, store, prev))
             placed.append(e)
+        self.conn.executemany(_INSERT_EVENT, rows)
+        self._seq, self._hash = seq, prev
+        self._project(placed, [r[4] for r in rows])
+        for e in placed:
             if e.member is not None and e.member in self._cache:
                 self._cache[e.member].append(e)
         return placed
@@ -351,49 +374,77 @@ class Store:
 
     # -- projections --------------------------------------------------------------------
 
-    def _project(self, e: Event) -> None:
-        """Update the projections for one event (the same code rebuilds them)."""
+    def _project(self, events: Sequence[Event], at_texts: Sequence[str] | None = None) -> None:
+        """Update the projections for events in ledger order (the same code rebuilds them).
+
+        Balance changes are summed per member and new sales gathered, then written with one
+        statement each. An event whose statement must see the rows before it (consent, refund,
+        reversal, claim, stamps for a sale outside this batch) first writes what is gathered,
+        so the result is that of one statement per event, in order. `at_texts` are the events'
+        times as stored, when the caller has them.
+        """
         c = self.conn
-        at = e.at.astimezone(dt.UTC).isoformat()
-        if e.member:
-            earned = e.stamps if e.kind in ev.EARNING_KINDS else 0
-            visit = e.kind in (ev.SALE, ev.CLAIMED)
-            # One statement per event: balance, lifetime earned, and the visit it may be.
-            c.execute(
-                "INSERT INTO balances(member, balance, earned, visits, last_visit) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(member) DO UPDATE SET balance = balance + excluded.balance, "
-                "earned = earned + excluded.earned, visits = visits + excluded.visits, "
-                "last_visit = CASE WHEN excluded.last_visit IS NOT NULL AND "
-                "(last_visit IS NULL OR last_visit < excluded.last_visit) THEN excluded.last_visit ELSE last_visit END",
-                (e.member, e.stamps, earned, int(visit), at if visit else None),
-            )
-        if e.kind in (ev.ENROLLED, ev.CONSENT) and "consent" in e.body:
-            c.execute("UPDATE balances SET consent = ? WHERE member = ?", (canonical(e.body["consent"]).decode(), e.member))
-        elif e.kind == ev.SALE:
-            c.execute(
-                "INSERT INTO sales(key, receipt, member, seq, at, total, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (e.ref, e.body["receipt"], e.member, e.seq, at, e.body["total"], e.body["digest"]),
-            )
-        elif e.kind == ev.EARNED:
-            c.execute("UPDATE sales SET stamps = stamps + ? WHERE key = ?", (e.stamps, e.ref))
-        elif e.kind == ev.REFUNDED:
-            row = c.execute("SELECT refunded_lines FROM sales WHERE key = ?", (e.ref,)).fetchone()
-            lines = json.loads(row[0]) if row else {}
-            for sku, qty in e.body.get("lines", {}).items():
-                lines[sku] = lines.get(sku, 0) + qty
-            c.execute(
-                "UPDATE sales SET refunded = refunded + ?, refunded_lines = ? WHERE key = ?",
-                (e.body["amount"], canonical(lines).decode(), e.ref),
-            )
-        elif e.kind == ev.REVERSED:
-            c.execute("UPDATE sales SET reversed = reversed - ? WHERE key = ?", (e.stamps, e.ref))
-        elif e.kind == ev.CLAIMED:
-            c.execute("INSERT INTO claims(token, member, seq) VALUES (?, ?, ?)", (e.body["token"], e.member, e.seq))
-            if e.body.get("sale"):
+        gathered: dict[str, list[Any]] = {}  # member -> [stamps, earned, visits, last_visit]
+        new_sales: dict[str | None, list[Any]] = {}  # key -> a sales row, its stamps last
+
+        def flush() -> None:
+            if new_sales:
+                c.executemany(_INSERT_SALE, list(new_sales.values()))
+                new_sales.clear()
+            for member, (stamps, earned, visits, last) in gathered.items():
+                c.execute(_UPSERT_BALANCE, (member, stamps, earned, visits, last))
+            gathered.clear()
+
+        for i, e in enumerate(events):
+            kind = e.kind
+            at = at_texts[i] if at_texts is not None else utc_text(e.at)
+            if e.member:
+                g = gathered.get(e.member)
+                if g is None:
+                    g = gathered[e.member] = [0, 0, 0, None]
+                g[0] += e.stamps
+                if kind in ev.EARNING_KINDS:
+                    g[1] += e.stamps
+                if kind == ev.SALE or kind == ev.CLAIMED:  # a visit
+                    g[2] += 1
+                    if g[3] is None or g[3] < at:  # the same text order as the SQL's
+                        g[3] = at
+            if kind in (ev.ENROLLED, ev.CONSENT) and "consent" in e.body:
+                flush()
+                c.execute("UPDATE balances SET consent = ? WHERE member = ?",
+                          (canonical(e.body["consent"]).decode(), e.member))
+            elif kind == ev.SALE:
+                if e.ref in new_sales:
+                    flush()  # the key's second sale: its INSERT must fail as it would alone
+                new_sales[e.ref] = [e.ref, e.body["receipt"], e.member, e.seq, at, e.body["total"], e.body["digest"], 0]
+            elif kind == ev.EARNED:
+                if e.ref in new_sales:
+                    new_sales[e.ref][7] += e.stamps
+                else:
+                    flush()
+                    c.execute("UPDATE sales SET stamps = stamps + ? WHERE key = ?", (e.stamps, e.ref))
+            elif kind == ev.REFUNDED:
+                flush()
+                row = c.execute("SELECT refunded_lines FROM sales WHERE key = ?", (e.ref,)).fetchone()
+                lines = json.loads(row[0]) if row else {}
+                for sku, qty in e.body.get("lines", {}).items():
+                    lines[sku] = lines.get(sku, 0) + qty
                 c.execute(
-                    "UPDATE sales SET claimed_by = ?, stamps = stamps + ? WHERE key = ?",
-                    (e.member, e.stamps, e.body["sale"]),
+                    "UPDATE sales SET refunded = refunded + ?, refunded_lines = ? WHERE key = ?",
+                    (e.body["amount"], canonical(lines).decode(), e.ref),
                 )
+            elif kind == ev.REVERSED:
+                flush()
+                c.execute("UPDATE sales SET reversed = reversed - ? WHERE key = ?", (e.stamps, e.ref))
+            elif kind == ev.CLAIMED:
+                flush()
+                c.execute("INSERT INTO claims(token, member, seq) VALUES (?, ?, ?)", (e.body["token"], e.member, e.seq))
+                if e.body.get("sale"):
+                    c.execute(
+                        "UPDATE sales SET claimed_by = ?, stamps = stamps + ? WHERE key = ?",
+                        (e.member, e.stamps, e.body["sale"]),
+                    )
+        flush()
 
     def projection_snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every projection row, sorted: two snapshots compare equal iff the projections do."""
@@ -409,8 +460,13 @@ class Store:
         self._cache.clear()
         for t in PROJECTION_TABLES:
             self.conn.execute(f"DELETE FROM {t}")
+        chunk: list[Event] = []
         for r in self._rows("SELECT * FROM ledger ORDER BY seq", []):
-            self._project(_event(r))
+            chunk.append(_event(r))
+            if len(chunk) == REBUILD_CHUNK:
+                self._project(chunk)
+                chunk = []
+        self._project(chunk)
 
     def balance(self, member: str) -> int:
         """The member's balance from the projection."""
@@ -470,7 +526,14 @@ class Store:
     def member(self, member_id: str) -> MemberRow | None:
         """The member row with this id."""
         rows = list(self._rows("SELECT * FROM members WHERE id = ?", [member_id]))
-        return _member(rows[0]) if rows else None
+        if not rows:
+            return None
+        self._known_members.add(member_id)
+        return _member(rows[0])
+
+    def has_member(self, member_id: str) -> bool:
+        """True when a member row with this id exists (without reading it when already seen)."""
+        return member_id in self._known_members or self.member(member_id) is not None
 
     def member_by_phone(self, phone: str) -> MemberRow | None:
         """The member row with this E.164 phone number."""

@@ -186,7 +186,9 @@ def _read_sales(stream: Any) -> Iterator[tuple[int, Any]]:
                 yield first, ("invalid_json", "not valid JSON: nested too deeply")
                 buf = ""
                 break
-            if find_surrogate(value):
+            # A lone surrogate can only come from a \u escape (the bytes were UTF-8), so a
+            # value whose text holds none is not walked.
+            if text.find("\\u", 0, end) >= 0 and find_surrogate(value):
                 yield first, ("invalid_text",
                               "a string holds an unpaired surrogate (like \\ud800), which is not text")
             else:

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 from typing import Any
 
 from ulid import ULID
@@ -56,6 +57,14 @@ class Event:
         """The same event placed in a terminal's sequence."""
         return Event(self.id, self.kind, self.at, self.member, self.stamps, self.ref, self.body, seq, terminal, store)
 
+    def memo(self) -> dict[Any, Any]:
+        """Values computed from this event, kept with it: an event never changes once made, and
+        the till keeps a member's events between sales, so each is read once, not per sale."""
+        d: dict[Any, Any] | None = self.__dict__.get("_memo")
+        if d is None:
+            d = self.__dict__["_memo"] = {}
+        return d
+
     def to_wire(self) -> dict[str, Any]:
         """The event as JSON-ready data, the form that is hashed, stored and synced."""
         return {
@@ -91,21 +100,55 @@ class Event:
         )
 
 
+# One encoder for the process: `json.dumps` with options builds a new encoder on every call,
+# which cost more than the encoding of a small event body.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(data: Any) -> bytes:
     """Deterministic JSON bytes: the form that is hashed and compared."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(data).encode()
 
 
-def content_hash(event: Event, prev: str = "", body_json: bytes | None = None) -> str:
+def _str_or_null(v: str | None) -> str:
+    return "null" if v is None else encode_basestring(v)
+
+
+def head_json(id: str, terminal: str, store: str, seq: int, kind: str, member: str | None, at: str,
+              stamps: int, ref: str | None) -> str:
+    """canonical(event.to_wire() without body), built directly (keys in sorted order)."""
+    return (f'{{"at":{encode_basestring(at)},"id":{encode_basestring(id)},"kind":{encode_basestring(kind)},'
+            f'"member":{_str_or_null(member)},"ref":{_str_or_null(ref)},"seq":{seq},"stamps":{stamps},'
+            f'"store":{encode_basestring(store)},"terminal":{encode_basestring(terminal)}}}')
+
+
+def utc_text(at: dt.datetime) -> str:
+    """An event time as stored, hashed and sent: UTC ISO 8601 text."""
+    return at.astimezone(dt.UTC).isoformat()
+
+
+def content_hash(event: Event, prev: str = "", body_json: bytes | None = None, at_text: str | None = None) -> str:
     """Hash of an event chained to the previous one, so any later edit of the ledger shows.
 
-    Covers every wire field; `body_json` (canonical(event.body)) may be passed when the
-    caller already has it, since encoding the body is the costly part.
+    Covers every wire field; `body_json` (canonical(event.body)) and `at_text`
+    (utc_text(event.at)) may be passed when the caller already has them, since encoding
+    is the costly part.
     """
-    head = event.to_wire()
-    del head["body"]
     body = canonical(event.body) if body_json is None else body_json
-    return hashlib.sha256(prev.encode() + canonical(head) + b"\x1f" + body).hexdigest()
+    at = utc_text(event.at) if at_text is None else at_text
+    e = event
+    if (type(e.id) is str and type(e.terminal) is str and type(e.store) is str and type(e.kind) is str
+            and type(e.seq) is int and type(e.stamps) is int and (e.member is None or type(e.member) is str)
+            and (e.ref is None or type(e.ref) is str)):
+        # The usual event: its head written directly, the same bytes as canonical() gives.
+        head = head_json(e.id, e.terminal, e.store, e.seq, e.kind, e.member, at, e.stamps, e.ref).encode()
+    else:
+        # Anything else (a field of an unexpected type, from a damaged row) takes the general path.
+        wire = e.to_wire()
+        del wire["body"]
+        wire["at"] = at
+        head = canonical(wire)
+    return hashlib.sha256(prev.encode() + head + b"\x1f" + body).hexdigest()
 
 
 def new_id() -> str:

@@ -7,6 +7,7 @@ Events are taken in the order given (a till's sequence, or head office's merge o
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -44,19 +45,27 @@ class Expiring:
 
 def lots(program: Program, events: Iterable[Event]) -> tuple[list[Lot], int]:
     """Open lots after the events, oldest first, and any debt (stamps owed beyond all lots)."""
+    open_lots, debt = _open_lots(events)
+    months = program.expiry.months
+    if months:
+        for lot in open_lots:
+            lot.expires_at = add_months(lot.earned_at, months)
+    return open_lots, debt
+
+
+def _open_lots(events: Iterable[Event]) -> tuple[list[Lot], int]:
+    """`lots` without their expiry dates, which only the lots left open need."""
     open_lots: list[Lot] = []
     debt = 0
-    months = program.expiry.months
     for e in events:
         if e.stamps > 0:
-            exp = add_months(e.at, months) if months else None
             amount = e.stamps
             if debt:  # a positive event first pays back what an overdraft took
                 paid = min(debt, amount)
                 debt -= paid
                 amount -= paid
             if amount:
-                open_lots.append(Lot(e.id, e.at, exp, amount))
+                open_lots.append(Lot(e.id, e.at, None, amount))
         elif e.stamps < 0:
             need = -e.stamps
             if e.kind == ev.EXPIRED:
@@ -75,12 +84,30 @@ def lots(program: Program, events: Iterable[Event]) -> tuple[list[Lot], int]:
     return open_lots, debt
 
 
+# A lot expires `months` after it was earned (add_months); whatever the day of the month or
+# the zone, that is never sooner than this many days per month less a margin, so a lot earned
+# later than now minus that span cannot have expired and its date need not be worked out.
+_MIN_DAYS_PER_MONTH = 28
+_MARGIN_DAYS = 4
+
+
 def due_expiries(program: Program, events: Sequence[Event], now: dt.datetime) -> list[Lot]:
     """Lots whose stamps have expired by `now` and are not yet written off."""
-    if not program.expiry.months:
+    months = program.expiry.months
+    if not months:
         return []
-    open_lots, _ = lots(program, events)
-    return [lot for lot in open_lots if lot.expires_at is not None and lot.expires_at <= now]
+    # In UTC, the zone of stored events: times in the same zone compare ten times faster.
+    too_recent = (now - dt.timedelta(days=_MIN_DAYS_PER_MONTH * months - _MARGIN_DAYS)).astimezone(dt.UTC)
+    if not any(e.stamps > 0 and e.at <= too_recent for e in events):
+        return []
+    open_lots, _ = _open_lots(events)
+    due = []
+    for lot in open_lots:
+        if lot.earned_at <= too_recent:
+            lot.expires_at = add_months(lot.earned_at, months)
+            if lot.expires_at <= now:
+                due.append(lot)
+    return due
 
 
 def expiry_event(member: str, lot: Lot) -> Event:
@@ -115,28 +142,50 @@ class Visit:
 def visits(events: Iterable[Event], zone: dt.tzinfo = dt.UTC) -> list[Visit]:
     """The member's purchases: their own sales and the receipts they claimed."""
     out = []
+    visit_kinds = _VISIT_KINDS
     for e in events:
-        if e.kind in (ev.SALE, ev.CLAIMED) and "total" in e.body:
-            skus = frozenset(ln["sku"] for ln in e.body.get("lines", []) if ln.get("eligible", True))
-            out.append(Visit(e.at, int(e.body["total"]), skus, e.at.astimezone(zone)))
+        if e.kind in visit_kinds and "total" in e.body:
+            memo = e.memo()
+            v = memo.get(zone)
+            if v is None:
+                skus = frozenset(ln["sku"] for ln in e.body.get("lines", []) if ln.get("eligible", True))
+                v = memo[zone] = Visit(e.at, int(e.body["total"]), skus, e.at.astimezone(zone))
+            out.append(v)
     return out
+
+
+_VISIT_KINDS = frozenset({ev.SALE, ev.CLAIMED})
 
 
 def qualifying(program: Program, events: Sequence[Event], at: dt.datetime) -> int:
     """The tier measure (stamps earned or spend) in the rolling window ending at `at`."""
-    since = add_months(at, -program.tiering.window_months)
-    total = 0
+    return _qualifying(program, events, (at,))[0]
+
+
+def _qualifying(program: Program, events: Sequence[Event], ends: tuple[dt.datetime, ...]) -> list[int]:
+    """`qualifying` for several window ends in one pass over the events."""
+    # Bounds in UTC, the zone of stored events: times in one zone compare without offsets.
+    windows = [(add_months(at, -program.tiering.window_months).astimezone(dt.UTC), at.astimezone(dt.UTC))
+               for at in ends]
+    totals = [0] * len(ends)
+    on_stamps = program.tiering.qualify_on == "stamps"
     for e in events:
-        if not since < e.at <= at:
+        kind = e.kind
+        # The kind first: most events do not count, and comparing zone-aware times costs more.
+        if on_stamps:
+            if not (kind in ev.EARNING_KINDS or kind == ev.REVERSED):
+                continue
+        elif not (kind in _VISIT_KINDS and "total" in e.body or kind == ev.REFUNDED):
             continue
-        if program.tiering.qualify_on == "stamps":
-            if e.kind in ev.EARNING_KINDS or e.kind == ev.REVERSED:
-                total += e.stamps
-        elif e.kind in (ev.SALE, ev.CLAIMED) and "total" in e.body:
-            total += int(e.body["total"])
-        elif e.kind == ev.REFUNDED:
-            total -= int(e.body.get("amount", 0))
-    return max(total, 0)
+        for i, (since, end) in enumerate(windows):
+            if since < e.at <= end:
+                if on_stamps:
+                    totals[i] += e.stamps
+                elif kind == ev.REFUNDED:
+                    totals[i] -= int(e.body.get("amount", 0))
+                else:
+                    totals[i] += int(e.body["total"])
+    return [max(t, 0) for t in totals]
 
 
 def tier_for(program: Program, measure: int) -> Tier:
@@ -150,12 +199,16 @@ def tier_for(program: Program, measure: int) -> Tier:
 
 def tier_at(program: Program, events: Sequence[Event], at: dt.datetime) -> Tier:
     """The member's tier at `at`; with period-end downgrade a tier is kept to the year's end."""
-    now_tier = tier_for(program, qualifying(program, events, at))
-    if program.tiering.downgrade == "immediate" or now_tier is program.tiers[-1]:
-        return now_tier
+    if program.tiering.downgrade == "immediate" or len(program.tiers) == 1:
+        return tier_for(program, qualifying(program, events, at))
     local = at.astimezone(program.zone)
     year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
-    held = tier_for(program, qualifying(program, events, year_start))
+    # Both measures in one pass; the year-start one is used only below the top tier.
+    measure, at_year_start = _qualifying(program, events, (at, year_start))
+    now_tier = tier_for(program, measure)
+    if now_tier is program.tiers[-1]:
+        return now_tier
+    held = tier_for(program, at_year_start)
     return held if held.threshold > now_tier.threshold else now_tier
 
 
@@ -171,6 +224,17 @@ def period_key(mission: Mission, local: dt.datetime) -> str:
     return "ever"
 
 
+def _period_of(period: str, local: dt.datetime) -> object:
+    """`period_key` as a value that is cheaper to build and compare (equal iff the keys are)."""
+    if period == "week":
+        return local.isocalendar()[:2]
+    if period == "month":
+        return (local.year, local.month)
+    if period == "year":
+        return local.year
+    return None
+
+
 def mission_progress(
     program: Program, mission: Mission, events: Sequence[Event], at: dt.datetime, vs: list[Visit] | None = None
 ) -> tuple[int, str]:
@@ -178,6 +242,7 @@ def mission_progress(
     zone = program.zone
     local = at.astimezone(zone)
     vs = visits(events, zone) if vs is None else vs
+    at = at.astimezone(dt.UTC)  # the zone of stored events: times in one zone compare faster
     if mission.kind == "checkin_streak":
         days = sorted({v.local.date() for v in vs if v.at <= at})
         if not days or days[-1] != local.date():
@@ -191,21 +256,39 @@ def mission_progress(
                 break
         return streak, f"streak-{start.isoformat()}"
     key = period_key(mission, local)
-    in_period = [v for v in vs if v.at <= at and period_key(mission, v.local) == key]
+    period = mission.period
+    this = _period_of(period, local)
+    # The same test as comparing period keys, written so that it builds nothing per visit.
+    if period == "week":  # an ISO week is the seven days from a Monday
+        monday = local.toordinal() - local.weekday()
+        in_period = [v for v in vs if v.at <= at and 0 <= v.local.toordinal() - monday < 7]
+    elif period == "month":
+        year, month = local.year, local.month
+        in_period = [v for v in vs if v.at <= at and v.local.month == month and v.local.year == year]
+    elif period == "year":
+        in_period = [v for v in vs if v.at <= at and v.local.year == local.year]
+    else:
+        in_period = [v for v in vs if v.at <= at]
     if mission.kind == "visits_in_week":
         return len(in_period), key
     if mission.kind == "distinct_skus":
         return len(frozenset().union(*(v.skus for v in in_period))), key
     spent = sum(v.total for v in in_period)
     for e in events:
-        if e.kind == ev.REFUNDED and e.at <= at and period_key(mission, e.at.astimezone(zone)) == key:
+        if e.kind == ev.REFUNDED and e.at <= at and _period_of(period, e.at.astimezone(zone)) == this:
             spent -= int(e.body.get("amount", 0))
     return max(spent, 0), key
 
 
 def mission_event_id(member: str, mission: Mission, key: str) -> str:
     """Deterministic id of a mission completion: two tills deriving it produce one event."""
-    return ev.derived_id("mission", member, mission.id, key)
+    return _mission_event_id(member, mission.id, key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _mission_event_id(member: str, mission_id: str, key: str) -> str:
+    # A member's completed missions are looked up again at every sale of the period.
+    return ev.derived_id("mission", member, mission_id, key)
 
 
 def due_missions(program: Program, member: str, events: Sequence[Event], at: dt.datetime) -> list[Event]:

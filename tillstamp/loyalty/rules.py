@@ -69,6 +69,11 @@ def check_text(where: str, value: object, max_len: int, min_len: int = 0) -> Non
         raise RuleError(f"{where}: {problem}")
 
 
+def is_clean(text: str) -> bool:
+    """True when a text holds no control character and no lone surrogate."""
+    return _BAD.search(text) is None
+
+
 def _is_int(v: object) -> bool:
     return type(v) is int
 
@@ -76,6 +81,15 @@ def _is_int(v: object) -> bool:
 def head_problem(eid: object, terminal: object, store: object, kind: object, member: object, ref: object,
                  stamps: object) -> str | None:
     """Why an event's head fields break the rules, or None."""
+    if (type(eid) is str and 0 < len(eid) <= MAX_ID and type(terminal) is str and 0 < len(terminal) <= MAX_ID
+            and type(store) is str and 0 < len(store) <= MAX_ID and type(kind) is str and kind in ev.KINDS
+            and (member is None or type(member) is str and len(member) <= MAX_ID)
+            and (ref is None or type(ref) is str and len(ref) <= MAX_REF)
+            and type(stamps) is int and -MAX_EVENT_STAMPS <= stamps <= MAX_EVENT_STAMPS
+            and _BAD.search(f"{eid}{terminal}{store}{member or ''}{ref or ''}") is None):
+        # The usual head in one expression (every event a till appends or HQ ingests); anything
+        # else takes the field-by-field path below, which names the problem.
+        return None
     for name, value, lo, hi, nullable in (("id", eid, 1, MAX_ID, False), ("terminal", terminal, 1, MAX_ID, False),
                                           ("store", store, 1, MAX_ID, False), ("kind", kind, 1, MAX_KIND, False),
                                           ("member", member, 0, MAX_ID, True), ("ref", ref, 0, MAX_REF, True)):

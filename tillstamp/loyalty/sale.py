@@ -89,7 +89,8 @@ def parse_sale(data: Any, *, now: dt.datetime) -> Sale:
     """Validate a sale from JSON-like data; raise SaleError naming the first problem."""
     if not isinstance(data, dict):
         raise SaleError("sale: expected a JSON object")
-    _unknown("", data, KEYS)
+    if not data.keys() <= KEYS:
+        _unknown("", data, KEYS)
     receipt = data.get("receipt")
     if not isinstance(receipt, str) or not receipt.strip() or len(receipt) > rules.MAX_RECEIPT:
         raise SaleError("receipt: expected a non-empty text of at most 64 characters")
@@ -153,6 +154,21 @@ def _parse_at(val: Any, now: dt.datetime) -> dt.datetime:
 
 
 def _parse_line(i: int, ln: Any) -> SaleLine:
+    if type(ln) is dict and ln.keys() <= LINE_KEYS:
+        # The usual line in one expression: the same checks as below, which name the problem.
+        sku, name, qty = ln.get("sku"), ln.get("name", ln.get("sku")), ln.get("qty", 1)
+        price, category, paid = ln.get("price"), ln.get("category"), ln.get("paid_with_stamps", False)
+        if (type(sku) is str and 0 < len(sku) <= rules.MAX_SKU and sku.strip()
+                and type(name) is str and len(name) <= rules.MAX_LINE_NAME
+                and (category is None or type(category) is str and len(category) <= rules.MAX_CATEGORY)
+                and type(qty) is int and 0 < qty <= MAX_QTY and type(price) is int and 0 <= price <= MAX_AMOUNT
+                and type(paid) is bool and rules.is_clean(f"{sku}{name}{category or ''}")):
+            return SaleLine(sku=sku.strip(), name=name, qty=qty, price=price, category=category, paid_with_stamps=paid)
+    return _parse_line_fields(i, ln)
+
+
+def _parse_line_fields(i: int, ln: Any) -> SaleLine:
+    """`_parse_line` field by field: the reference for its one-expression fast path."""
     where = f"lines[{i}]"
     if not isinstance(ln, dict):
         raise SaleError(f"{where}: expected an object")

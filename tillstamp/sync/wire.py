@@ -39,14 +39,13 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from json.encoder import encode_basestring
 from json.scanner import make_scanner
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
 from ..loyalty import rules
-from ..loyalty.events import KINDS, SALE
+from ..loyalty.events import KINDS, SALE, head_json
 from .protocol import MAX_BATCH_EVENTS, WireMember
 
 _FIELDS = frozenset(("id", "terminal", "store", "seq", "kind", "member", "at", "stamps", "ref", "body"))
@@ -102,21 +101,9 @@ class WireBatch(NamedTuple):
     tip: str | None
 
 
-def _str(v: str | None) -> str:
-    return "null" if v is None else encode_basestring(v)
-
-
 def ledger_line(r: LedgerRow) -> str:
     """A ledger row as a line of the ledger push body: exactly the text its ledger hash covers."""
     return head_json(r.id, r.terminal, r.store, r.seq, r.kind, r.member, r.at, r.stamps, r.ref) + "\x1f" + r.body
-
-
-def head_json(id: str, terminal: str, store: str, seq: int, kind: str, member: str | None, at: str,
-              stamps: int, ref: str | None) -> str:
-    """canonical(event.to_wire() without body), built directly (keys in sorted order)."""
-    return (f'{{"at":{encode_basestring(at)},"id":{encode_basestring(id)},"kind":{encode_basestring(kind)},'
-            f'"member":{_str(member)},"ref":{_str(ref)},"seq":{seq},"stamps":{stamps},'
-            f'"store":{encode_basestring(store)},"terminal":{encode_basestring(terminal)}}}')
 
 
 def chain(prev: str, contents: Iterable[bytes]) -> list[str]:
