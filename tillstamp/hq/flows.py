@@ -27,6 +27,7 @@ in `store_flows.py`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -34,7 +35,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 CHANNELS = ("whatsapp", "sms", "email")
@@ -154,9 +155,16 @@ SAMPLE_CONTEXT = {"name": "Budi", "first_name": "Budi", "balance": 7, "card_size
                   "flow": "flow", "unsubscribe_url": "https://hq.example/u/x"}
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Template:
+    # Compiling is most of a render's cost and a flow has a handful of templates: compile each
+    # once. A compiled template is immutable, so threads may share it.
+    return _ENV.from_string(text)
+
+
 def render(text: str, context: dict[str, Any]) -> str:
     """Render a template string in the sandbox (undefined names are an error)."""
-    return _ENV.from_string(text).render(**context)
+    return _compiled(text).render(**context)
 
 
 def _template(v: Any, path: str) -> str:

@@ -125,6 +125,10 @@ class MessagingConfig:
     # Sent messages recorded per transaction. 1: each on its own. More is faster; a crash then
     # leaves up to this many sent messages `unknown` (settled by the status webhooks), never resent.
     record_every: int = 1
+    # Provider calls in flight per sending worker, each on its own keep-alive connection. The
+    # Cloud API and SMS gateways take concurrent requests; every call still follows its own
+    # committed row, so this changes speed, not what is sent.
+    connections: int = 1
 
     def channels(self) -> tuple[str, ...]:
         """The channels configured."""
@@ -213,7 +217,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
                         _secret(t, "webhook_secret_env", p, env, required=False), float(t.get("timeout_s", 10.0)))
     m = _check_keys(data.get("messaging", {}), "messaging",
                     {"quiet_hours", "cap", "holdout", "public_url", "unsubscribe_secret_env", "lease", "batch",
-                     "record_every"})
+                     "record_every", "connections"})
     quiet: QuietHours | None = QuietHours(dt.time(21), dt.time(8))
     if "quiet_hours" in m:
         q = m["quiet_hours"]
@@ -256,13 +260,14 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
             raise ConfigError(str(e)) from None
     return MessagingConfig(wa, email, sms, quiet, cap, window, None if holdout is None else float(holdout),
                            public_url, (secret or "").encode(), {str(k): str(v) for k, v in zones.items()},
-                           lease, _count(m, "batch", 200), _count(m, "record_every", 1))
+                           lease, _count(m, "batch", 200), _count(m, "record_every", 1),
+                           _count(m, "connections", 1, most=64))
 
 
-def _count(m: Mapping[str, Any], key: str, default: int) -> int:
+def _count(m: Mapping[str, Any], key: str, default: int, most: int = 10_000) -> int:
     v = m.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
-        raise ConfigError(f"messaging.{key}: expected a whole number from 1 to 10000, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+        raise ConfigError(f"messaging.{key}: expected a whole number from 1 to {most}, got {v!r}")
     return v
 
 

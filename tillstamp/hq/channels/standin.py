@@ -72,6 +72,15 @@ class StandInProvider:
                 self._headers_buffer.append(b"\r\n" + data)  # type: ignore[attr-defined]
                 self.flush_headers()
 
+            def do_GET(self) -> None:
+                # What was accepted, for a stand-in running in its own process (benchmarks):
+                # how many messages, and the most times one idempotency reference arrived.
+                if self.path != "/standin/received":
+                    return self._answer(404, {"error": {"message": "no such path"}})
+                refs = fake.refs()
+                self._answer(200, {"accepted": sum(refs.values()), "refs": len(refs),
+                                   "most_per_ref": max(refs.values(), default=0)})
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 body = json.loads(raw)
@@ -113,6 +122,17 @@ class StandInProvider:
         return Handler
 
 
+def main() -> None:
+    """`python -m tillstamp.hq.channels.standin`: serve in this process (so the stand-in does not
+    share a client's interpreter lock), print the base address, stop when stdin closes."""
+    import sys
+
+    provider = StandInProvider()
+    print(provider.base, flush=True)
+    sys.stdin.read()
+    provider.close()
+
+
 def wa_signature(body: bytes, secret: str = WA_SECRET) -> str:
     """The `X-Hub-Signature-256` value the provider sends with a webhook body."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -140,3 +160,7 @@ def _wa_envelope(value: dict[str, Any]) -> dict[str, Any]:
     return {"object": "whatsapp_business_account", "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp", "metadata": {"display_phone_number": "6281100000000",
                                                       "phone_number_id": PHONE_NUMBER_ID}, **value}}]}]}
+
+
+if __name__ == "__main__":
+    main()
