@@ -89,6 +89,14 @@ def test_hq_toml_refuses_cleartext_smtp_off_loopback_and_bad_rules():
     cfg = parse_config({"messaging": {"cap": "3/14d", "quiet_hours": "22:00-07:30"}}, ENV)
     assert (cfg.cap, cfg.cap_window) == (3, dt.timedelta(days=14))
     assert cfg.quiet == QuietHours(dt.time(22), dt.time(7, 30))
+    assert cfg.connections == 1 and parse_config({"messaging": {"connections": 8}}, ENV).connections == 8
+    for bad in (0, 65, "8", True):
+        with pytest.raises(ConfigError, match="messaging.connections: expected a whole number from 1 to 64"):
+            parse_config({"messaging": {"connections": bad}}, ENV)
+    with pytest.raises(ConfigError, match="otp.template"):  # WhatsApp codes need an approved template
+        wa = {"api_base": "https://graph.facebook.com/v23.0", "phone_number_id": "1", "token_env": "TS_WA_TOKEN",
+              "app_secret_env": "TS_WA_SECRET"}
+        parse_config({"channels": {"whatsapp": wa}, "otp": {"channel": "whatsapp"}}, ENV)
 
 
 def test_quiet_hours_cross_midnight():

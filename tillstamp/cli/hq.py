@@ -40,12 +40,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..hq.app import create_app
-    from ..hq.web.codes import ConfigError, load_web_config
+    from ..hq.messaging import ConfigError, load_config
+    from ..hq.web.codes import web_config
 
+    # One hq.toml, read once: the channels, the messaging rules and the customer pages' codes.
     try:
-        web = load_web_config(args.config)
+        messaging = load_config(args.config) if args.config else None
     except ConfigError as e:
         return _fail(str(e))
+    web = web_config(messaging)
     hq = _hq(args)
     hq.signing_key()
     # Say where it listens before anything else: a server that prints nothing looks hung.
@@ -53,15 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"(API docs at /docs)", file=sys.stderr, flush=True)
     app = create_app(hq, web)
     loop = None
-    if args.config:  # flows and channels: the scheduler runs inside the server
-        from ..hq.messaging import ConfigError as MessagingError
+    if messaging is not None:  # flows and channels: the scheduler runs inside the server
         from .hq_flows import start_scheduler
 
-        try:
-            loop = start_scheduler(app, hq, args.config, args.tick)
-        except MessagingError as e:
-            hq.store.close()
-            return _fail(str(e))
+        loop = start_scheduler(app, hq, messaging, args.tick)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=True, log_config=_log_config(), proxy_headers=args.behind_proxy,
                 forwarded_allow_ips="*" if args.behind_proxy else None)

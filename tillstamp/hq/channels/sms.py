@@ -36,7 +36,7 @@ class SmsChannel:
 
     def __init__(self, config: SmsConfig):
         self.config = config
-        self.sessions = Sessions()
+        self.sessions = Sessions(config.url)
 
     def send(self, msg: Outgoing) -> SendResult:
         """Send one SMS; the gateway's id."""

@@ -27,7 +27,8 @@ class StandInProvider:
     """The stand-in's state: what it received, and how it should misbehave next."""
 
     def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []  # accepted messages: {"channel", "ref", "to", "body", "id"}
+        # accepted messages: {"channel", "ref", "to", "body", "id", "conn" (the client's port)}
+        self.received: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.delay_s = 0.0  # answer only after this long (the message is accepted before the wait)
@@ -110,7 +111,8 @@ class StandInProvider:
                         return self._answer(status, err)
                     fake.n += 1
                     mid = f"wamid.{fake.n:08d}" if channel == "whatsapp" else f"sms-{fake.n:08d}"
-                    fake.received.append({"channel": channel, "ref": ref, "to": to, "body": body, "id": mid})
+                    fake.received.append({"channel": channel, "ref": ref, "to": to, "body": body, "id": mid,
+                                          "conn": self.client_address[1]})
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
                 if channel == "whatsapp":

@@ -56,8 +56,8 @@ class WhatsAppChannel:
 
     def __init__(self, config: WhatsAppConfig):
         self.config = config
-        self.sessions = Sessions()
         self.url = f"{config.api_base}/{config.phone_number_id}/messages"
+        self.sessions = Sessions(self.url)
 
     def body(self, msg: Outgoing) -> dict[str, object]:
         """The request body for a template message."""
