@@ -19,6 +19,7 @@ from .crm_store import SQLITE_SCHEMA as CRM_ACCESS_SCHEMA
 from .store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
 from .store_flows import SQLITE_SCHEMA as FLOWS_SCHEMA
 from .store_predict import SQLITE_SCHEMA as PREDICT_SCHEMA
+from .web.store_daily import SQLITE_SCHEMA as DAILY_SCHEMA
 from .web.store_web import SQLITE_SCHEMA as WEB_SCHEMA
 
 migrations = Migrations("tillstamp.hq")
@@ -85,6 +86,13 @@ def m008_flows(db: Database) -> None:
 @migrations()
 def m009_web(db: Database) -> None:
     for sql in WEB_SCHEMA:
+        db.execute(sql)
+
+
+@migrations()
+def m011_dash_days(db: Database) -> None:
+    # the overview's per store, day and till sales, kept by triggers on sale_lines (filled once here)
+    for sql in DAILY_SCHEMA:
         db.execute(sql)
 
 
