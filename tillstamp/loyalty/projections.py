@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from . import events as ev
 from .events import Event
@@ -44,7 +45,11 @@ class Expiring:
 
 def lots(program: Program, events: Iterable[Event]) -> tuple[list[Lot], int]:
     """Open lots after the events, oldest first, and any debt (stamps owed beyond all lots)."""
+    # A long history (a busy member: a thousand visits, hundreds of expiries) must stay linear:
+    # a written-off lot is found by id, and spent lots are cut from the front of the list
+    # rather than the list being rebuilt after every spend (the member page once took seconds).
     open_lots: list[Lot] = []
+    by_id: dict[str, list[Lot]] = {}
     debt = 0
     months = program.expiry.months
     for e in events:
@@ -56,14 +61,16 @@ def lots(program: Program, events: Iterable[Event]) -> tuple[list[Lot], int]:
                 debt -= paid
                 amount -= paid
             if amount:
-                open_lots.append(Lot(e.id, e.at, exp, amount))
+                lot = Lot(e.id, e.at, exp, amount)
+                open_lots.append(lot)
+                by_id.setdefault(e.id, []).append(lot)
         elif e.stamps < 0:
             need = -e.stamps
-            if e.kind == ev.EXPIRED:
-                target = [lot for lot in open_lots if lot.event_id == e.body.get("lot")]
-                pool = target + [lot for lot in open_lots if lot not in target]
-            else:
-                pool = open_lots  # oldest stamps are used first
+            pool: Iterable[Lot] = open_lots  # oldest stamps are used first
+            if e.kind == ev.EXPIRED:  # the written-off lot first, then the oldest
+                lid = e.body.get("lot")
+                targets = by_id.get(lid, []) if isinstance(lid, str) else []
+                pool = chain(targets, (lot for lot in open_lots if lot.event_id != lid))
             for lot in pool:
                 take = min(lot.remaining, need)
                 lot.remaining -= take
@@ -71,8 +78,14 @@ def lots(program: Program, events: Iterable[Event]) -> tuple[list[Lot], int]:
                 if not need:
                     break
             debt += need
-            open_lots = [lot for lot in open_lots if lot.remaining]
-    return open_lots, debt
+            # Spent lots are at the front (oldest first); one written off elsewhere stays, empty,
+            # until it reaches the front or the end.
+            k = 0
+            while k < len(open_lots) and not open_lots[k].remaining:
+                k += 1
+            if k:
+                del open_lots[:k]
+    return [lot for lot in open_lots if lot.remaining], debt
 
 
 def due_expiries(program: Program, events: Sequence[Event], now: dt.datetime) -> list[Lot]:
