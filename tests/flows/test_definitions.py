@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from jinja2 import TemplateError
 
 from tillstamp.hq.flows import FlowError, held_out, message_ref, parse_flows_text, render
 from tillstamp.hq.messaging import ConfigError, QuietHours, parse_config
@@ -103,3 +104,14 @@ def test_quiet_hours_cross_midnight():
     q = QuietHours(dt.time(21), dt.time(8))
     assert q.contains(dt.time(21)) and q.contains(dt.time(3)) and not q.contains(dt.time(8))
     assert not q.contains(dt.time(20, 59))
+
+
+def test_a_plain_name_renders_exactly_as_jinja_renders_it():
+    from tillstamp.hq.flows import SAMPLE_CONTEXT, _compiled, render
+
+    ctx = {**SAMPLE_CONTEXT, "name": "Budi <b> & Sari", "balance": 0, "tier": None, "card_size": 10**12}
+    for key in ctx:
+        for text in (f"{{{{ {key} }}}}", f"{{{{{key}}}}}", f"{{{{  {key}\t}}}}"):
+            assert render(text, ctx) == _compiled(text).render(**ctx)
+    with pytest.raises(TemplateError):  # an unknown name is still Jinja's error, not a blank
+        render("{{ nama }}", ctx)

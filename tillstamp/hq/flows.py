@@ -162,8 +162,17 @@ def _compiled(text: str) -> Template:
     return _ENV.from_string(text)
 
 
+# A parameter that is one plain name ("{{ first_name }}") is the common case of WhatsApp
+# template parameters; Jinja prints a value with str(), so the lookup gives the same text
+# without building a render context per message (a tenth of a millisecond each).
+_PLAIN_NAME = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+
+
 def render(text: str, context: dict[str, Any]) -> str:
     """Render a template string in the sandbox (undefined names are an error)."""
+    plain = _PLAIN_NAME.match(text)
+    if plain is not None and plain[1] in context:
+        return str(context[plain[1]])
     return _compiled(text).render(**context)
 
 

@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -305,32 +305,43 @@ class FlowEngine:
     def _work(self, worker: str, now: dt.datetime, result: TickResult) -> None:
         flows = self.all_flows()
         paused = {r["name"] for r in sf.flows(self.store) if r["paused"]}
-        # Provider calls overlap on `connections` threads; the database stays with this thread
-        # (claims, decisions and outcomes keep their order and their transactions).
         n = self.config.connections
-        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="hq-call") if n > 1 else None
+        if n <= 1:
+            while (ready := self._next(worker, flows, paused, now, result)) is not None:
+                self._finish(worker, ready, (self._call(ch, out) for _, ch, out in ready), now, result)
+            return
+        # Provider calls overlap on `connections` threads, and the next batch is claimed and
+        # decided while this one's calls are out. The database stays with this thread: claims,
+        # decisions and outcomes keep their own transactions and their order.
+        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="hq-call")
         try:
-            while True:
-                batch = sf.claim(self.store, worker, now, now + self.config.lease, self.config.batch)
-                if not batch:
-                    return
-                ready = self._decide(worker, batch, flows, paused, now, result)
-                if pool is None:
-                    calls: Any = (self._call(ch, out) for _, ch, out in ready)
-                else:
-                    calls = pool.map(lambda r: self._call(r[1], r[2]), ready)
-                sent: list[tuple[int, str]] = []
-                for (msg_id, channel, out), outcome in zip(ready, calls, strict=True):
-                    got = self._record(worker, msg_id, channel, out, outcome, now, result)
-                    if got is not None:
-                        sent.append((msg_id, got))
-                    if len(sent) >= self.config.record_every:
-                        sf.record_sent(self.store, worker, sent, now)
-                        sent = []
-                sf.record_sent(self.store, worker, sent, now)
+            ready = self._next(worker, flows, paused, now, result)
+            while ready is not None:
+                calls = [pool.submit(self._call, ch, out) for _, ch, out in ready]
+                upcoming = self._next(worker, flows, paused, now, result)
+                self._finish(worker, ready, (f.result() for f in calls), now, result)
+                ready = upcoming
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            pool.shutdown(wait=True)
+
+    def _next(self, worker: str, flows: dict[str, Flow], paused: set[str], now: dt.datetime,
+              result: TickResult) -> list[tuple[int, str, Outgoing]] | None:
+        """Claim a batch and decide it: the messages committed to be sent (None: nothing due)."""
+        batch = sf.claim(self.store, worker, now, now + self.config.lease, self.config.batch)
+        return self._decide(worker, batch, flows, paused, now, result) if batch else None
+
+    def _finish(self, worker: str, ready: list[tuple[int, str, Outgoing]],
+                outcomes: Iterable[SendResult | ChannelError], now: dt.datetime, result: TickResult) -> None:
+        """Record each call's outcome, in order; sent ones `record_every` at a time."""
+        sent: list[tuple[int, str]] = []
+        for (msg_id, channel, out), outcome in zip(ready, outcomes, strict=True):
+            got = self._record(worker, msg_id, channel, out, outcome, now, result)
+            if got is not None:
+                sent.append((msg_id, got))
+            if len(sent) >= self.config.record_every:
+                sf.record_sent(self.store, worker, sent, now)
+                sent = []
+        sf.record_sent(self.store, worker, sent, now)
 
     def _decide(self, worker: str, batch: list[dict[str, Any]], flows: dict[str, Flow], paused: set[str],
                 now: dt.datetime, result: TickResult) -> list[tuple[int, str, Outgoing]]:
