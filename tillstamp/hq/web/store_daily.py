@@ -41,8 +41,12 @@ def _row(p: str, sign: str) -> str:
             f"{sign}({p}.line = 0 AND {p}.member IS NOT NULL), {sign}{p}.amount WHERE {p}.voided = 0")
 
 
+# Every store's days of a window, for the all-stores overview (the key leads with the store).
+_DAY_INDEX = "CREATE INDEX {ine}dash_days_day ON dash_days(day)"
+
 SQLITE_SCHEMA: tuple[str, ...] = (
     _TABLE.format(strict=" STRICT", big="INTEGER"),
+    _DAY_INDEX.format(ine=""),
     f"CREATE TRIGGER dash_days_insert AFTER INSERT ON sale_lines BEGIN {_UPSERT.format(values=_row('NEW', ''))}; END",
     f"CREATE TRIGGER dash_days_delete AFTER DELETE ON sale_lines BEGIN {_UPSERT.format(values=_row('OLD', '-'))}; END",
     # only the columns the totals read: a consent or figures update elsewhere never fires it
@@ -72,6 +76,7 @@ PG_SCHEMA: tuple[str, ...] = (
     {_FILL};
   END IF;
 END $do$""",
+    _DAY_INDEX.format(ine="IF NOT EXISTS "),
     _PG_FUNCTION,
     ("CREATE OR REPLACE TRIGGER dash_days_insert AFTER INSERT ON sale_lines REFERENCING NEW TABLE AS new_lines "
      "FOR EACH STATEMENT EXECUTE FUNCTION dash_days_apply()"),
