@@ -194,6 +194,16 @@ class SqliteHqStore(SqlHqStore):
         """Close the connection."""
         self.conn.close()
 
+    def rebuild_crm(self, *, chunk: int = 20000, progress: Any = None, swap: bool = True) -> Any:
+        """The read model's rebuild; a swap rewrites the lines (new rowids), so the overview's
+        daily totals, folded by rowid on SQLite, are recomputed with it."""
+        report = super().rebuild_crm(chunk=chunk, progress=progress, swap=swap)
+        if swap:
+            from .web.store_daily import rebuild
+
+            rebuild(self)
+        return report
+
     def _after_erase(self) -> None:
         # The WAL still holds the member's row as it was before the erasure: fold it into
         # the database (where secure_delete zeroed it) and truncate the WAL to nothing.
