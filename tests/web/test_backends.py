@@ -88,6 +88,13 @@ def test_the_overviews_daily_totals_follow_every_write_of_the_lines(any_web: Web
     bad = store_daily.check(store)
     assert len(bad) == 1 and bad[0]["store"] == "S2" and bad[0]["kept"][2] == bad[0]["lines"][2] + 1
     assert store_daily.rebuild(store) >= 2 and store_daily.check(store) == []
+    # the newest line deleted behind the totals' back (only a rebuild deletes lines): PostgreSQL's
+    # trigger subtracts it, SQLite's fold sees its rowids go back and counts everything again
+    sqlite = type(store).__name__ != "PgHqStore"
+    with store._tx() as c:
+        store._x(c, "DELETE FROM sale_lines WHERE " + ("rowid = (SELECT max(rowid) FROM sale_lines)" if sqlite
+                                                        else "sale = (SELECT max(sale) FROM sale_lines)"))
+    assert store_daily.check(store) == []
 
 
 def test_hq_verify_finds_a_drifted_daily_total_and_hq_rebuild_recomputes_it(tmp_path: Path) -> None:

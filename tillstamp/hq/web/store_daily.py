@@ -106,13 +106,16 @@ def _sqlite(store: Any) -> bool:
 
 def fold(store: Any) -> int:
     """SQLite: add the lines written since the last fold to the totals (one grouped upsert over
-    the new rowids); returns how many rowids were folded. PostgreSQL's triggers keep them already."""
+    the new rowids); returns how many were folded (rows recomputed if lines were deleted).
+    PostgreSQL's triggers keep the totals already."""
     if not _sqlite(store):
         return 0
     with store._tx(write=False) as c:
         mark = store._x(c, "SELECT value FROM dash_marks WHERE name = 'lines'").fetchone()[0]
         top = store._x(c, "SELECT coalesce(max(rowid), 0) FROM sale_lines").fetchone()[0]
-    if top <= mark:
+    if top < mark:  # lines were deleted outside `hq rebuild`: count them all again
+        return rebuild(store)
+    if top == mark:
         return 0
     with store._tx() as c:  # read again under the write lock: another fold may have run
         mark = store._x(c, "SELECT value FROM dash_marks WHERE name = 'lines'").fetchone()[0]
