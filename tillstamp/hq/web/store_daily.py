@@ -1,19 +1,22 @@
-"""Sales per store, day and till, kept in the same transaction as the sale lines they sum, so
-the dashboard's overview reads a few hundred rows instead of every line of its window
-(docs/DASHBOARD.md, "The overview's daily totals").
+"""Sales per store, day and till, kept from the sale lines they sum, so the dashboard's
+overview reads a few hundred rows instead of every line of its window (docs/DASHBOARD.md,
+"The overview's daily totals").
 
     dash_days(store, day, terminal, visits, member_visits, sales)
 
 `visits` counts non-voided sales (their line 0), `member_visits` those with a member, `sales`
-the net amount of their lines. Triggers on `sale_lines` add each inserted line, subtract each
-deleted one, and on an update subtract the old row and add the new one: whoever writes the
-lines (ingest, `hq import`, a refund, a merge, the swap of `hq rebuild`) keeps the totals
-right without knowing they exist. Rows are per till so that two tills of one store never wait
-for each other's row lock on PostgreSQL. `check` compares the totals with a sum over the
-lines (`hq verify`), `rebuild` recomputes them (`hq rebuild`).
+the net amount of their lines. Whoever writes the lines (ingest, `hq import`, a refund, a
+merge, the swap of `hq rebuild`) keeps the totals right without knowing they exist:
 
-SQLite: migration `m011_dash_days` (row triggers). PostgreSQL: `PG_SCHEMA`, statement
-triggers over transition tables (one grouped upsert per statement, not one per line).
+- PostgreSQL (`PG_SCHEMA`): statement triggers over transition tables, in the writer's
+  transaction: inserted lines add their grouped sums, deleted ones subtract them, an update
+  does both (one grouped upsert per statement, not one per line).
+- SQLite (migration `m011_dash_days`): new lines are folded in by rowid when the totals are
+  read (`fold`); a change to a line already folded is applied by a row trigger at once.
+
+Rows are per till so that two tills of one store never wait for each other's row lock on
+PostgreSQL. `check` compares the totals with a sum over the lines (`hq verify`), `rebuild`
+recomputes them (`hq rebuild`).
 """
 
 from __future__ import annotations
