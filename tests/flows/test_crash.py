@@ -41,7 +41,7 @@ def _setup(url: str, fake: Any, tmp: Path, n: int) -> Path:
     finally:
         store.close()
     cfg = tmp / "hq.toml"
-    cfg.write_text(toml_text(fake).replace('cap = "2/7d"', 'cap = "5/7d"\nlease = "1m"\nbatch = 7\nrecord_every = 3'))
+    cfg.write_text(toml_text(fake).replace('cap = "2/7d"', 'cap = "5/7d"\nlease = "1m"\nbatch = 7\nrecord_every = 3\nconnections = 3'))
     return cfg
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from jinja2 import TemplateError
 
 from tillstamp.hq.flows import FlowError, held_out, message_ref, parse_flows_text, render
 from tillstamp.hq.messaging import ConfigError, QuietHours, parse_config
@@ -89,9 +90,28 @@ def test_hq_toml_refuses_cleartext_smtp_off_loopback_and_bad_rules():
     cfg = parse_config({"messaging": {"cap": "3/14d", "quiet_hours": "22:00-07:30"}}, ENV)
     assert (cfg.cap, cfg.cap_window) == (3, dt.timedelta(days=14))
     assert cfg.quiet == QuietHours(dt.time(22), dt.time(7, 30))
+    assert cfg.connections == 1 and parse_config({"messaging": {"connections": 8}}, ENV).connections == 8
+    for bad in (0, 65, "8", True):
+        with pytest.raises(ConfigError, match="messaging.connections: expected a whole number from 1 to 64"):
+            parse_config({"messaging": {"connections": bad}}, ENV)
+    with pytest.raises(ConfigError, match="otp.template"):  # WhatsApp codes need an approved template
+        wa = {"api_base": "https://graph.facebook.com/v23.0", "phone_number_id": "1", "token_env": "TS_WA_TOKEN",
+              "app_secret_env": "TS_WA_SECRET"}
+        parse_config({"channels": {"whatsapp": wa}, "otp": {"channel": "whatsapp"}}, ENV)
 
 
 def test_quiet_hours_cross_midnight():
     q = QuietHours(dt.time(21), dt.time(8))
     assert q.contains(dt.time(21)) and q.contains(dt.time(3)) and not q.contains(dt.time(8))
     assert not q.contains(dt.time(20, 59))
+
+
+def test_a_plain_name_renders_exactly_as_jinja_renders_it():
+    from tillstamp.hq.flows import SAMPLE_CONTEXT, _compiled, render
+
+    ctx = {**SAMPLE_CONTEXT, "name": "Budi <b> & Sari", "balance": 0, "tier": None, "card_size": 10**12}
+    for key in ctx:
+        for text in (f"{{{{ {key} }}}}", f"{{{{{key}}}}}", f"{{{{  {key}\t}}}}"):
+            assert render(text, ctx) == _compiled(text).render(**ctx)
+    with pytest.raises(TemplateError):  # an unknown name is still Jinja's error, not a blank
+        render("{{ nama }}", ctx)

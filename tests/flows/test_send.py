@@ -3,6 +3,7 @@ held out, quiet hours, caps, consent and erasure re-checked at send time."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 
@@ -157,6 +158,30 @@ def test_errors_that_say_nothing_was_sent_are_retried_and_others_are_not(hq_url,
     assert r.sent == 1 and r.failed == 1 and len(fake.refused) == 3
     rows = {x["member"]: x for x in sf.messages(eng.store)}
     assert rows["M00002"]["state"] == "failed" and "132015" not in (rows["M00001"]["error"] or "")
+
+
+def test_calls_on_several_connections_send_each_message_once_and_sort_every_outcome(hq_url, fake, make_engine):
+    from .conftest import config_for
+
+    config = dataclasses.replace(config_for(fake), connections=4, record_every=3, batch=10)
+    eng = make_engine(hq_url, config=config)
+    put_members(eng.store, [member(i, last_day=D - 14) for i in range(40)])
+    eng.set_flows(lapsed_flow())
+    # two 429s somewhere in the batch: those calls are tried again (three attempts each, so two
+    # refusals can never use up one message's attempts, whichever calls they fall on)
+    fake.throttle = 2
+    fake.error_for["628120000007"] = (400, {"error": {"message": "template paused", "code": 132015}})
+    fake.error_for["628120000011"] = (500, {"error": {"message": "internal", "code": 2}})
+    r = eng.tick()
+    assert len({m["conn"] for m in fake.received}) > 1  # the calls did overlap
+    assert r.sent == 38 and r.failed == 1 and r.unknown == 1 and r.requeued == 0 and len(fake.refused) == 4
+    assert max(fake.refs().values()) == 1
+    rows = {x["member"]: x for x in sf.messages(eng.store)}
+    assert rows["M00007"]["state"] == "failed" and rows["M00011"]["state"] == "unknown"
+    by_ref = {m["ref"]: m["id"] for m in fake.received}
+    sent = {k: v for k, v in rows.items() if v["state"] == "sent"}
+    assert len(sent) == 38 and all(by_ref[v["ref"]] == v["provider_id"] for v in sent.values())
+    assert eng.tick().sent == 0 and len(fake.received) == 38  # nothing resent, the 500 neither
 
 
 def test_two_ticks_at_once_never_send_twice(hq_url, fake, make_engine):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import JAKARTA
 
 from tillstamp.loyalty import events as ev
@@ -104,3 +106,60 @@ def test_a_mission_completes_once_per_period_and_gives_a_badge(program):
     view = member_view(program, M, more, mon + dt.timedelta(days=1))
     assert "Rajin Ngopi" in view.badges
     assert next(m for m in view.missions if m.id == "rajin-ngopi").done
+
+
+def _lots_reference(program, events):
+    """The plain form of `lots` (rebuild the list after every spend), to compare the fast one with."""
+    from tillstamp.loyalty.projections import Lot
+
+    open_lots, debt, months = [], 0, program.expiry.months
+    for e in events:
+        if e.stamps > 0:
+            amount = e.stamps
+            paid = min(debt, amount)
+            debt, amount = debt - paid, amount - paid
+            if amount:
+                open_lots.append(Lot(e.id, e.at, add_months(e.at, months) if months else None, amount))
+        elif e.stamps < 0:
+            need = -e.stamps
+            if e.kind == ev.EXPIRED:
+                target = [lot for lot in open_lots if lot.event_id == e.body.get("lot")]
+                pool = target + [lot for lot in open_lots if all(lot is not t for t in target)]
+            else:
+                pool = open_lots
+            for lot in pool:
+                take = min(lot.remaining, need)
+                lot.remaining -= take
+                need -= take
+                if not need:
+                    break
+            debt += need
+            open_lots = [lot for lot in open_lots if lot.remaining]
+    return open_lots, debt
+
+
+SPENDS = st.lists(st.tuples(st.sampled_from(["earn", "earn", "redeem", "expire", "adjust"]), st.integers(1, 9),
+                            st.integers(0, 40)), max_size=60)
+
+
+@given(SPENDS)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_open_lots_are_those_of_the_plain_computation(program, spec):
+    from tillstamp.loyalty.projections import lots
+
+    events, earned_ids = [], []
+    for i, (kind, n, pick) in enumerate(spec):
+        at = T0 + dt.timedelta(days=i)
+        if kind == "earn":
+            events.append(earned(n, at, i))
+            earned_ids.append(events[-1].id)
+        elif kind == "expire":  # writes off a lot (maybe one already spent, or an unknown one)
+            lot = earned_ids[pick % len(earned_ids)] if earned_ids and pick < 35 else "nope"
+            events.append(Event(f"X{i}", ev.EXPIRED, at, M, -n, None, {"lot": lot}))
+        else:
+            events.append(Event(f"R{i}", ev.REDEEMED if kind == "redeem" else ev.ADJUSTED, at, M, -n, None, {}))
+    fast, fast_debt = lots(program, events)
+    slow, slow_debt = _lots_reference(program, events)
+    assert fast_debt == slow_debt
+    assert [(x.event_id, x.remaining, x.expires_at) for x in fast] == [(x.event_id, x.remaining, x.expires_at)
+                                                                       for x in slow]

@@ -196,17 +196,19 @@ def test_whatsapp_and_sms_senders_speak_their_apis(web: Web) -> None:
         del toml
         cfg_wa = _config(fake.url, "whatsapp")
         cfg_sms = _config(fake.url, "sms")
-        cfg = load_web_config(cfg_wa, env={"WA_TOKEN": "wa-secret"})
+        cfg = load_web_config(cfg_wa, env={"WA_TOKEN": "wa-secret", "SMS_TOKEN": "sms-secret"})
+        assert cfg.public_url == "https://hq.example.id" and cfg.secure
         cfg.sender.send_code("+6281211112222", "123456")
         path, headers, body = fake.requests[-1]
         assert path == "/v21.0/PNID/messages" and headers["authorization"] == "Bearer wa-secret"
         assert body["to"] == "6281211112222" and body["type"] == "template"
         assert body["template"]["name"] == "kode_masuk"
         assert body["template"]["components"][0]["parameters"] == [{"type": "text", "text": "123456"}]
-        cfg = load_web_config(cfg_sms, env={"SMS_TOKEN": "sms-secret"})
+        cfg = load_web_config(cfg_sms, env={"WA_TOKEN": "wa-secret", "SMS_TOKEN": "sms-secret"})
         cfg.sender.send_code("+6281211112222", "654321")
         path, headers, body = fake.requests[-1]
         assert path == "/sms" and body["to"] == "+6281211112222" and "654321" in body["text"]
+        assert headers["authorization"] == "Bearer sms-secret" and body["from"] == "KOPI"
         fake.fail = True
         with pytest.raises(CodeSendError):
             cfg.sender.send_code("+6281211112222", "000000")
@@ -218,9 +220,12 @@ def _config(url: str, channel: str) -> Any:
 
     d = Path(tempfile.mkdtemp())
     p = d / "hq.toml"
-    p.write_text(f'[web]\npublic_url = "https://hq.example.id"\n[otp]\nchannel = "{channel}"\n'
-                 f'[whatsapp]\napi_url = "{url}/v21.0"\nphone_number_id = "PNID"\notp_template = "kode_masuk"\n'
-                 f'token_env = "WA_TOKEN"\n[sms]\nurl = "{url}/sms"\nsender = "KOPI"\ntoken_env = "SMS_TOKEN"\n',
+    # the customer pages' codes go through the automations' channels: one hq.toml, one reader
+    p.write_text(f'[channels.whatsapp]\napi_base = "{url}/v21.0"\nphone_number_id = "PNID"\n'
+                 f'token_env = "WA_TOKEN"\napp_secret_env = "WA_TOKEN"\n'
+                 f'[channels.sms]\nurl = "{url}/sms"\ntoken_env = "SMS_TOKEN"\n'
+                 f'[messaging]\npublic_url = "https://hq.example.id"\n'
+                 f'[otp]\nchannel = "{channel}"\ntemplate = "kode_masuk"\nsender = "KOPI"\n',
                  encoding="utf-8")
     return p
 
@@ -230,11 +235,16 @@ def test_bad_web_config_is_one_clear_error(tmp_path: Any) -> None:
 
     p = tmp_path / "hq.toml"
     p.write_text('[otp]\nchannel = "pigeon"\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="channel"):
+    with pytest.raises(ConfigError, match="otp.channel"):
         load_web_config(p, env={})
-    p.write_text('[otp]\nchannel = "sms"\n[sms]\nurl = "http://x"\nsender = "K"\ntoken_env = "NOPE"\n',
-                 encoding="utf-8")
+    p.write_text('[otp]\nchannel = "sms"\n', encoding="utf-8")  # no [channels.sms] to send through
+    with pytest.raises(ConfigError, match=r"needs \[channels.sms\]"):
+        load_web_config(p, env={})
+    p.write_text('[channels.sms]\nurl = "http://x"\ntoken_env = "NOPE"\n[otp]\nchannel = "sms"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="NOPE"):
+        load_web_config(p, env={})
+    p.write_text('[web]\npublic_url = "https://x"\n', encoding="utf-8")  # the old second format is refused
+    with pytest.raises(ConfigError, match="web"):
         load_web_config(p, env={})
     assert load_web_config(None).secure is False
     _ = dt

@@ -40,12 +40,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..hq.app import create_app
-    from ..hq.web.codes import ConfigError, load_web_config
+    from ..hq.messaging import ConfigError, load_config
+    from ..hq.web.codes import web_config
 
+    # One hq.toml, read once: the channels, the messaging rules and the customer pages' codes.
     try:
-        web = load_web_config(args.config)
+        messaging = load_config(args.config) if args.config else None
     except ConfigError as e:
         return _fail(str(e))
+    web = web_config(messaging)
     hq = _hq(args)
     hq.signing_key()
     # Say where it listens before anything else: a server that prints nothing looks hung.
@@ -53,15 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"(API docs at /docs)", file=sys.stderr, flush=True)
     app = create_app(hq, web)
     loop = None
-    if args.config:  # flows and channels: the scheduler runs inside the server
-        from ..hq.messaging import ConfigError as MessagingError
+    if messaging is not None:  # flows and channels: the scheduler runs inside the server
         from .hq_flows import start_scheduler
 
-        try:
-            loop = start_scheduler(app, hq, args.config, args.tick)
-        except MessagingError as e:
-            hq.store.close()
-            return _fail(str(e))
+        loop = start_scheduler(app, hq, messaging, args.tick)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=True, log_config=_log_config(), proxy_headers=args.behind_proxy,
                 forwarded_allow_ips="*" if args.behind_proxy else None)
@@ -239,6 +237,7 @@ def _bar() -> Any:
 
 def _rebuild(args: argparse.Namespace, *, swap: bool) -> int:
     from ..hq.store import open_hq_store
+    from ..hq.web import store_daily
 
     store = open_hq_store(args.db)
     bar = _bar()
@@ -250,17 +249,25 @@ def _rebuild(args: argparse.Namespace, *, swap: bool) -> int:
                 task = bar.add_task("rebuild" if swap else "verify", total=None)
                 report = store.rebuild_crm(swap=swap, progress=lambda done, total: bar.update(
                     task, completed=done, total=total))
+        # the dashboard's daily totals are kept from the lines: recomputed, or compared with them
+        daily = store_daily.rebuild(store) if swap else store_daily.check(store)
     finally:
         store.close()
     data = report.to_dict()
     if swap:
-        _emit(args, data, f"read model rebuilt: {report.members} members, {report.lines} sale lines")
+        data["daily_totals"] = daily
+        _emit(args, data, f"read model rebuilt: {report.members} members, {report.lines} sale lines, "
+                          f"{daily} daily totals")
         return 0
-    human = ("read model matches a rebuild" if report.ok else
+    assert isinstance(daily, list)
+    data["daily_total_diffs"] = daily[:20]
+    ok = report.ok and not daily
+    data["ok"] = ok
+    human = ("read model matches a rebuild" if ok else
              f"read model differs from a rebuild: {len(report.member_diffs)} member(s), "
-             f"{len(report.line_diffs)} sale line(s) (first 20 of each with --json)")
+             f"{len(report.line_diffs)} sale line(s), {len(daily)} daily total(s) (first 20 of each with --json)")
     _emit(args, data, human)
-    return 0 if report.ok else 1
+    return 0 if ok else 1
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from .base import emit_text as _emit
 from .base import fail as _fail
 
 if TYPE_CHECKING:
+    from ..hq.messaging import MessagingConfig
     from ..hq.scheduler import FlowEngine, SchedulerLoop
     from ..hq.service import Hq
 
@@ -168,12 +169,13 @@ def cmd_messages(args: argparse.Namespace) -> int:
     return _run(args, body, engine=False)
 
 
-def start_scheduler(app: Any, hq: Hq, config_path: str, interval_s: float) -> SchedulerLoop:
+def start_scheduler(app: Any, hq: Hq, config: str | MessagingConfig, interval_s: float) -> SchedulerLoop:
     """For `hq serve --config`: give the app the messaging config (webhooks) and start ticking."""
     from ..hq.messaging import load_config
     from ..hq.scheduler import FlowEngine, SchedulerLoop
 
-    config = load_config(config_path)
+    if isinstance(config, str):
+        config = load_config(config)
     app.state.messaging = config
     loop = SchedulerLoop(FlowEngine(hq, config), interval_s)
     loop.start()

@@ -23,6 +23,9 @@ public URL, store zones). Secrets are never in the file: it names environment va
     holdout = 0.1
     public_url = "https://hq.kopisenja.id"
     unsubscribe_secret_env = "TILLSTAMP_UNSUBSCRIBE_SECRET"
+    [otp]                               # one-time codes of the customer's pages
+    channel = "whatsapp"                # through [channels.whatsapp], or "sms"
+    template = "kode_masuk"             # WhatsApp: an approved template, one body parameter
     [zones]                             # stores outside the program's zone
     MKS1 = "Asia/Makassar"
     JAY1 = "Asia/Jayapura"
@@ -85,6 +88,16 @@ class SmsConfig:
 
 
 @dataclass(frozen=True)
+class OtpConfig:
+    """How one-time codes reach a customer's phone: through a channel configured above."""
+
+    channel: str  # "whatsapp" or "sms"
+    template: str | None = None  # WhatsApp: an approved template whose one body parameter is the code
+    language: str = "id"
+    sender: str | None = None  # SMS: the sender name the gateway shows, if it takes one
+
+
+@dataclass(frozen=True)
 class QuietHours:
     """A daily window in store time when nothing is sent (may cross midnight)."""
 
@@ -125,6 +138,11 @@ class MessagingConfig:
     # Sent messages recorded per transaction. 1: each on its own. More is faster; a crash then
     # leaves up to this many sent messages `unknown` (settled by the status webhooks), never resent.
     record_every: int = 1
+    # Provider calls in flight per sending worker, each on its own keep-alive connection. The
+    # Cloud API and SMS gateways take concurrent requests; every call still follows its own
+    # committed row, so this changes speed, not what is sent.
+    connections: int = 1
+    otp: OtpConfig | None = None
 
     def channels(self) -> tuple[str, ...]:
         """The channels configured."""
@@ -179,7 +197,7 @@ def _loopback(host: str) -> bool:
 def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> MessagingConfig:
     """hq.toml's data as a MessagingConfig; ConfigError naming the key path."""
     env = os.environ if env is None else env
-    _check_keys(data, "hq.toml", {"channels", "messaging", "zones", "hq"})
+    _check_keys(data, "hq.toml", {"channels", "messaging", "zones", "otp", "hq"})
     ch = _check_keys(data.get("channels", {}), "channels", {"whatsapp", "email", "sms"})
     wa = email = sms = None
     if "whatsapp" in ch:
@@ -213,7 +231,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
                         _secret(t, "webhook_secret_env", p, env, required=False), float(t.get("timeout_s", 10.0)))
     m = _check_keys(data.get("messaging", {}), "messaging",
                     {"quiet_hours", "cap", "holdout", "public_url", "unsubscribe_secret_env", "lease", "batch",
-                     "record_every"})
+                     "record_every", "connections"})
     quiet: QuietHours | None = QuietHours(dt.time(21), dt.time(8))
     if "quiet_hours" in m:
         q = m["quiet_hours"]
@@ -256,13 +274,32 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
             raise ConfigError(str(e)) from None
     return MessagingConfig(wa, email, sms, quiet, cap, window, None if holdout is None else float(holdout),
                            public_url, (secret or "").encode(), {str(k): str(v) for k, v in zones.items()},
-                           lease, _count(m, "batch", 200), _count(m, "record_every", 1))
+                           lease, _count(m, "batch", 200), _count(m, "record_every", 1),
+                           _count(m, "connections", 1, most=64), _otp(data.get("otp"), wa, sms))
 
 
-def _count(m: Mapping[str, Any], key: str, default: int) -> int:
+def _otp(t: Any, wa: WhatsAppConfig | None, sms: SmsConfig | None) -> OtpConfig | None:
+    """`[otp]`: the channel must be one configured under [channels] (one place for its secrets)."""
+    if t is None:
+        return None
+    t = _check_keys(t, "otp", {"channel", "template", "language", "sender"})
+    channel = t.get("channel")
+    if channel not in ("whatsapp", "sms"):
+        raise ConfigError(f"otp.channel: expected 'whatsapp' or 'sms', got {channel!r}")
+    if (wa if channel == "whatsapp" else sms) is None:
+        raise ConfigError(f"otp.channel: {channel!r} needs [channels.{channel}]")
+    template = _str(t, "template", "otp") if channel == "whatsapp" else None
+    language = t.get("language", "id")
+    if not isinstance(language, str) or not re.match(r"^[a-z]{2}(_[A-Z]{2})?$", language):
+        raise ConfigError(f"otp.language: expected a language code like 'id' or 'en_US', got {language!r}")
+    sender = _str(t, "sender", "otp") if "sender" in t else None
+    return OtpConfig(str(channel), template, language, sender)
+
+
+def _count(m: Mapping[str, Any], key: str, default: int, most: int = 10_000) -> int:
     v = m.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
-        raise ConfigError(f"messaging.{key}: expected a whole number from 1 to 10000, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+        raise ConfigError(f"messaging.{key}: expected a whole number from 1 to {most}, got {v!r}")
     return v
 
 

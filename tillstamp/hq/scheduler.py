@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import TemplateError
 
 from . import store_flows as sf
-from .channels import Channel, ChannelError, MaybeSent, NotSent, Outgoing, Rejected, retry_not_sent
+from .channels import Channel, ChannelError, NotSent, Outgoing, Rejected, SendResult, retry_not_sent
 from .channels.whatsapp import STOPPED_MARKETING
 from .flows import Flow, FlowError, held_out, message_ref, parse_flow, parse_flows_text, render
 from .messaging import MessagingConfig
@@ -309,20 +309,43 @@ class FlowEngine:
     def _work(self, worker: str, now: dt.datetime, result: TickResult) -> None:
         flows = self.all_flows()
         paused = {r["name"] for r in sf.flows(self.store) if r["paused"]}
-        while True:
-            batch = sf.claim(self.store, worker, now, now + self.config.lease, self.config.batch)
-            if not batch:
-                return
-            ready = self._decide(worker, batch, flows, paused, now, result)
-            sent: list[tuple[int, str]] = []
-            for msg_id, channel, out in ready:
-                got = self._send_one(worker, msg_id, channel, out, now, result)
-                if got is not None:
-                    sent.append((msg_id, got))
-                if len(sent) >= self.config.record_every:
-                    sf.record_sent(self.store, worker, sent, now)
-                    sent = []
-            sf.record_sent(self.store, worker, sent, now)
+        n = self.config.connections
+        if n <= 1:
+            while (ready := self._next(worker, flows, paused, now, result)) is not None:
+                self._finish(worker, ready, (self._call(ch, out) for _, ch, out in ready), now, result)
+            return
+        # Provider calls overlap on `connections` threads, and the next batch is claimed and
+        # decided while this one's calls are out. The database stays with this thread: claims,
+        # decisions and outcomes keep their own transactions and their order.
+        pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="hq-call")
+        try:
+            ready = self._next(worker, flows, paused, now, result)
+            while ready is not None:
+                calls = [pool.submit(self._call, ch, out) for _, ch, out in ready]
+                upcoming = self._next(worker, flows, paused, now, result)
+                self._finish(worker, ready, (f.result() for f in calls), now, result)
+                ready = upcoming
+        finally:
+            pool.shutdown(wait=True)
+
+    def _next(self, worker: str, flows: dict[str, Flow], paused: set[str], now: dt.datetime,
+              result: TickResult) -> list[tuple[int, str, Outgoing]] | None:
+        """Claim a batch and decide it: the messages committed to be sent (None: nothing due)."""
+        batch = sf.claim(self.store, worker, now, now + self.config.lease, self.config.batch)
+        return self._decide(worker, batch, flows, paused, now, result) if batch else None
+
+    def _finish(self, worker: str, ready: list[tuple[int, str, Outgoing]],
+                outcomes: Iterable[SendResult | ChannelError], now: dt.datetime, result: TickResult) -> None:
+        """Record each call's outcome, in order; sent ones `record_every` at a time."""
+        sent: list[tuple[int, str]] = []
+        for (msg_id, channel, out), outcome in zip(ready, outcomes, strict=True):
+            got = self._record(worker, msg_id, channel, out, outcome, now, result)
+            if got is not None:
+                sent.append((msg_id, got))
+            if len(sent) >= self.config.record_every:
+                sf.record_sent(self.store, worker, sent, now)
+                sent = []
+        sf.record_sent(self.store, worker, sent, now)
 
     def _decide(self, worker: str, batch: list[dict[str, Any]], flows: dict[str, Flow], paused: set[str],
                 now: dt.datetime, result: TickResult) -> list[tuple[int, str, Outgoing]]:
@@ -422,37 +445,39 @@ class FlowEngine:
         t = flow.text("sms", lang)
         return Outgoing(msg["ref"], msg["member"], contact["phone"], lang, body=render(t.body, ctx))
 
-    def _send_one(self, worker: str, msg_id: int, channel: str, out: Outgoing, now: dt.datetime,
-                  result: TickResult) -> str | None:
-        """Call the provider; records failures and unknowns at once and returns the provider's id
-        of a sent message, which the caller records (alone or with the next few)."""
-        ch = self.channels[channel]
+    def _call(self, channel: str, out: Outgoing) -> SendResult | ChannelError:
+        """The provider call alone (no database: it may run on a calling thread); the result or
+        the channel's error, to be recorded by the worker."""
         try:
-            sent = retry_not_sent(sleep=self.sleep)(ch.send, out)
-        except MaybeSent as e:
-            sf.record_outcome(self.store, msg_id, worker, "unknown", now, error=str(e)[:500])
-            result.unknown += 1
-            return None
-        except NotSent as e:
+            return retry_not_sent(sleep=self.sleep)(self.channels[channel].send, out)
+        except ChannelError as e:
+            return e
+
+    def _record(self, worker: str, msg_id: int, channel: str, out: Outgoing, outcome: SendResult | ChannelError,
+                now: dt.datetime, result: TickResult) -> str | None:
+        """Records failures and unknowns at once and returns the provider's id of a sent
+        message, which the caller records (alone or with the next few)."""
+        if isinstance(outcome, SendResult):
+            result.sent += 1
+            return outcome.provider_id
+        if isinstance(outcome, NotSent):
             # Nothing left: queue it again for later (a few times), never silently dropped.
-            if sf.requeue(self.store, msg_id, worker, now + _RETRY_LATER, now, str(e)[:500], MAX_ATTEMPTS):
+            if sf.requeue(self.store, msg_id, worker, now + _RETRY_LATER, now, str(outcome)[:500], MAX_ATTEMPTS):
                 result.requeued += 1
             else:
                 result.failed += 1
             return None
-        except Rejected as e:
-            sf.record_outcome(self.store, msg_id, worker, "failed", now, error=str(e)[:500])
+        if isinstance(outcome, Rejected):
+            sf.record_outcome(self.store, msg_id, worker, "failed", now, error=str(outcome)[:500])
             result.failed += 1
-            if channel == "whatsapp" and e.code == STOPPED_MARKETING:
+            if channel == "whatsapp" and outcome.code == STOPPED_MARKETING:
                 sf.withdraw_consent(self.store, out.member, "whatsapp", f"whatsapp:{STOPPED_MARKETING}:{out.ref}",
                                     now)
             return None
-        except ChannelError as e:  # pragma: no cover - every channel raises one of the three
-            sf.record_outcome(self.store, msg_id, worker, "unknown", now, error=str(e)[:500])
-            result.unknown += 1
-            return None
-        result.sent += 1
-        return sent.provider_id
+        # MaybeSent, or any other channel error: it may have left, so `unknown`, never resent.
+        sf.record_outcome(self.store, msg_id, worker, "unknown", now, error=str(outcome)[:500])
+        result.unknown += 1
+        return None
 
     def close(self) -> None:
         """Close the channels."""

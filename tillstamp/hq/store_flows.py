@@ -249,22 +249,29 @@ def apply_decisions(store: Any, c: Any, worker: str, decisions: Sequence[Decisio
     """Write decisions in `decide`'s transaction; returns the ids committed to be sent (a row
     no longer ours, e.g. recovered after our lease ran out, is left alone and not sent)."""
     committed: set[int] = set()
+    by_channel: dict[str, list[int]] = {}
+    later: list[tuple[Any, ...]] = []
+    done: list[tuple[Any, ...]] = []
     for d in decisions:
         if d.state == "commit":
-            n = store._x(c, "UPDATE flow_messages SET channel = ?, committed_at = ?, updated_at = ? "
-                            "WHERE id = ? AND state = 'doing' AND worker = ?",
-                         (d.channel, ts(now), ts(now), d.id, worker)).rowcount
-            if n == 1:
-                committed.add(d.id)
+            assert d.channel is not None
+            by_channel.setdefault(d.channel, []).append(d.id)
         elif d.state == "todo":
             assert d.due_at is not None
-            store._x(c, "UPDATE flow_messages SET state = 'todo', due_at = ?, reason = ?, worker = NULL, "
-                        "lease_until = NULL, updated_at = ? WHERE id = ? AND state = 'doing' AND worker = ?",
-                     (ts(d.due_at), d.reason, ts(now), d.id, worker))
+            later.append((ts(d.due_at), d.reason, ts(now), d.id, worker))
         else:
-            store._x(c, "UPDATE flow_messages SET state = ?, reason = ?, error = ?, worker = NULL, updated_at = ? "
-                        "WHERE id = ? AND state = 'doing' AND worker = ?",
-                     (d.state, d.reason, d.error, ts(now), d.id, worker))
+            done.append((d.state, d.reason, d.error, ts(now), d.id, worker))
+    # One statement per channel, not per message; RETURNING says which rows were still ours.
+    for channel, ids in sorted(by_channel.items()):
+        cond, params = store._any("id", ids)
+        rows = store._x(c, f"UPDATE flow_messages SET channel = ?, committed_at = ?, updated_at = ? WHERE {cond} "
+                           "AND state = 'doing' AND worker = ? RETURNING id",
+                        [channel, ts(now), ts(now), *params, worker]).fetchall()
+        committed.update(int(r[0]) for r in rows)
+    store._many(c, "UPDATE flow_messages SET state = 'todo', due_at = ?, reason = ?, worker = NULL, "
+                   "lease_until = NULL, updated_at = ? WHERE id = ? AND state = 'doing' AND worker = ?", later)
+    store._many(c, "UPDATE flow_messages SET state = ?, reason = ?, error = ?, worker = NULL, updated_at = ? "
+                   "WHERE id = ? AND state = 'doing' AND worker = ?", done)
     return committed
 
 

@@ -39,6 +39,7 @@ from .store_predict import HISTORY_FETCH
 from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
 from .store_readmodel import member_upsert
 from .store_tags import PG_SCHEMA as TAGS_SCHEMA
+from .web.store_daily import PG_SCHEMA as DAILY_SCHEMA
 from .web.store_web import PG_SCHEMA as WEB_SCHEMA
 
 # Decodes the next chunk of a push while PostgreSQL applies the current one (psycopg waits
@@ -182,7 +183,7 @@ class PgHqStore(SqlHqStore):
         self._all: list[psycopg.Connection[Any]] = []
         with self._tx() as c:
             c.execute("SELECT pg_advisory_xact_lock(7411)")  # two HQ processes may start at once
-            for sql in (*SCHEMA, *PREDICT_SCHEMA, *FLOWS_SCHEMA, *TAGS_SCHEMA):
+            for sql in (*SCHEMA, *PREDICT_SCHEMA, *FLOWS_SCHEMA, *DAILY_SCHEMA, *TAGS_SCHEMA):
                 c.execute(sql)
             for name in COUNTERS:
                 c.execute("INSERT INTO counters(name, value) VALUES (%s, 0) ON CONFLICT DO NOTHING", (name,))

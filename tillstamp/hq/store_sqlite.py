@@ -20,6 +20,7 @@ from .store import COUNTERS, EVENT_COLS, SqlHqStore, stored_row
 from .store_flows import SQLITE_SCHEMA as FLOWS_SCHEMA
 from .store_predict import SQLITE_SCHEMA as PREDICT_SCHEMA
 from .store_tags import SQLITE_SCHEMA as TAGS_SCHEMA
+from .web.store_daily import SQLITE_SCHEMA as DAILY_SCHEMA
 from .web.store_web import SQLITE_SCHEMA as WEB_SCHEMA
 
 migrations = Migrations("tillstamp.hq")
@@ -86,6 +87,13 @@ def m008_flows(db: Database) -> None:
 @migrations()
 def m009_web(db: Database) -> None:
     for sql in WEB_SCHEMA:
+        db.execute(sql)
+
+
+@migrations()
+def m011_dash_days(db: Database) -> None:
+    # the overview's per store, day and till sales, kept by triggers on sale_lines (filled once here)
+    for sql in DAILY_SCHEMA:
         db.execute(sql)
 
 
@@ -192,6 +200,16 @@ class SqliteHqStore(SqlHqStore):
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+    def rebuild_crm(self, *, chunk: int = 20000, progress: Any = None, swap: bool = True) -> Any:
+        """The read model's rebuild; a swap rewrites the lines (new rowids), so the overview's
+        daily totals, folded by rowid on SQLite, are recomputed with it."""
+        report = super().rebuild_crm(chunk=chunk, progress=progress, swap=swap)
+        if swap:
+            from .web.store_daily import rebuild
+
+            rebuild(self)
+        return report
 
     def _after_erase(self) -> None:
         # The WAL still holds the member's row as it was before the erasure: fold it into

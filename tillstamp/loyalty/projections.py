@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from . import events as ev
 from .events import Event
@@ -55,7 +56,11 @@ def lots(program: Program, events: Iterable[Event]) -> tuple[list[Lot], int]:
 
 def _open_lots(events: Iterable[Event]) -> tuple[list[Lot], int]:
     """`lots` without their expiry dates, which only the lots left open need."""
+    # A long history (a busy member: a thousand visits, hundreds of expiries) must stay linear:
+    # a written-off lot is found by id, and spent lots are cut from the front of the list
+    # rather than the list being rebuilt after every spend (the member page once took seconds).
     open_lots: list[Lot] = []
+    by_id: dict[str, list[Lot]] = {}
     debt = 0
     for e in events:
         if e.stamps > 0:
@@ -65,14 +70,16 @@ def _open_lots(events: Iterable[Event]) -> tuple[list[Lot], int]:
                 debt -= paid
                 amount -= paid
             if amount:
-                open_lots.append(Lot(e.id, e.at, None, amount))
+                lot = Lot(e.id, e.at, None, amount)
+                open_lots.append(lot)
+                by_id.setdefault(e.id, []).append(lot)
         elif e.stamps < 0:
             need = -e.stamps
-            if e.kind == ev.EXPIRED:
-                target = [lot for lot in open_lots if lot.event_id == e.body.get("lot")]
-                pool = target + [lot for lot in open_lots if lot not in target]
-            else:
-                pool = open_lots  # oldest stamps are used first
+            pool: Iterable[Lot] = open_lots  # oldest stamps are used first
+            if e.kind == ev.EXPIRED:  # the written-off lot first, then the oldest
+                lid = e.body.get("lot")
+                targets = by_id.get(lid, []) if isinstance(lid, str) else []
+                pool = chain(targets, (lot for lot in open_lots if lot.event_id != lid))
             for lot in pool:
                 take = min(lot.remaining, need)
                 lot.remaining -= take
@@ -80,8 +87,14 @@ def _open_lots(events: Iterable[Event]) -> tuple[list[Lot], int]:
                 if not need:
                     break
             debt += need
-            open_lots = [lot for lot in open_lots if lot.remaining]
-    return open_lots, debt
+            # Spent lots are at the front (oldest first); one written off elsewhere stays, empty,
+            # until it reaches the front or the end.
+            k = 0
+            while k < len(open_lots) and not open_lots[k].remaining:
+                k += 1
+            if k:
+                del open_lots[:k]
+    return [lot for lot in open_lots if lot.remaining], debt
 
 
 # A lot expires `months` after it was earned (add_months); whatever the day of the month or

@@ -18,11 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-import requests
-
 from ..messaging import SmsConfig
 from . import Outgoing, SendResult
-from .http import post_json
+from .http import Sessions, post_json
 
 
 def sms_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -38,14 +36,14 @@ class SmsChannel:
 
     def __init__(self, config: SmsConfig):
         self.config = config
-        self.session = requests.Session()
+        self.sessions = Sessions(config.url)
 
     def send(self, msg: Outgoing) -> SendResult:
         """Send one SMS; the gateway's id."""
-        _, data = post_json(self.session, self.config.url, self.config.token,
+        _, data = post_json(self.sessions.get(), self.config.url, self.config.token,
                             {"to": msg.to, "text": msg.body, "reference": msg.ref}, self.config.timeout_s)
         return SendResult(str(data.get("id", "")) if isinstance(data, dict) else "")
 
     def close(self) -> None:
-        """Close the HTTP session."""
-        self.session.close()
+        """Close the HTTP sessions."""
+        self.sessions.close()

@@ -27,7 +27,8 @@ class StandInProvider:
     """The stand-in's state: what it received, and how it should misbehave next."""
 
     def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []  # accepted messages: {"channel", "ref", "to", "body", "id"}
+        # accepted messages: {"channel", "ref", "to", "body", "id", "conn" (the client's port)}
+        self.received: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.delay_s = 0.0  # answer only after this long (the message is accepted before the wait)
@@ -72,6 +73,15 @@ class StandInProvider:
                 self._headers_buffer.append(b"\r\n" + data)  # type: ignore[attr-defined]
                 self.flush_headers()
 
+            def do_GET(self) -> None:
+                # What was accepted, for a stand-in running in its own process (benchmarks):
+                # how many messages, and the most times one idempotency reference arrived.
+                if self.path != "/standin/received":
+                    return self._answer(404, {"error": {"message": "no such path"}})
+                refs = fake.refs()
+                self._answer(200, {"accepted": sum(refs.values()), "refs": len(refs),
+                                   "most_per_ref": max(refs.values(), default=0)})
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 body = json.loads(raw)
@@ -101,7 +111,8 @@ class StandInProvider:
                         return self._answer(status, err)
                     fake.n += 1
                     mid = f"wamid.{fake.n:08d}" if channel == "whatsapp" else f"sms-{fake.n:08d}"
-                    fake.received.append({"channel": channel, "ref": ref, "to": to, "body": body, "id": mid})
+                    fake.received.append({"channel": channel, "ref": ref, "to": to, "body": body, "id": mid,
+                                          "conn": self.client_address[1]})
                 if fake.delay_s:
                     time.sleep(fake.delay_s)
                 if channel == "whatsapp":
@@ -111,6 +122,17 @@ class StandInProvider:
                     self._answer(200, {"id": mid, "status": "queued"})
 
         return Handler
+
+
+def main() -> None:
+    """`python -m tillstamp.hq.channels.standin`: serve in this process (so the stand-in does not
+    share a client's interpreter lock), print the base address, stop when stdin closes."""
+    import sys
+
+    provider = StandInProvider()
+    print(provider.base, flush=True)
+    sys.stdin.read()
+    provider.close()
 
 
 def wa_signature(body: bytes, secret: str = WA_SECRET) -> str:
@@ -140,3 +162,7 @@ def _wa_envelope(value: dict[str, Any]) -> dict[str, Any]:
     return {"object": "whatsapp_business_account", "entry": [{"id": "WABA1", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp", "metadata": {"display_phone_number": "6281100000000",
                                                       "phone_number_id": PHONE_NUMBER_ID}, **value}}]}]}
+
+
+if __name__ == "__main__":
+    main()

@@ -18,11 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-import requests
-
 from ..messaging import WhatsAppConfig
 from . import Outgoing, Rejected, SendResult
-from .http import post_json
+from .http import Sessions, post_json
 
 STOPPED_MARKETING = 131050  # the user stopped marketing messages from this business
 
@@ -58,8 +56,8 @@ class WhatsAppChannel:
 
     def __init__(self, config: WhatsAppConfig):
         self.config = config
-        self.session = requests.Session()
         self.url = f"{config.api_base}/{config.phone_number_id}/messages"
+        self.sessions = Sessions(self.url)
 
     def body(self, msg: Outgoing) -> dict[str, object]:
         """The request body for a template message."""
@@ -74,7 +72,7 @@ class WhatsAppChannel:
 
     def send(self, msg: Outgoing) -> SendResult:
         """Send one template message; its wamid."""
-        _, data = post_json(self.session, self.url, self.config.token, self.body(msg), self.config.timeout_s)
+        _, data = post_json(self.sessions.get(), self.url, self.config.token, self.body(msg), self.config.timeout_s)
         try:
             return SendResult(str(data["messages"][0]["id"]))
         except (KeyError, IndexError, TypeError):
@@ -82,5 +80,5 @@ class WhatsAppChannel:
             return SendResult("")
 
     def close(self) -> None:
-        """Close the HTTP session."""
-        self.session.close()
+        """Close the HTTP sessions."""
+        self.sessions.close()

@@ -1,48 +1,38 @@
 """How a one-time code reaches a customer's phone: the `CodeSender` seam, with a WhatsApp
 Business Cloud API sender (a template message whose one parameter is the code) and an SMS
-HTTP gateway sender; and the web section of `hq.toml` that picks one.
+HTTP gateway sender, picked by `[otp]` in `hq.toml` and sent through the channels configured
+there (one file, one reader: `messaging.load_config`; see docs/FLOWS.md):
 
-    [web]
-    public_url = "https://hq.kopisenja.id"   # the program's [claim] url is this + "/k/"
-
-    [otp]
-    channel = "whatsapp"                     # or "sms"
-
-    [whatsapp]
-    api_url = "https://graph.facebook.com/v21.0"
+    [channels.whatsapp]                      # the automations' channel, its token from the environment
+    api_base = "https://graph.facebook.com/v23.0"
     phone_number_id = "1234567890"
-    otp_template = "kode_masuk"              # an approved template with one body parameter
+    token_env = "TILLSTAMP_WA_TOKEN"
+    app_secret_env = "TILLSTAMP_WA_APP_SECRET"
+    [messaging]
+    public_url = "https://hq.kopisenja.id"   # the program's [claim] url is this + "/k/"
+    [otp]
+    channel = "whatsapp"                     # or "sms" (through [channels.sms])
+    template = "kode_masuk"                  # an approved template with one body parameter
     language = "id"
-    token_env = "WHATSAPP_TOKEN"             # secrets come from the environment
 
-    [sms]
-    url = "https://sms.example.id/v1/messages"
-    sender = "KOPISENJA"
-    token_env = "SMS_TOKEN"
-
-The automations' channel classes can stand behind the same seam: anything with
-`send_code(phone, code)` is a `CodeSender`.
+Anything with `send_code(phone, code)` is a `CodeSender`.
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import requests
 
+from ..messaging import ConfigError, MessagingConfig, load_config
+
 TIMEOUT_S = 10.0
 
 
 class CodeSendError(RuntimeError):
     """The provider did not accept the message."""
-
-
-class ConfigError(ValueError):
-    """An `hq.toml` that cannot be used."""
 
 
 class CodeSender(Protocol):
@@ -72,16 +62,20 @@ class WhatsAppCodeSender:
 
 @dataclass
 class SmsCodeSender:
-    """An SMS HTTP gateway: POST {url} with {"to", "from", "text"} and a bearer token."""
+    """An SMS HTTP gateway (the shape of docs/FLOWS.md): POST {url} with {"to", "text"} (and
+    "from" when a sender name is set) and a bearer token."""
 
     url: str
-    sender: str
+    sender: str | None
     token: str
 
     def send_code(self, phone: str, code: str) -> None:
         """Send the code in a short Indonesian text."""
         text = f"Kode masuk kamu: {code}. Berlaku 10 menit. Jangan berikan kode ini ke siapa pun."
-        _post(self.url, {"to": phone, "from": self.sender, "text": text}, self.token)
+        body = {"to": phone, "text": text}
+        if self.sender:
+            body["from"] = self.sender
+        _post(self.url, body, self.token)
 
 
 @dataclass
@@ -117,51 +111,24 @@ class WebConfig:
         return self.public_url.startswith("https://")
 
 
-def _secret(section: dict[str, Any], name: str, env: dict[str, str]) -> str:
-    var = section.get("token_env")
-    if not isinstance(var, str) or not var:
-        raise ConfigError(f"[{name}] token_env: name the environment variable holding the token")
-    value = env.get(var)
-    if not value:
-        raise ConfigError(f"[{name}] token_env: environment variable {var} is not set")
-    return value
-
-
-def _text(section: dict[str, Any], where: str, key: str) -> str:
-    v = section.get(key)
-    if not isinstance(v, str) or not v:
-        raise ConfigError(f"[{where}] {key}: expected text")
-    return v
+def web_config(config: MessagingConfig | None) -> WebConfig:
+    """The web settings from hq.toml's checked config (defaults without one)."""
+    if config is None:
+        return WebConfig()
+    sender: CodeSender = MemoryCodeSender()
+    otp = config.otp
+    if otp is not None and otp.channel == "whatsapp" and config.whatsapp is not None and otp.template:
+        wa = config.whatsapp
+        sender = WhatsAppCodeSender(wa.api_base, wa.phone_number_id, otp.template, wa.token, otp.language)
+    elif otp is not None and otp.channel == "sms" and config.sms is not None:
+        sender = SmsCodeSender(config.sms.url, otp.sender, config.sms.token)
+    return WebConfig(config.public_url, sender)
 
 
 def load_web_config(path: str | Path | None, env: dict[str, str] | None = None) -> WebConfig:
     """The web settings from `hq.toml` (defaults without a file); ConfigError names what is wrong."""
-    if path is None:
-        return WebConfig()
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: {e}") from None
-    env = dict(os.environ) if env is None else env
-    web = raw.get("web", {})
-    public = web.get("public_url", WebConfig.public_url)
-    if not isinstance(public, str) or not public.startswith(("http://", "https://")):
-        raise ConfigError(f"{p}: [web] public_url: expected http://... or https://...")
-    channel = raw.get("otp", {}).get("channel")
-    sender: CodeSender
-    if channel is None:
-        sender = MemoryCodeSender()
-    elif channel == "whatsapp":
-        s = raw.get("whatsapp", {})
-        sender = WhatsAppCodeSender(_text(s, "whatsapp", "api_url"), _text(s, "whatsapp", "phone_number_id"),
-                                    _text(s, "whatsapp", "otp_template"), _secret(s, "whatsapp", env),
-                                    s.get("language", "id"))
-    elif channel == "sms":
-        s = raw.get("sms", {})
-        sender = SmsCodeSender(_text(s, "sms", "url"), _text(s, "sms", "sender"), _secret(s, "sms", env))
-    else:
-        raise ConfigError(f"{p}: [otp] channel: expected 'whatsapp' or 'sms', got {channel!r}")
-    return WebConfig(public.rstrip("/"), sender)
+    return web_config(None if path is None else load_config(str(path), env))
+
+
+__all__ = ["CodeSendError", "CodeSender", "ConfigError", "MemoryCodeSender", "SmsCodeSender", "WebConfig",
+           "WhatsAppCodeSender", "load_web_config", "web_config"]

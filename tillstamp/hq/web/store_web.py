@@ -235,19 +235,16 @@ def _scope(scope: str | None, column: str = "store") -> tuple[str, list[Any]]:
 def daily(store: Any, first_day: int, end_day: int, scope: str | None) -> list[dict[str, Any]]:
     """Per store-local day in [first_day, end_day): visits (distinct non-voided sales), sales
     (amount), member visits, and new members."""
-    lscope, lparams = _scope(scope)
+    from .store_daily import daily_sales
+
+    # The sales side comes from the totals kept per store, day and till (store_daily.py): a
+    # few rows per day, whatever the number of lines.
+    by_day = daily_sales(store, first_day, end_day, scope)
     mscope, mparams = _scope(scope)
     with store._tx(write=False) as c:
-        # Every sale has a line 0, so counting lines 0 counts sales without a DISTINCT: the
-        # covering index then streams the window in day order with no sort at all.
-        rows = store._x(c, "SELECT day, sum(CASE WHEN line = 0 THEN 1 ELSE 0 END), coalesce(sum(amount), 0), "
-                           "sum(CASE WHEN line = 0 AND member IS NOT NULL THEN 1 ELSE 0 END) FROM sale_lines "
-                           "WHERE day >= ? AND day < ?" + lscope + " AND voided = 0 GROUP BY day",
-                        [first_day, end_day, *lparams]).fetchall()
         new = dict(store._x(c, "SELECT enrolled_day, count(*) FROM crm_members WHERE enrolled_day >= ? "
                                "AND enrolled_day < ? AND merged_into IS NULL" + mscope + " GROUP BY enrolled_day",
                             [first_day, end_day, *mparams]).fetchall())
-    by_day = {int(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
     return [{"day": d, "visits": by_day.get(d, (0, 0, 0))[0], "sales": by_day.get(d, (0, 0, 0))[1],
              "member_visits": by_day.get(d, (0, 0, 0))[2], "new_members": int(new.get(d, 0))}
             for d in range(first_day, end_day)]
@@ -263,8 +260,20 @@ def member_counts(store: Any, first_day: int, end_day: int, scope: str | None) -
     with store._tx(write=False) as c:
         members = store._x(c, "SELECT count(*) FROM crm_members m WHERE m.merged_into IS NULL AND m.erased = 0"
                               + mscope, mparams).fetchone()[0]
-        active = store._x(c, "SELECT count(DISTINCT member) FROM sale_lines WHERE day >= ? AND day < ?" + lscope
-                             + " AND voided = 0 AND member IS NOT NULL", [first_day, end_day, *lparams]).fetchone()[0]
+        if scope is None:
+            # A member's last non-voided sale day is kept in the read model (lines of a merged
+            # alias count for the survivor), so "active" is one pass over the members, not a
+            # DISTINCT over every line of the window.
+            # Only a member whose last sale is after the window (a clock in the past) needs a
+            # look at the lines.
+            active = store._x(c, "SELECT count(*) FROM crm_members m WHERE m.merged_into IS NULL AND m.last_day >= ? "
+                                 "AND (m.last_day < ? OR EXISTS (SELECT 1 FROM sale_lines s WHERE s.member = m.member "
+                                 "AND s.day >= ? AND s.day < ? AND s.voided = 0))",
+                              [first_day, end_day, first_day, end_day]).fetchone()[0]
+        else:
+            active = store._x(c, "SELECT count(DISTINCT member) FROM sale_lines WHERE day >= ? AND day < ?"
+                                 + lscope + " AND voided = 0 AND member IS NOT NULL",
+                              [first_day, end_day, *lparams]).fetchone()[0]
     return {"members": int(members), "active": int(active)}
 
 
