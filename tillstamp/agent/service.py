@@ -18,6 +18,7 @@ from ..loyalty import rules, tokens
 from ..loyalty.earning import compute_earn, eligible_lines, reversal_for_refund
 from ..loyalty.events import Event, canonical, derived_id, new_id
 from ..loyalty.offers import Tagging, offer_awards
+from ..loyalty.phone import PhoneError, looks_like_phone, normalize_phone
 from ..loyalty.program import Program
 from ..loyalty.projections import (
     MemberView,
@@ -29,7 +30,6 @@ from ..loyalty.projections import (
 )
 from ..loyalty.sale import Sale
 from .keys import Keys
-from .phone import PhoneError, looks_like_phone, normalize_phone
 from .store import MemberRow, SaleRow, Store
 
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$", re.IGNORECASE)

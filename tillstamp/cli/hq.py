@@ -192,8 +192,8 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    from ..agent.phone import PhoneError, looks_like_phone, normalize_phone
     from ..hq.store import NotAMember
+    from ..loyalty.phone import PhoneError, looks_like_phone, normalize_phone
 
     hq = _hq(args)
     try:

@@ -177,7 +177,7 @@ class Crm:
 
     def search(self, q: str, *, who: Principal = OWNER, limit: int = 20) -> list[dict[str, Any]]:
         """Members by phone (any common Indonesian form), name, member id or external id."""
-        from ..agent.phone import PhoneError, looks_like_phone, normalize_phone
+        from ..loyalty.phone import PhoneError, looks_like_phone, normalize_phone
 
         q = q.strip()
         if not q:

@@ -107,7 +107,7 @@ def apply_sms(hq: Hq, payload: dict[str, Any]) -> dict[str, int]:
         if not sf.first_time(store, "sms", f"in:{gid}", now):
             out["duplicates"] += 1
             return out
-        from ..agent.phone import PhoneError, normalize_phone
+        from ..loyalty.phone import PhoneError, normalize_phone
 
         try:
             phone = normalize_phone(str(payload.get("from", "")))

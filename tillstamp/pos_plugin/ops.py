@@ -78,7 +78,7 @@ def refund(rt: Runtime, receipt: str, lines: dict[str, int] | None) -> dict[str,
 def member_by_phone(rt: Runtime, phone: str) -> dict[str, Any]:
     """The member with this phone number."""
     svc = rt.till.service
-    from ..agent.phone import looks_like_phone
+    from ..loyalty.phone import looks_like_phone
 
     if not looks_like_phone(phone):
         raise Refused("invalid_phone", f"phone: {phone[:40]!r} is not a phone number")

@@ -33,7 +33,7 @@ def wa_id(phone: str) -> str:
 def phone_of_wa_id(wa: str) -> str | None:
     """A WhatsApp id (6281...) as E.164, or None if it is not a phone number."""
     # phonenumbers' metadata loads only when a webhook needs it, not with the app
-    from ...agent.phone import PhoneError, normalize_phone
+    from ...loyalty.phone import PhoneError, normalize_phone
 
     try:
         return normalize_phone("+" + wa.lstrip("+"))

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...agent.phone import PhoneError, normalize_phone
 from ...loyalty import events as ev
 from ...loyalty import tokens
 from ...loyalty.events import Event, derived_id, new_id
+from ...loyalty.phone import PhoneError, normalize_phone
 from ...loyalty.program import Program
 from ...loyalty.projections import due_missions, member_view
 from .. import crm_store
