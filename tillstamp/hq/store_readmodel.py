@@ -36,10 +36,13 @@ class Tables(NamedTuple):
 
     members: str
     lines: str
+    days: str  # per (member, store-local day, store): visits and spend of non-voided sales
 
 
-LIVE = Tables("crm_members", "sale_lines")
-NEXT = Tables("crm_members_rebuild", "sale_lines_rebuild")
+LIVE = Tables("crm_members", "sale_lines", "member_days")
+NEXT = Tables("crm_members_rebuild", "sale_lines_rebuild", "member_days_rebuild")
+DAY_COLS = ("member", "day", "store", "visits", "spend")
+_DAYS_IN = 400  # days in one keyed rollup refresh; more and the whole member is refreshed
 
 
 @dataclass
@@ -51,6 +54,7 @@ class VerifyReport:
     lines: int = 0
     member_diffs: list[dict[str, Any]] = field(default_factory=list)
     line_diffs: list[dict[str, Any]] = field(default_factory=list)
+    day_diffs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -58,6 +62,7 @@ class VerifyReport:
         if not self.ok:
             out["member_diffs"] = self.member_diffs
             out["line_diffs"] = self.line_diffs
+            out["day_diffs"] = self.day_diffs
         return out
 
 
@@ -101,13 +106,18 @@ class CrmStore:
         known = None
         if new_sales and batch.lines and not batch.refunds and not batch.merges:
             known = self._crm_with_lines(c, LIVE, sorted({r[2] for r in batch.lines if r[2] is not None}))
-        moved = self._crm_apply(c, batch, LIVE, prog)
+        whole: set[str] = set()
+        moved = self._crm_apply(c, batch, LIVE, prog, whole)
         self._crm_pii(c, sorted(set(pii)), LIVE)
         if known is not None:
             fresh = rm.figures_from_lines(r for r in batch.lines if r[2] not in known)
             self._crm_write_figures(c, LIVE, fresh)
+            self._crm_insert_days(c, LIVE, rm.days_from_lines(r for r in batch.lines if r[2] in fresh))
             moved -= set(fresh)
         self._crm_figures(c, LIVE, sorted(moved))
+        # New lines change only their own days; a refund or a merge refreshes the whole member.
+        self._crm_days(c, LIVE, sorted(whole & moved), None)
+        self._crm_days(c, LIVE, sorted(moved - whole), sorted({r[8] for r in batch.lines}))
         spend = prog is not None and prog.tiering.qualify_on != "stamps"
         self._crm_tiers(c, LIVE, prog, sorted(m for m, ch in batch.members.items()
                                               if (ch.spend_events if spend else ch.stamps_events)))
@@ -120,8 +130,12 @@ class CrmStore:
             self._crm_prog = (int(row[0]), parse_program(json.loads(row[1])))
         return self._crm_prog[1]
 
-    def _crm_apply(self, c: Any, batch: CrmBatch, t: Tables, prog: Program | None) -> set[str]:
-        """Write a batch's members, lines, refunds and merges; returns members whose lines moved."""
+    def _crm_apply(self, c: Any, batch: CrmBatch, t: Tables, prog: Program | None,
+                   whole: set[str] | None = None) -> set[str]:
+        """Write a batch's members, lines, refunds and merges; returns members whose lines moved.
+
+        `whole` receives the members whose older lines changed too (a refund or a merge)."""
+        whole = set() if whole is None else whole
         zone = prog.timezone if prog else rm.DEFAULT_ZONE
         rows = []
         for m, ch in sorted(batch.members.items()):
@@ -153,12 +167,15 @@ class CrmStore:
             self._crm_insert_lines(c, t, lines)
             moved |= {r[2] for r in lines if r[2] is not None}
         for refund in batch.refunds:
-            moved |= self._crm_refund(c, t, refund)
+            refunded = self._crm_refund(c, t, refund)
+            moved |= refunded
+            whole |= refunded
         for alias_id, into in batch.merges:
             self._crm_upsert_members(c, t, [(into, None, None, None, 0)])
             self._x(c, f"UPDATE {t.lines} SET member = ? WHERE member = ?", (into, alias_id))
             self._x(c, f"UPDATE {t.members} SET merged_into = ? WHERE member = ?", (into, alias_id))
             moved |= {alias_id, into}
+            whole |= {alias_id, into}
         return moved
 
     def _crm_upsert_members(self, c: Any, t: Tables, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -222,6 +239,37 @@ class CrmStore:
         """Scrub a member's PII from the read model (the figures stay: they are not personal data)."""
         self._x(c, f"UPDATE {LIVE.members} SET phone = NULL, name = NULL, email = NULL, birthday = NULL, "
                    "external_id = NULL, erased = 1 WHERE member = ?", (member,))
+
+    # -- the day rollup -------------------------------------------------------------------
+
+    def _crm_days(self, c: Any, t: Tables, members: Sequence[str] | None, days: Sequence[int] | None) -> None:
+        """Recompute `member_days` from the lines for `members` (`None`: everyone), only on
+        `days` when given: deleting and regrouping a superset of the changed keys is exact."""
+        if members is not None and not members:
+            return
+        if days is not None and len(days) > _DAYS_IN:
+            days = None
+        for part in [None] if members is None else list(_chunks(members)):
+            if part is None:
+                cond, params = "member IS NOT NULL", list[Any]()
+            else:
+                cond, params = self._any("member", part)
+            if days is not None:
+                dcond, dparams = self._any("day", days)
+                cond, params = f"{cond} AND {dcond}", [*params, *dparams]
+            self._x(c, f"DELETE FROM {t.days} WHERE {cond}", params)
+            self._x(c, f"INSERT INTO {t.days}({', '.join(DAY_COLS)}) SELECT member, day, store, "
+                       f"count(DISTINCT sale), sum(amount) FROM {t.lines} WHERE voided = 0 AND {cond} "
+                       "GROUP BY member, day, store", params)
+
+    def _crm_insert_days(self, c: Any, t: Tables, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rollup rows computed in memory (members who had no lines before)."""
+        self._many(c, f"INSERT INTO {t.days}({', '.join(DAY_COLS)}) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def refresh_day_rollup(self) -> None:
+        """Recompute `member_days` from `sale_lines` (for data written straight into the lines)."""
+        with self._tx() as c:
+            self._crm_days(c, LIVE, None, None)
 
     # -- figures and tiers ----------------------------------------------------------------
 
@@ -441,7 +489,7 @@ class CrmStore:
         """Recompute the read model from the events in chunks; swap it in, or (`swap=False`)
         compare it with the live one."""
         with self._tx() as c:
-            for name in (NEXT.members, NEXT.lines):
+            for name in NEXT:
                 self._x(c, f"DELETE FROM {name}")
             mark = int(self._x(c, "SELECT coalesce(max(gseq), 0) FROM events").fetchone()[0])
         after = done = 0
@@ -470,6 +518,7 @@ class CrmStore:
             self._x(c, f"UPDATE {NEXT.members} SET phone = NULL, name = NULL, email = NULL, birthday = NULL, "
                        "external_id = NULL, erased = 1 WHERE member IN (SELECT member FROM erasures)")
             self._crm_figures(c, NEXT, None)
+            self._crm_days(c, NEXT, None, None)
             self._crm_tiers(c, NEXT, prog, None)
             if swap:
                 report = VerifyReport(ok=True, members=int(self._x(c, f"SELECT count(*) FROM {NEXT.members}").fetchone()[0]),
@@ -501,7 +550,12 @@ class CrmStore:
             c, f"SELECT sale, line FROM (SELECT {lcols} FROM {LIVE.lines} EXCEPT SELECT {lcols} FROM {NEXT.lines}) a "
                f"UNION SELECT sale, line FROM (SELECT {lcols} FROM {NEXT.lines} EXCEPT "
                f"SELECT {lcols} FROM {LIVE.lines}) b").fetchall()})
-        report = VerifyReport(ok=not diff_m and not diff_l,
+        dcols = ", ".join(DAY_COLS)
+        diff_d = sorted({(r[0], int(r[1]), r[2]) for r in self._x(
+            c, f"SELECT member, day, store FROM (SELECT {dcols} FROM {LIVE.days} EXCEPT SELECT {dcols} "
+               f"FROM {NEXT.days}) a UNION SELECT member, day, store FROM (SELECT {dcols} FROM {NEXT.days} "
+               f"EXCEPT SELECT {dcols} FROM {LIVE.days}) b").fetchall()})
+        report = VerifyReport(ok=not diff_m and not diff_l and not diff_d,
                               members=int(self._x(c, f"SELECT count(*) FROM {NEXT.members}").fetchone()[0]),
                               lines=int(self._x(c, f"SELECT count(*) FROM {NEXT.lines}").fetchone()[0]))
         for m in diff_m[:limit]:
@@ -512,6 +566,13 @@ class CrmStore:
             live = self._x(c, f"SELECT {lcols} FROM {LIVE.lines} WHERE sale = ? AND line = ?", (sale, line)).fetchone()
             nxt = self._x(c, f"SELECT {lcols} FROM {NEXT.lines} WHERE sale = ? AND line = ?", (sale, line)).fetchone()
             report.line_diffs.append({"sale": sale, "line": line, "columns": _diff(SALE_LINE_COLS, live, nxt)})
+        for m, day, store in diff_d[:limit]:
+            key = (m, day, store)
+            sql = "SELECT {} FROM {} WHERE member = ? AND day = ? AND store = ?"
+            live = self._x(c, sql.format(dcols, LIVE.days), key).fetchone()
+            nxt = self._x(c, sql.format(dcols, NEXT.days), key).fetchone()
+            report.day_diffs.append({"member": m, "day": day, "store": store,
+                                     "columns": _diff(DAY_COLS, live, nxt)})
         return report
 
 
