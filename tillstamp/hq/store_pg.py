@@ -129,6 +129,9 @@ SCHEMA = (
     *(sql.replace("member_days", "member_days_rebuild") for sql in _DAYS[:1]),
     ("CREATE INDEX IF NOT EXISTS sale_lines_bought ON sale_lines(category, day, member, sale) "
      "WHERE voided = 0 AND qty > 0 AND member IS NOT NULL"),
+    # each member's kept tier window sums (docs/HQ.md, "Tier"): ingest moves them forward
+    *(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col}" for table in ("crm_members", "crm_members_rebuild")
+      for col in ("tier_upto TEXT", "tier_sum BIGINT", "tier_year_sum BIGINT", "tier_oldest TEXT", "tier_key TEXT")),
     # A database that held lines before the rollup existed gets it once (an empty rollup over
     # lines that all belong to guests or voided sales is refilled with nothing: cheap).
     ("INSERT INTO member_days(member, day, store, visits, spend) SELECT member, day, store, count(DISTINCT sale), "
@@ -377,6 +380,16 @@ class PgHqStore(SqlHqStore):
                 copy.write_row(row)
         c.execute(f"INSERT INTO {t.lines}({cols}) SELECT {cols} FROM lines_staging ON CONFLICT(sale, line) DO NOTHING")
         c.execute("DELETE FROM lines_staging")
+
+    def _crm_set_tiers(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        if len(rows) < 20:
+            super()._crm_set_tiers(c, t, rows)
+            return
+        cols = [list(col) for col in zip(*rows, strict=True)]
+        c.execute(f"UPDATE {t.members} m SET tier = v.tier, tier_upto = v.upto, tier_sum = v.now, "
+                  "tier_year_sum = v.year, tier_oldest = v.oldest, tier_key = v.key FROM unnest(%s::text[], "
+                  "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[]) "
+                  "v(tier, upto, now, year, oldest, key, member) WHERE m.member = v.member", cols)
 
     def _crm_insert_days(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         if len(rows) < 20:

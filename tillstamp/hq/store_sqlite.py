@@ -161,6 +161,8 @@ CRM_SUPPORT = (
       for sql in CRM_SCHEMA),
 )
 
+TIER_STATE = ("tier_upto TEXT", "tier_sum INTEGER", "tier_year_sum INTEGER", "tier_oldest TEXT", "tier_key TEXT")
+
 # What segments read instead of aggregating millions of lines (docs/HQ.md, "The day rollup"):
 # per member, store-local day and store, the visits (distinct non-voided sales: a sale's lines
 # share one day and store, so the sum over days is the distinct count) and the spend, kept with
@@ -178,6 +180,9 @@ ROLLUPS = (
     *(sql.replace("member_days", "member_days_rebuild") for sql in _DAYS[:1]),
     ("CREATE INDEX sale_lines_bought ON sale_lines(category, day, member, sale) "
      "WHERE voided = 0 AND qty > 0 AND member IS NOT NULL"),
+    # each member's kept tier window sums (docs/HQ.md, "Tier"): ingest moves them forward
+    *(f"ALTER TABLE {table} ADD COLUMN {col}" for table in ("crm_members", "crm_members_rebuild")
+      for col in TIER_STATE),
     # a database that already holds lines gets its rollup now
     ("INSERT INTO member_days(member, day, store, visits, spend) SELECT member, day, store, count(DISTINCT sale), "
      "sum(amount) FROM sale_lines WHERE voided = 0 AND member IS NOT NULL GROUP BY member, day, store"),
