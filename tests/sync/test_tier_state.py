@@ -115,3 +115,26 @@ def test_an_event_leaving_the_window_is_taken_out() -> None:
         assert hq.store.rebuild_crm().ok and rows(hq, STATE) == live
     finally:
         hq.store.close()
+
+
+def test_many_members_batch_after_batch(pg_server: Any) -> None:
+    # Enough members for the bulk (unnest) writes on PostgreSQL, both the query and the step.
+    hq = Hq(open_hq_store(str(pg_server.url())), clock=Clock())
+    if hq.program() is None:
+        hq.publish_program(program_source())
+    try:
+        t = enrol(hq, "S1")
+        ms = [new_id() for _ in range(30)]
+        seq = 1
+        for day in range(3):
+            seq = push(hq, t, seq, [Event(new_id(), ev.EARNED, T0 + dt.timedelta(days=day), m, i + 1, "x", {})
+                                    for i, m in enumerate(ms)])
+        cond = "member IN (" + ", ".join("?" * 30) + ")"
+        got = rows(hq, f"SELECT member, tier, tier_sum FROM crm_members WHERE {cond} ORDER BY member", tuple(ms))
+        want = sorted((m, "gold" if 3 * (i + 1) >= 80 else "silver" if 3 * (i + 1) >= 30 else "bronze",
+                       3 * (i + 1)) for i, m in enumerate(ms))
+        assert [(m, tier, int(n)) for m, tier, n in got] == want
+        live = rows(hq, STATE)
+        assert hq.store.rebuild_crm().ok and rows(hq, STATE) == live
+    finally:
+        hq.store.close()

@@ -385,10 +385,11 @@ class PgHqStore(SqlHqStore):
         if len(rows) < 20:
             super()._crm_set_tiers(c, t, rows)
             return
+        # binary parameters: text arrays in text form are escaped element by element (a regex each)
         cols = [list(col) for col in zip(*rows, strict=True)]
         c.execute(f"UPDATE {t.members} m SET tier = v.tier, tier_upto = v.upto, tier_sum = v.now, "
-                  "tier_year_sum = v.year, tier_oldest = v.oldest, tier_key = v.key FROM unnest(%s::text[], "
-                  "%s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[], %s::text[]) "
+                  "tier_year_sum = v.year, tier_oldest = v.oldest, tier_key = v.key FROM unnest(%b::text[], "
+                  "%b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[]) "
                   "v(tier, upto, now, year, oldest, key, member) WHERE m.member = v.member", cols)
 
     def _crm_insert_days(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -414,6 +414,7 @@ class CrmStore:
                 c, f"SELECT member, tier_upto, tier_sum, tier_year_sum, tier_oldest, tier_key FROM {t.members} "
                    f"WHERE {cond}", params).fetchall())
         zone, window = prog.zone, prog.tiering.window_months
+        years: dict[int, tuple[str, str]] = {}  # local year -> (year window start, year start), ISO UTC
         slow: list[str] = []
         rows = []
         for m in members:
@@ -425,13 +426,14 @@ class CrmStore:
             upto_raw = max(old_upto, *(at for at, _ in got))
             upto = _at(upto_raw)
             since, upto_s = _iso(add_months(upto, -window)), _iso(upto)
-            ystart = upto.astimezone(zone).replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
-            old_ystart = _at(old_upto).astimezone(zone).replace(month=1, day=1, hour=0, minute=0, second=0,
-                                                                microsecond=0)
-            if (oldest is not None and oldest <= since) or ystart != old_ystart:
+            year = upto.astimezone(zone).year
+            if (oldest is not None and oldest <= since) or year != _at(old_upto).astimezone(zone).year:
                 slow.append(m)
                 continue
-            ysince, ystart_s = _iso(add_months(ystart, -window)), _iso(ystart)
+            if year not in years:
+                ystart = dt.datetime(year, 1, 1, tzinfo=zone)
+                years[year] = (_iso(add_months(ystart, -window)), _iso(ystart))
+            ysince, ystart_s = years[year]
             inside = [at for at, _ in got if since < at <= upto_s]
             now_sum += sum(n for at, n in got if since < at <= upto_s)
             year_sum += sum(n for at, n in got if ysince < at <= ystart_s)
