@@ -363,13 +363,6 @@ class PgHqStore(SqlHqStore):
         cols = [list(flat[i::width]) for i in range(width)]
         return "SELECT * FROM unnest(" + ", ".join(["?::text[]"] * width) + ")", cols
 
-    def _crm_set(self, c: Any, t: Any, column: str, rows: Sequence[tuple[Any, str]]) -> None:
-        if len(rows) < 20:
-            super()._crm_set(c, t, column, rows)
-            return
-        c.execute(f"UPDATE {t.members} m SET {column} = v.value FROM unnest(%s::text[], %s::text[]) v(value, member) "
-                  "WHERE m.member = v.member", ([r[0] for r in rows], [r[1] for r in rows]))
-
     def _crm_insert_lines(self, c: Any, t: Any, lines: Sequence[tuple[Any, ...]]) -> None:
         if len(lines) < 50:
             super()._crm_insert_lines(c, t, lines)

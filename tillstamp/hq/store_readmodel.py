@@ -451,10 +451,6 @@ class CrmStore:
         """A row source of text columns for a WITH clause, from values given row after row."""
         return "VALUES " + ", ".join(["(" + ", ".join("?" * width) + ")"] * (len(flat) // width)), list(flat)
 
-    def _crm_set(self, c: Any, t: Tables, column: str, rows: Sequence[tuple[Any, str]]) -> None:
-        """Set one column of many members from (value, member) pairs."""
-        self._many(c, f"UPDATE {t.members} SET {column} = ? WHERE member = ?", rows)
-
     def _crm_tiers_folded(self, c: Any, t: Tables, prog: Program, members: Sequence[str] | None) -> None:
         kcond, kparams = self._any("kind", [ev.SALE, ev.CLAIMED, ev.REFUNDED])
         for part in [None] if members is None else list(_chunks(members)):
