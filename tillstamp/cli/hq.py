@@ -258,7 +258,8 @@ def _rebuild(args: argparse.Namespace, *, swap: bool) -> int:
         return 0
     human = ("read model matches a rebuild" if report.ok else
              f"read model differs from a rebuild: {len(report.member_diffs)} member(s), "
-             f"{len(report.line_diffs)} sale line(s) (first 20 of each with --json)")
+             f"{len(report.line_diffs)} sale line(s), {len(report.day_diffs)} day rollup row(s) "
+             "(first 20 of each with --json)")
     _emit(args, data, human)
     return 0 if report.ok else 1
 
