@@ -138,6 +138,9 @@ def test_an_older_database_gets_its_rollup(tmp_path: Path) -> None:
         conn.execute("DROP TABLE member_days")
         conn.execute("DROP TABLE member_days_rebuild")
         conn.execute("DROP INDEX sale_lines_bought")
+        for table in ("crm_members", "crm_members_rebuild"):
+            for col in ("tier_upto", "tier_sum", "tier_year_sum", "tier_oldest", "tier_key"):
+                conn.execute(f"ALTER TABLE {table} DROP COLUMN {col}")
         conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm010_rollups'")
     hq = Hq(open_hq_store(f"sqlite:///{path}"), clock=Clock())
     try:
