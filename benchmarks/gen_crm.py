@@ -131,10 +131,12 @@ def generate(store: Any, *, members: int, lines: int, seed: int = 1, as_of: dt.d
 
     n_lines = _bulk(store, "sale_lines", LINE_COLS, sale_rows())
     n_events = _bulk(store, "events", EVENT_COLS, iter(events)) if stamps else 0
+    store.refresh_day_rollup()  # ingest keeps it; lines written straight in need it built
     with store._tx() as c:
         if type(store).__name__ == "PgHqStore":
             c.execute("ANALYZE crm_members")
             c.execute("ANALYZE sale_lines")
+            c.execute("ANALYZE member_days")
             c.execute("ANALYZE events")
         else:
             c.execute("ANALYZE")

@@ -101,6 +101,7 @@ def generate(url: str, members: int = 2500, baskets: int = 270_000, seed: int = 
     _insert(store, "sale_lines", LINE_COLS, lines)
     n_lines += len(lines)
     _insert(store, "events", EVENT_COLS, events)
+    store.refresh_day_rollup()  # segments read it; ingest would have kept it
     rows = []
     for m in range(members):
         pm = per_member.get(m, {"balance": 0, "visits": 0, "spend": 0, "first": None, "last": None})

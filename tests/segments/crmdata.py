@@ -46,7 +46,7 @@ def event_row(s: StampFacts) -> tuple[Any, ...]:
 def clear(store: Any) -> None:
     """Empty the read model and the events (between hypothesis examples)."""
     with store._tx() as c:
-        for t in ("crm_members", "sale_lines", "events", "segment_sizes", "segments"):
+        for t in ("crm_members", "sale_lines", "member_days", "events", "segment_sizes", "segments"):
             store._x(c, f"DELETE FROM {t}")
 
 
@@ -62,6 +62,7 @@ def load(store: Any, facts: Facts) -> None:
     bulk(store, "crm_members", MEMBER_COLS, members)
     bulk(store, "sale_lines", LINE_COLS, lines)
     bulk(store, "events", EVENT_COLS, [event_row(s) for s in facts.stamps])
+    store.refresh_day_rollup()  # the lines went in directly, not through ingest
 
 
 def bulk(store: Any, table: str, cols: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -265,7 +265,8 @@ def _rebuild(args: argparse.Namespace, *, swap: bool) -> int:
     data["ok"] = ok
     human = ("read model matches a rebuild" if ok else
              f"read model differs from a rebuild: {len(report.member_diffs)} member(s), "
-             f"{len(report.line_diffs)} sale line(s), {len(daily)} daily total(s) (first 20 of each with --json)")
+             f"{len(report.line_diffs)} sale line(s), {len(report.day_diffs)} day rollup row(s), "
+             f"{len(daily)} daily total(s) (first 20 of each with --json)")
     _emit(args, data, human)
     return 0 if ok else 1
 

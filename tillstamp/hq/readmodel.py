@@ -274,3 +274,18 @@ def figures_from_lines(lines: Iterable[Sequence[Any]]) -> dict[str, Figures]:
     for (member, _sale), v in sales.items():
         visits.setdefault(member, []).append((v[0], v[1], v[2], v[3], v[4]))
     return figures_of(visits, {m: {k: (len(x[0]), x[1]) for k, x in d.items()} for m, d in cats.items()})
+
+
+def days_from_lines(lines: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """`member_days` rows (member, day, store, visits, spend) of sale_lines rows held in memory:
+    the same grouping as the SQL, for lines just built whose members have no others."""
+    groups: dict[tuple[str, int, str], tuple[set[str], list[int]]] = {}
+    for r in lines:
+        if r[2] is None or r[16]:
+            continue
+        g = groups.get((r[2], r[8], r[3]))
+        if g is None:
+            g = groups[(r[2], r[8], r[3])] = (set(), [0])
+        g[0].add(r[0])
+        g[1][0] += r[15]
+    return [(*k, len(sales), spend[0]) for k, (sales, spend) in sorted(groups.items())]

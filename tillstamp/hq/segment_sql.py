@@ -113,6 +113,17 @@ class _Compiler:
             bound.append(self.asof.day - within)
         return self.join(sql + extra + " GROUP BY member", [*bound, *params])
 
+    def days(self, select: str, within: int | None, extra: str = "", params: Sequence[Any] = (),
+             select_params: Sequence[Any] = ()) -> str:
+        """Join a per-member aggregate of the day rollup before D (and in the window): the same
+        answers as `lines` for visits, spend, last day and stores, from far fewer rows."""
+        sql = f"SELECT member, {select} FROM member_days WHERE day < ?"
+        bound: list[Any] = [*select_params, self.asof.day]
+        if within is not None:
+            sql += " AND day >= ?"
+            bound.append(self.asof.day - within)
+        return self.join(sql + extra + " GROUP BY member", [*bound, *params])
+
     def bounds(self, expr: str, r: Range) -> str:
         conds = []
         if r.min is not None:
@@ -135,14 +146,14 @@ class _Compiler:
             case LastVisitDays(r):
                 # With a max, lines older than D - max cannot be the last one of a match: the
                 # window leaves them out, so the database groups fewer rows.
-                a = self.lines("max(day) AS v", r.max)
+                a = self.days("max(day) AS v", r.max)
                 # days = D - last day, so days in [min, max] is last day in [D - max, D - min].
                 last = Range(None if r.max is None else d - r.max, None if r.min is None else d - r.min)
                 return f"({a}.v IS NOT NULL AND {self.bounds(f'{a}.v', last)})"
             case Visits(r, within):
-                return self.bounds(f"coalesce({self.lines('count(DISTINCT sale) AS v', within)}.v, 0)", r)
+                return self.bounds(f"coalesce({self.days('sum(visits) AS v', within)}.v, 0)", r)
             case Spend(r, within):
-                return self.bounds(f"coalesce({self.lines('sum(amount) AS v', within)}.v, 0)", r)
+                return self.bounds(f"coalesce({self.days('sum(spend) AS v', within)}.v, 0)", r)
             case Bought(sku, cat, times, within):
                 extra = " AND qty > 0 AND " + ("sku = ?" if sku is not None else "category = ?")
                 a = self.lines("count(DISTINCT sale) AS v", within, extra, [sku if sku is not None else cat])
@@ -151,7 +162,7 @@ class _Compiler:
             case InStore(stores):
                 store_params: list[Any] = []
                 where = self.inlist("store", stores, store_params)
-                a = self.lines("1 AS v", None, " AND " + where, store_params)
+                a = self.days("1 AS v", None, " AND " + where, store_params)
                 home = "m.store IS NOT NULL AND " + self.inlist("m.store", stores)
                 return f"(({home}) OR {a}.v IS NOT NULL)"
             case TierIn(tiers):
@@ -241,8 +252,8 @@ class _Compiler:
         pairs = sorted({p for c in cells for p in RFM_CELLS[c]})
         rec = {s: (lo, hi) for s, lo, hi in RECENCY_BUCKETS}
         freq = {s: (lo, hi) for s, lo, hi in FREQUENCY_BUCKETS}
-        a = self.lines("max(day) AS v, count(DISTINCT CASE WHEN day >= ? THEN sale END) AS f", None,
-                       select_params=[d - FREQUENCY_DAYS])
+        a = self.days("max(day) AS v, sum(CASE WHEN day >= ? THEN visits ELSE 0 END) AS f", None,
+                      select_params=[d - FREQUENCY_DAYS])
         ors = []
         for r, f in pairs:
             rlo, rhi = rec[r]

@@ -118,6 +118,28 @@ SCHEMA = (
     *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
       for sql in SCHEMA if "crm_members" in sql or "sale_lines" in sql),
 )
+# The day rollup segments read (as `m010_rollups` on SQLite; docs/HQ.md, "The day rollup").
+_DAYS = (
+    """CREATE TABLE IF NOT EXISTS member_days (member TEXT NOT NULL, day INTEGER NOT NULL, store TEXT NOT NULL,
+        visits INTEGER NOT NULL, spend BIGINT NOT NULL, PRIMARY KEY (member, day, store))""",
+    "CREATE INDEX IF NOT EXISTS member_days_day ON member_days(day) INCLUDE (member, visits, spend)",
+    "CREATE INDEX IF NOT EXISTS member_days_store ON member_days(store, member, day)",
+)
+SCHEMA = (
+    *SCHEMA,
+    *_DAYS,
+    *(sql.replace("member_days", "member_days_rebuild") for sql in _DAYS[:1]),
+    ("CREATE INDEX IF NOT EXISTS sale_lines_bought ON sale_lines(category, day, member, sale) "
+     "WHERE voided = 0 AND qty > 0 AND member IS NOT NULL"),
+    # each member's kept tier window sums (docs/HQ.md, "Tier"): ingest moves them forward
+    *(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col}" for table in ("crm_members", "crm_members_rebuild")
+      for col in ("tier_upto TEXT", "tier_sum BIGINT", "tier_year_sum BIGINT", "tier_oldest TEXT", "tier_key TEXT")),
+    # A database that held lines before the rollup existed gets it once (an empty rollup over
+    # lines that all belong to guests or voided sales is refilled with nothing: cheap).
+    ("INSERT INTO member_days(member, day, store, visits, spend) SELECT member, day, store, count(DISTINCT sale), "
+     "sum(amount) FROM sale_lines WHERE voided = 0 AND member IS NOT NULL AND NOT EXISTS (SELECT 1 FROM member_days) "
+     "GROUP BY member, day, store"),
+)
 
 _STAGING = (
     ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
@@ -343,13 +365,6 @@ class PgHqStore(SqlHqStore):
         cols = [list(flat[i::width]) for i in range(width)]
         return "SELECT * FROM unnest(" + ", ".join(["?::text[]"] * width) + ")", cols
 
-    def _crm_set(self, c: Any, t: Any, column: str, rows: Sequence[tuple[Any, str]]) -> None:
-        if len(rows) < 20:
-            super()._crm_set(c, t, column, rows)
-            return
-        c.execute(f"UPDATE {t.members} m SET {column} = v.value FROM unnest(%s::text[], %s::text[]) v(value, member) "
-                  "WHERE m.member = v.member", ([r[0] for r in rows], [r[1] for r in rows]))
-
     def _crm_insert_lines(self, c: Any, t: Any, lines: Sequence[tuple[Any, ...]]) -> None:
         if len(lines) < 50:
             super()._crm_insert_lines(c, t, lines)
@@ -360,6 +375,25 @@ class PgHqStore(SqlHqStore):
                 copy.write_row(row)
         c.execute(f"INSERT INTO {t.lines}({cols}) SELECT {cols} FROM lines_staging ON CONFLICT(sale, line) DO NOTHING")
         c.execute("DELETE FROM lines_staging")
+
+    def _crm_set_tiers(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        if len(rows) < 20:
+            super()._crm_set_tiers(c, t, rows)
+            return
+        # binary parameters: text arrays in text form are escaped element by element (a regex each)
+        cols = [list(col) for col in zip(*rows, strict=True)]
+        c.execute(f"UPDATE {t.members} m SET tier = v.tier, tier_upto = v.upto, tier_sum = v.now, "
+                  "tier_year_sum = v.year, tier_oldest = v.oldest, tier_key = v.key FROM unnest(%b::text[], "
+                  "%b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[]) "
+                  "v(tier, upto, now, year, oldest, key, member) WHERE m.member = v.member", cols)
+
+    def _crm_insert_days(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        if len(rows) < 20:
+            super()._crm_insert_days(c, t, rows)
+            return
+        cols = [list(col) for col in zip(*rows, strict=True)]
+        c.execute(f"INSERT INTO {t.days}(member, day, store, visits, spend) "
+                  "SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::int[], %s::bigint[])", cols)
 
     def _import_events(self, c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         cols = ", ".join(EVENT_COLS)

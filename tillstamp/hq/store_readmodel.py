@@ -36,10 +36,13 @@ class Tables(NamedTuple):
 
     members: str
     lines: str
+    days: str  # per (member, store-local day, store): visits and spend of non-voided sales
 
 
-LIVE = Tables("crm_members", "sale_lines")
-NEXT = Tables("crm_members_rebuild", "sale_lines_rebuild")
+LIVE = Tables("crm_members", "sale_lines", "member_days")
+NEXT = Tables("crm_members_rebuild", "sale_lines_rebuild", "member_days_rebuild")
+DAY_COLS = ("member", "day", "store", "visits", "spend")
+_DAYS_IN = 400  # days in one keyed rollup refresh; more and the whole member is refreshed
 
 
 @dataclass
@@ -51,6 +54,7 @@ class VerifyReport:
     lines: int = 0
     member_diffs: list[dict[str, Any]] = field(default_factory=list)
     line_diffs: list[dict[str, Any]] = field(default_factory=list)
+    day_diffs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -58,6 +62,7 @@ class VerifyReport:
         if not self.ok:
             out["member_diffs"] = self.member_diffs
             out["line_diffs"] = self.line_diffs
+            out["day_diffs"] = self.day_diffs
         return out
 
 
@@ -101,16 +106,21 @@ class CrmStore:
         known = None
         if new_sales and batch.lines and not batch.refunds and not batch.merges:
             known = self._crm_with_lines(c, LIVE, sorted({r[2] for r in batch.lines if r[2] is not None}))
-        moved = self._crm_apply(c, batch, LIVE, prog)
+        whole: set[str] = set()
+        moved = self._crm_apply(c, batch, LIVE, prog, whole)
         self._crm_pii(c, sorted(set(pii)), LIVE)
         if known is not None:
             fresh = rm.figures_from_lines(r for r in batch.lines if r[2] not in known)
             self._crm_write_figures(c, LIVE, fresh)
+            self._crm_insert_days(c, LIVE, rm.days_from_lines(r for r in batch.lines if r[2] in fresh))
             moved -= set(fresh)
         self._crm_figures(c, LIVE, sorted(moved))
+        # New lines change only their own days; a refund or a merge refreshes the whole member.
+        self._crm_days(c, LIVE, sorted(whole & moved), None)
+        self._crm_days(c, LIVE, sorted(moved - whole), sorted({r[8] for r in batch.lines}))
         spend = prog is not None and prog.tiering.qualify_on != "stamps"
         self._crm_tiers(c, LIVE, prog, sorted(m for m, ch in batch.members.items()
-                                              if (ch.spend_events if spend else ch.stamps_events)))
+                                              if (ch.spend_events if spend else ch.stamps_events)), facts)
 
     def _crm_program(self, c: Any) -> Program | None:
         row = self._x(c, "SELECT version, source FROM programs ORDER BY version DESC LIMIT 1").fetchone()
@@ -120,8 +130,12 @@ class CrmStore:
             self._crm_prog = (int(row[0]), parse_program(json.loads(row[1])))
         return self._crm_prog[1]
 
-    def _crm_apply(self, c: Any, batch: CrmBatch, t: Tables, prog: Program | None) -> set[str]:
-        """Write a batch's members, lines, refunds and merges; returns members whose lines moved."""
+    def _crm_apply(self, c: Any, batch: CrmBatch, t: Tables, prog: Program | None,
+                   whole: set[str] | None = None) -> set[str]:
+        """Write a batch's members, lines, refunds and merges; returns members whose lines moved.
+
+        `whole` receives the members whose older lines changed too (a refund or a merge)."""
+        whole = set() if whole is None else whole
         zone = prog.timezone if prog else rm.DEFAULT_ZONE
         rows = []
         for m, ch in sorted(batch.members.items()):
@@ -153,12 +167,15 @@ class CrmStore:
             self._crm_insert_lines(c, t, lines)
             moved |= {r[2] for r in lines if r[2] is not None}
         for refund in batch.refunds:
-            moved |= self._crm_refund(c, t, refund)
+            refunded = self._crm_refund(c, t, refund)
+            moved |= refunded
+            whole |= refunded
         for alias_id, into in batch.merges:
             self._crm_upsert_members(c, t, [(into, None, None, None, 0)])
             self._x(c, f"UPDATE {t.lines} SET member = ? WHERE member = ?", (into, alias_id))
             self._x(c, f"UPDATE {t.members} SET merged_into = ? WHERE member = ?", (into, alias_id))
             moved |= {alias_id, into}
+            whole |= {alias_id, into}
         return moved
 
     def _crm_upsert_members(self, c: Any, t: Tables, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -223,6 +240,37 @@ class CrmStore:
         self._x(c, f"UPDATE {LIVE.members} SET phone = NULL, name = NULL, email = NULL, birthday = NULL, "
                    "external_id = NULL, erased = 1 WHERE member = ?", (member,))
 
+    # -- the day rollup -------------------------------------------------------------------
+
+    def _crm_days(self, c: Any, t: Tables, members: Sequence[str] | None, days: Sequence[int] | None) -> None:
+        """Recompute `member_days` from the lines for `members` (`None`: everyone), only on
+        `days` when given: deleting and regrouping a superset of the changed keys is exact."""
+        if members is not None and not members:
+            return
+        if days is not None and len(days) > _DAYS_IN:
+            days = None
+        for part in [None] if members is None else list(_chunks(members)):
+            if part is None:
+                cond, params = "member IS NOT NULL", list[Any]()
+            else:
+                cond, params = self._any("member", part)
+            if days is not None:
+                dcond, dparams = self._any("day", days)
+                cond, params = f"{cond} AND {dcond}", [*params, *dparams]
+            self._x(c, f"DELETE FROM {t.days} WHERE {cond}", params)
+            self._x(c, f"INSERT INTO {t.days}({', '.join(DAY_COLS)}) SELECT member, day, store, "
+                       f"count(DISTINCT sale), sum(amount) FROM {t.lines} WHERE voided = 0 AND {cond} "
+                       "GROUP BY member, day, store", params)
+
+    def _crm_insert_days(self, c: Any, t: Tables, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rollup rows computed in memory (members who had no lines before)."""
+        self._many(c, f"INSERT INTO {t.days}({', '.join(DAY_COLS)}) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def refresh_day_rollup(self) -> None:
+        """Recompute `member_days` from `sale_lines` (for data written straight into the lines)."""
+        with self._tx() as c:
+            self._crm_days(c, LIVE, None, None)
+
     # -- figures and tiers ----------------------------------------------------------------
 
     def _crm_with_lines(self, c: Any, t: Tables, members: Sequence[str]) -> set[str]:
@@ -271,7 +319,8 @@ class CrmStore:
             cats.setdefault(m, {})[cat] = (int(n), int(spend or 0))
         return rm.figures_of(visits, cats)
 
-    def _crm_tiers(self, c: Any, t: Tables, prog: Program | None, members: Sequence[str] | None) -> None:
+    def _crm_tiers(self, c: Any, t: Tables, prog: Program | None, members: Sequence[str] | None,
+                   facts: Sequence[Sequence[Any]] | None = None) -> None:
         """Each member's tier as of their last event that counts for tiers (`None`: every member).
 
         The same answer as `projections.tier_at` on those events: with tiers earned on stamps,
@@ -282,12 +331,25 @@ class CrmStore:
         if prog.tiering.qualify_on != "stamps":
             self._crm_tiers_folded(c, t, prog, members)
             return
-        kcond, kparams = self._any("kind", sorted(ev.EARNING_KINDS | {ev.REVERSED}))
+        if members is not None and facts is not None:
+            members = self._crm_tiers_step(c, t, prog, members, facts)
+            if not members:
+                return
+        kcond, kparams = self._any("e.kind", sorted(ev.EARNING_KINDS | {ev.REVERSED}))
+        x = self.BYTES
         last: dict[str, str] = {}
-        for part in [None] if members is None else list(_chunks(members)):
-            cond, params = ("member IS NOT NULL", list[Any]()) if part is None else self._any("member", part)
-            last.update(self._x(c, f"SELECT member, max(at{self.BYTES}) FROM events WHERE {cond} AND stamps <> 0 AND {kcond} "
-                                   "GROUP BY member", [*params, *kparams]).fetchall())
+        if members is None:  # everyone (a rebuild): one pass over the events
+            last.update(self._x(c, f"SELECT e.member, max(e.at{x}) FROM events e WHERE e.member IS NOT NULL "
+                                   f"AND e.stamps <> 0 AND {kcond} GROUP BY e.member", kparams).fetchall())
+        # A batch's members (ingest): a correlated sub-select per member walks that member's
+        # entries of `events_tier`. A join grouped over the events let PostgreSQL scan and sort
+        # every tier event of the chunk's kinds, twice per 2,000 members (a third of ingest).
+        for part in [] if members is None else list(_chunks(members, 1000)):
+            rows_sql, rows_params = self._crm_rows(list(part), 1)
+            last.update((m, at) for m, at in self._x(
+                c, f"WITH b(member) AS ({rows_sql}) SELECT b.member, (SELECT max(e.at{x}) FROM events e "
+                   f"WHERE e.member = b.member AND e.stamps <> 0 AND {kcond}) FROM b",
+                [*rows_params, *kparams]).fetchall() if at is not None)
         names = sorted(last)
         zone, window = prog.zone, prog.tiering.window_months
         for part in _chunks(names, 1000):
@@ -299,31 +361,95 @@ class CrmStore:
                 bounds += [m, _iso(add_months(upto, -window)), _iso(upto), _iso(add_months(ystart, -window)),
                            _iso(ystart)]
             rows_sql, rows_params = self._crm_rows(bounds, 5)
-            x = self.BYTES
-            sums = {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in self._x(
-                c, f"WITH b(member, since, upto, ysince, ystart) AS ({rows_sql}) "
-                   f"SELECT b.member, sum(CASE WHEN e.at > b.since{x} AND e.at <= b.upto{x} THEN e.stamps ELSE 0 END), "
-                   f"sum(CASE WHEN e.at > b.ysince{x} AND e.at <= b.ystart{x} THEN e.stamps ELSE 0 END) "
-                   f"FROM b JOIN events e ON e.member = b.member WHERE e.stamps <> 0 AND {kcond} "
-                   f"AND e.at > b.ysince{x} GROUP BY b.member",
-                [*rows_params, *kparams]).fetchall()}
+            if members is None:
+                win = f"e.at > b.since{x} AND e.at <= b.upto{x}"
+                sql = (f"WITH b(member, since, upto, ysince, ystart) AS ({rows_sql}) SELECT b.member, "
+                       f"sum(CASE WHEN {win} THEN e.stamps ELSE 0 END), "
+                       f"sum(CASE WHEN e.at > b.ysince{x} AND e.at <= b.ystart{x} THEN e.stamps ELSE 0 END), "
+                       f"min(CASE WHEN {win} THEN e.at{x} END) "
+                       f"FROM b JOIN events e ON e.member = b.member WHERE e.stamps <> 0 AND {kcond} "
+                       f"AND e.at > b.ysince{x} GROUP BY b.member")
+                params = [*rows_params, *kparams]
+            else:
+                sub = f"FROM events e WHERE e.member = b.member AND e.stamps <> 0 AND {kcond} "
+                win = f"AND e.at > b.since{x} AND e.at <= b.upto{x})"
+                sql = (f"WITH b(member, since, upto, ysince, ystart) AS ({rows_sql}) SELECT b.member, "
+                       f"(SELECT sum(e.stamps) {sub}{win}, "
+                       f"(SELECT sum(e.stamps) {sub}AND e.at > b.ysince{x} AND e.at <= b.ystart{x}), "
+                       f"(SELECT min(e.at{x}) {sub}{win} FROM b")
+                params = [*rows_params, *kparams, *kparams, *kparams]
+            sums = {r[0]: (int(r[1] or 0), int(r[2] or 0), r[3]) for r in self._x(c, sql, params).fetchall()}
+            key = self._crm_tier_key()
             rows = []
             for m in part:
-                now_sum, year_sum = sums.get(m, (0, 0))
-                tier = tier_for(prog, max(now_sum, 0))
-                if prog.tiering.downgrade != "immediate" and tier is not prog.tiers[-1]:
-                    held = tier_for(prog, max(year_sum, 0))
-                    tier = held if held.threshold > tier.threshold else tier
-                rows.append((tier.id, m))
-            self._crm_set(c, t, "tier", rows)
+                now_sum, year_sum, oldest = sums.get(m, (0, 0, None))
+                rows.append((_tier_of(prog, now_sum, year_sum), last[m], now_sum, year_sum, oldest, key, m))
+            self._crm_set_tiers(c, t, rows)
+
+    def _crm_tier_key(self) -> str:
+        """Which program the kept window sums were taken under (its version)."""
+        return str(self._crm_prog[0]) if self._crm_prog else ""
+
+    def _crm_tiers_step(self, c: Any, t: Tables, prog: Program, members: Sequence[str],
+                        facts: Sequence[Sequence[Any]]) -> list[str]:
+        """Move the kept window sums forward by a batch's events, without reading older events;
+        returns the members this cannot do (no sums kept under this program, a window that now
+        leaves an older event behind, a new year, an event older than the window's last one
+        mixed in), for the query.
+
+        Each member keeps the last event's time (`tier_upto`), the two sums and the oldest
+        event inside the window: while the window's start stays before that oldest event,
+        no event leaves the window, so the new sums are the old ones plus the batch's events
+        that fall in the windows (an event is stored once and folded once)."""
+        kinds = ev.EARNING_KINDS | {ev.REVERSED}
+        new: dict[str, list[tuple[str, int]]] = {}
+        for f in facts:  # EVENT_COLS order: kind 4, member 5, at 6, stamps 7
+            if f[5] is not None and f[7] and f[4] in kinds:
+                new.setdefault(f[5], []).append((f[6], int(f[7])))
+        key = self._crm_tier_key()
+        kept: dict[str, tuple[Any, ...]] = {}
+        for part in _chunks(members):
+            cond, params = self._any("member", part)
+            kept.update((r[0], tuple(r[1:])) for r in self._x(
+                c, f"SELECT member, tier_upto, tier_sum, tier_year_sum, tier_oldest, tier_key FROM {t.members} "
+                   f"WHERE {cond}", params).fetchall())
+        zone, window = prog.zone, prog.tiering.window_months
+        years: dict[int, tuple[str, str]] = {}  # local year -> (year window start, year start), ISO UTC
+        slow: list[str] = []
+        rows = []
+        for m in members:
+            got, st = new.get(m), kept.get(m)
+            if not got or st is None or st[0] is None or st[4] != key:
+                slow.append(m)
+                continue
+            old_upto, now_sum, year_sum, oldest = st[0], int(st[1]), int(st[2]), st[3]
+            upto_raw = max(old_upto, *(at for at, _ in got))
+            upto = _at(upto_raw)
+            since, upto_s = _iso(add_months(upto, -window)), _iso(upto)
+            year = upto.astimezone(zone).year
+            if (oldest is not None and oldest <= since) or year != _at(old_upto).astimezone(zone).year:
+                slow.append(m)
+                continue
+            if year not in years:
+                ystart = dt.datetime(year, 1, 1, tzinfo=zone)
+                years[year] = (_iso(add_months(ystart, -window)), _iso(ystart))
+            ysince, ystart_s = years[year]
+            inside = [at for at, _ in got if since < at <= upto_s]
+            now_sum += sum(n for at, n in got if since < at <= upto_s)
+            year_sum += sum(n for at, n in got if ysince < at <= ystart_s)
+            oldest = min([*inside, *([oldest] if oldest is not None else [])], default=None)
+            rows.append((_tier_of(prog, now_sum, year_sum), upto_raw, now_sum, year_sum, oldest, key, m))
+        self._crm_set_tiers(c, t, rows)
+        return slow
+
+    def _crm_set_tiers(self, c: Any, t: Tables, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Write (tier, upto, sum, year sum, oldest, key, member) rows."""
+        self._many(c, f"UPDATE {t.members} SET tier = ?, tier_upto = ?, tier_sum = ?, tier_year_sum = ?, "
+                      "tier_oldest = ?, tier_key = ? WHERE member = ?", rows)
 
     def _crm_rows(self, flat: Sequence[Any], width: int) -> tuple[str, list[Any]]:
         """A row source of text columns for a WITH clause, from values given row after row."""
         return "VALUES " + ", ".join(["(" + ", ".join("?" * width) + ")"] * (len(flat) // width)), list(flat)
-
-    def _crm_set(self, c: Any, t: Tables, column: str, rows: Sequence[tuple[Any, str]]) -> None:
-        """Set one column of many members from (value, member) pairs."""
-        self._many(c, f"UPDATE {t.members} SET {column} = ? WHERE member = ?", rows)
 
     def _crm_tiers_folded(self, c: Any, t: Tables, prog: Program, members: Sequence[str] | None) -> None:
         kcond, kparams = self._any("kind", [ev.SALE, ev.CLAIMED, ev.REFUNDED])
@@ -441,7 +567,7 @@ class CrmStore:
         """Recompute the read model from the events in chunks; swap it in, or (`swap=False`)
         compare it with the live one."""
         with self._tx() as c:
-            for name in (NEXT.members, NEXT.lines):
+            for name in NEXT:
                 self._x(c, f"DELETE FROM {name}")
             mark = int(self._x(c, "SELECT coalesce(max(gseq), 0) FROM events").fetchone()[0])
         after = done = 0
@@ -470,6 +596,7 @@ class CrmStore:
             self._x(c, f"UPDATE {NEXT.members} SET phone = NULL, name = NULL, email = NULL, birthday = NULL, "
                        "external_id = NULL, erased = 1 WHERE member IN (SELECT member FROM erasures)")
             self._crm_figures(c, NEXT, None)
+            self._crm_days(c, NEXT, None, None)
             self._crm_tiers(c, NEXT, prog, None)
             if swap:
                 report = VerifyReport(ok=True, members=int(self._x(c, f"SELECT count(*) FROM {NEXT.members}").fetchone()[0]),
@@ -501,7 +628,12 @@ class CrmStore:
             c, f"SELECT sale, line FROM (SELECT {lcols} FROM {LIVE.lines} EXCEPT SELECT {lcols} FROM {NEXT.lines}) a "
                f"UNION SELECT sale, line FROM (SELECT {lcols} FROM {NEXT.lines} EXCEPT "
                f"SELECT {lcols} FROM {LIVE.lines}) b").fetchall()})
-        report = VerifyReport(ok=not diff_m and not diff_l,
+        dcols = ", ".join(DAY_COLS)
+        diff_d = sorted({(r[0], int(r[1]), r[2]) for r in self._x(
+            c, f"SELECT member, day, store FROM (SELECT {dcols} FROM {LIVE.days} EXCEPT SELECT {dcols} "
+               f"FROM {NEXT.days}) a UNION SELECT member, day, store FROM (SELECT {dcols} FROM {NEXT.days} "
+               f"EXCEPT SELECT {dcols} FROM {LIVE.days}) b").fetchall()})
+        report = VerifyReport(ok=not diff_m and not diff_l and not diff_d,
                               members=int(self._x(c, f"SELECT count(*) FROM {NEXT.members}").fetchone()[0]),
                               lines=int(self._x(c, f"SELECT count(*) FROM {NEXT.lines}").fetchone()[0]))
         for m in diff_m[:limit]:
@@ -512,6 +644,13 @@ class CrmStore:
             live = self._x(c, f"SELECT {lcols} FROM {LIVE.lines} WHERE sale = ? AND line = ?", (sale, line)).fetchone()
             nxt = self._x(c, f"SELECT {lcols} FROM {NEXT.lines} WHERE sale = ? AND line = ?", (sale, line)).fetchone()
             report.line_diffs.append({"sale": sale, "line": line, "columns": _diff(SALE_LINE_COLS, live, nxt)})
+        for m, day, store in diff_d[:limit]:
+            key = (m, day, store)
+            sql = "SELECT {} FROM {} WHERE member = ? AND day = ? AND store = ?"
+            live = self._x(c, sql.format(dcols, LIVE.days), key).fetchone()
+            nxt = self._x(c, sql.format(dcols, NEXT.days), key).fetchone()
+            report.day_diffs.append({"member": m, "day": day, "store": store,
+                                     "columns": _diff(DAY_COLS, live, nxt)})
         return report
 
 
@@ -526,6 +665,15 @@ def _at(text: str) -> dt.datetime:
 
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
+
+
+def _tier_of(prog: Program, now_sum: int, year_sum: int) -> str:
+    """The tier id for the window sums, as `projections.tier_at` decides it."""
+    tier = tier_for(prog, max(now_sum, 0))
+    if prog.tiering.downgrade != "immediate" and tier is not prog.tiers[-1]:
+        held = tier_for(prog, max(year_sum, 0))
+        tier = held if held.threshold > tier.threshold else tier
+    return tier.id
 
 
 def member_upsert(t: Tables) -> str:

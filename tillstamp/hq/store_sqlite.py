@@ -91,6 +91,12 @@ def m009_web(db: Database) -> None:
 
 
 @migrations()
+def m010_rollups(db: Database) -> None:
+    for sql in ROLLUPS:
+        db.execute(sql)
+
+
+@migrations()
 def m011_dash_days(db: Database) -> None:
     # the overview's per store, day and till sales, kept by triggers on sale_lines (filled once here)
     for sql in DAILY_SCHEMA:
@@ -168,6 +174,33 @@ CRM_SUPPORT = (
     "CREATE INDEX events_tier ON events(member, kind, at, stamps) WHERE stamps <> 0",
     *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
       for sql in CRM_SCHEMA),
+)
+
+TIER_STATE = ("tier_upto TEXT", "tier_sum INTEGER", "tier_year_sum INTEGER", "tier_oldest TEXT", "tier_key TEXT")
+
+# What segments read instead of aggregating millions of lines (docs/HQ.md, "The day rollup"):
+# per member, store-local day and store, the visits (distinct non-voided sales: a sale's lines
+# share one day and store, so the sum over days is the distinct count) and the spend, kept with
+# the lines in the ingest transaction. Clustered by member (WITHOUT ROWID) for the all-time
+# leaves; by day for the windowed ones, by store for the store leaf. `bought` by category reads
+# a covering partial index of the lines it can match.
+_DAYS = (
+    """CREATE TABLE member_days (member TEXT NOT NULL, day INTEGER NOT NULL, store TEXT NOT NULL,
+        visits INTEGER NOT NULL, spend INTEGER NOT NULL, PRIMARY KEY (member, day, store)) STRICT, WITHOUT ROWID""",
+    "CREATE INDEX member_days_day ON member_days(day, member, visits, spend)",
+    "CREATE INDEX member_days_store ON member_days(store, member, day)",
+)
+ROLLUPS = (
+    *_DAYS,
+    *(sql.replace("member_days", "member_days_rebuild") for sql in _DAYS[:1]),
+    ("CREATE INDEX sale_lines_bought ON sale_lines(category, day, member, sale) "
+     "WHERE voided = 0 AND qty > 0 AND member IS NOT NULL"),
+    # each member's kept tier window sums (docs/HQ.md, "Tier"): ingest moves them forward
+    *(f"ALTER TABLE {table} ADD COLUMN {col}" for table in ("crm_members", "crm_members_rebuild")
+      for col in TIER_STATE),
+    # a database that already holds lines gets its rollup now
+    ("INSERT INTO member_days(member, day, store, visits, spend) SELECT member, day, store, count(DISTINCT sale), "
+     "sum(amount) FROM sale_lines WHERE voided = 0 AND member IS NOT NULL GROUP BY member, day, store"),
 )
 
 _STAGING = (
