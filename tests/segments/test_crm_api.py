@@ -61,8 +61,9 @@ def user(h: HqHarness, name: str, role: str) -> str:
 
 def test_no_token_a_wrong_token_or_a_till_signature_opens_nothing(hq: HqHarness, tmp_path: Path) -> None:
     assert call(hq, "GET", "/v1/crm/members?q=M1")[0] == 401
-    status, body = call(hq, "GET", "/v1/crm/members?q=M1", token="tsk_not-a-token")
-    assert status == 401 and body["error"] == "unauthorized"
+    reply = hq.transport.request("GET", "/v1/crm/members?q=M1", headers={"Authorization": "Bearer tsk_not-a-token"})
+    assert reply.status == 401 and reply.json()["error"] == "unauthorized"
+    assert reply.header("WWW-Authenticate") == "Bearer"  # RFC 6750
     till = hq.till(tmp_path, "t", "S1")
     path = "/v1/crm/members/M1"
     signed = p.sign_request(till.till.keys.terminal, till.till.config.terminal, "GET", path, b"",

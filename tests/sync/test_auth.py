@@ -147,6 +147,7 @@ def test_a_signed_but_malformed_ledger_body_is_refused_and_stores_nothing(
     assert raw.count(b"\n") == 3  # three events and the trailer
     got, err, _ = _send(hq, a, gzip.compress(mangle(raw)), content_type=LEDGER_TYPE)
     assert (got, err["error"]) == (status, error), err
+    assert err["expected"] == (1 if error == "gap" else None)  # a gap says where to start again
     assert hq.hq.stats()["events"] == 0
     got, body, _ = _send(hq, a, gzip.compress(raw), content_type=LEDGER_TYPE)
     assert (got, body["acked"]) == (200, 3)

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from ..apidocs import add_offline_docs
 from ..sync import protocol as p
 from ..sync.wire import LEDGER_TYPE
+from .answers import answer_errors, error_response
 from .crm_api import mount_crm
 from .limits import BodyLimit, BodyTooLarge
 from .service import AuthFailed, BadBatch, Hq
@@ -44,12 +45,6 @@ _LEDGER_DOC = ("What tills send: one line per event, exactly the bytes its ledge
                '{"members": [...], "hash": "<ledger hash of the last event>"}. Same rules as the JSON form.')
 
 _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": p.ErrorBody} for status in ("400", "401", "403", "409")}
-
-
-def _error(status: int, code: str, message: str, expected: int | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(p.ErrorBody(error=code, message=message, expected=expected).model_dump(),
-                        status_code=status, headers=headers)
 
 
 def _gunzip(body: bytes, encoding: str) -> bytes:
@@ -76,41 +71,25 @@ def create_app(hq: Hq, web: WebConfig | None = None) -> FastAPI:
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, e: BodyTooLarge) -> JSONResponse:
-        return _error(413, "too_large", str(e.detail), headers={"Connection": "close"})
+        return error_response(413, "too_large", str(e.detail), headers={"Connection": "close"})
 
     @app.exception_handler(AuthFailed)
     async def _auth(_: Request, e: AuthFailed) -> JSONResponse:
-        return _error(e.status, e.code, str(e))
+        return error_response(e.status, e.code, str(e))
 
-    @app.exception_handler(BadBatch)
-    async def _bad(_: Request, e: BadBatch) -> JSONResponse:
-        return _error(400, "bad_batch", str(e))
+    answer_errors(app, {BadBatch: (400, "bad_batch"), GapError: (409, "gap"),
+                        QuarantineError: (409, "quarantined"), CursorGone: (410, "cursor_gone"),
+                        EnrollRefused: (403, "enroll_refused")})
 
     @app.exception_handler(ValidationError)
     async def _invalid(_: Request, e: ValidationError) -> JSONResponse:
-        return _error(422, "invalid", str(e).splitlines()[0] + f" ({e.error_count()} errors)")
-
-    @app.exception_handler(GapError)
-    async def _gap(_: Request, e: GapError) -> JSONResponse:
-        return _error(409, "gap", str(e), expected=e.expected)
-
-    @app.exception_handler(QuarantineError)
-    async def _quarantine(_: Request, e: QuarantineError) -> JSONResponse:
-        return _error(409, "quarantined", str(e))
-
-    @app.exception_handler(CursorGone)
-    async def _gone(_: Request, e: CursorGone) -> JSONResponse:
-        return _error(410, "cursor_gone", str(e))
-
-    @app.exception_handler(EnrollRefused)
-    async def _enroll(_: Request, e: EnrollRefused) -> JSONResponse:
-        return _error(403, "enroll_refused", str(e))
+        return error_response(422, "invalid", str(e).splitlines()[0] + f" ({e.error_count()} errors)")
 
     @app.exception_handler(sqlite3.OperationalError)
     @app.exception_handler(psycopg.OperationalError)
     async def _busy(_: Request, e: Exception) -> JSONResponse:
         # The database is busy or away: a till should simply come back a little later.
-        return _error(503, "unavailable", f"database unavailable: {type(e).__name__}", headers={"Retry-After": "1"})
+        return error_response(503, "unavailable", f"database unavailable: {type(e).__name__}", headers={"Retry-After": "1"})
 
     async def signed(request: Request) -> tuple[Any, bytes]:
         # Who is asking is settled from the headers before a byte of the body is read: an

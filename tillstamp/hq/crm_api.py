@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..sync import protocol as p
+from .answers import answer_errors
 from .crm import Crm, CrmConflict, Forbidden, NotFound
 from .segments import SegmentError
 from .service import Hq
@@ -74,10 +75,6 @@ class MemberHit(BaseModel):
     balance: int
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(p.ErrorBody(error=code, message=message).model_dump(), status_code=status, headers=headers)
-
-
 def _staff(request: Request) -> Principal:
     """The staff user a request's bearer token belongs to; Unauthorized otherwise."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -97,26 +94,10 @@ def mount_crm(app: FastAPI, hq: Hq) -> None:
     crm = Crm(hq)
     errors: dict[int | str, dict[str, Any]] = {s: {"model": p.ErrorBody} for s in ("401", "403", "404", "422")}
 
-    @app.exception_handler(Unauthorized)
-    async def _unauth(_: Request, e: Unauthorized) -> JSONResponse:
-        return _error(401, "unauthorized", str(e), {"WWW-Authenticate": "Bearer"})
-
-    @app.exception_handler(Forbidden)
-    async def _forbidden(_: Request, e: Forbidden) -> JSONResponse:
-        return _error(403, "forbidden", str(e))
-
-    @app.exception_handler(NotFound)
-    async def _missing(_: Request, e: NotFound) -> JSONResponse:
-        return _error(404, "not_found", str(e))
-
-    @app.exception_handler(SegmentError)
-    async def _bad_segment(_: Request, e: SegmentError) -> JSONResponse:
-        return _error(422, "invalid_segment", str(e))
-
-    @app.exception_handler(CrmConflict)
-    async def _conflict(_: Request, e: CrmConflict) -> JSONResponse:
-        return _error(409, "conflict", str(e))
-
+    answer_errors(app, {Unauthorized: (401, "unauthorized"), Forbidden: (403, "forbidden"),
+                        NotFound: (404, "not_found"), SegmentError: (422, "invalid_segment"),
+                        CrmConflict: (409, "conflict")},
+                  headers={Unauthorized: {"WWW-Authenticate": "Bearer"}})
     app.state.crm = crm
     r = APIRouter(prefix="/v1/crm", tags=["crm"], responses=errors)
 
