@@ -129,3 +129,12 @@ def hq_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite-file":
         return f"sqlite:///{tmp_path / 'hq.db'}"
     return str(request.getfixturevalue("pg_server").url())
+
+
+@pytest.fixture
+def hq_any(hq_url: str, clock: Clock) -> Iterator[HqHarness]:
+    """A published HQ on each backend of `hq_url`."""
+    h = HqHarness(hq_url, clock)
+    h.publish()
+    yield h
+    h.close()

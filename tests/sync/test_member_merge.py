@@ -4,22 +4,11 @@ history, tells the tills on their next pull, and raises it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tillstamp.loyalty import events as ev
 
-from .conftest import Clock, HqHarness, sale
-
-
-@pytest.fixture
-def hq_any(hq_url: str, clock: Clock) -> Iterator[HqHarness]:
-    h = HqHarness(hq_url, clock)
-    h.publish()
-    yield h
-    h.close()
+from .conftest import HqHarness, sale
 
 
 def test_one_phone_enrolled_at_two_offline_tills_becomes_one_member(hq_any: HqHarness, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from tillstamp.loyalty.program import load_program
 from tillstamp.sync import errors
 from tillstamp.sync.transport import Reply
 
-from .conftest import PROGRAM, Clock, HqHarness, TillHandle, sale
+from .conftest import PROGRAM, HqHarness, TillHandle, sale
 
 
 def online(t: TillHandle) -> TillHandle:
@@ -50,14 +50,6 @@ def silver_with_50(hq: HqHarness, tmp_path: Path) -> tuple[TillHandle, TillHandl
     b.client.pull()
     assert b.service.view(m).tier.id in ("silver", "gold")
     return a, b, m
-
-
-@pytest.fixture
-def hq_any(hq_url: str, clock: Clock) -> Iterator[HqHarness]:
-    h = HqHarness(hq_url, clock)
-    h.publish()
-    yield h
-    h.close()
 
 
 def test_a_reward_above_the_offline_cap_is_authorised_by_hq_and_recorded(hq_any: HqHarness, tmp_path: Path) -> None:

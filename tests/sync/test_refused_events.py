@@ -7,10 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tillstamp.agent.store import Store
 from tillstamp.loyalty import events as ev
@@ -31,14 +28,6 @@ def smuggle(store: Store, event: Event, *, terminal: str, store_id: str) -> None
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (e.seq, e.id, e.kind, e.member, e.to_wire()["at"], e.stamps, e.ref, canonical(e.body).decode(),
              terminal, store_id, h))
-
-
-@pytest.fixture
-def hq_any(hq_url: str, clock: Clock) -> Iterator[HqHarness]:
-    h = HqHarness(hq_url, clock)
-    h.publish()
-    yield h
-    h.close()
 
 
 def test_a_refused_event_is_quarantined_at_hq_and_the_till_syncs_on(hq_any: HqHarness, tmp_path: Path) -> None:
