@@ -237,14 +237,29 @@ class _Compiler:
         if window is None:
             return "1 = 0"
         cutoff = self.asof.start_utc().isoformat()
-        # Open stamps are the newest earned, up to the balance before D: a lot is open while the
-        # stamps of the lots after it (merge order) do not yet make up the balance.
+        # Open stamps are the newest earned, up to the balance before D (the oldest are spent
+        # first): a lot is open while the positive stamps of the lots after it (merge order,
+        # gseq) fall short of that balance. The lot of the window that comes last in that order
+        # has the fewest stamps after it, so a member matches when that lot is open. Three cheap
+        # reads instead of a running sum over every stamp event (docs/HQ.md, "Stamps expiring"):
+        # - the candidates: each member's last earning event in the window, from the covering
+        #   index `events_stamps_at` (the window is a few days of events);
+        # - the balance before D: the kept `crm_members.balance` (the sum of all the member's
+        #   stamps) less the stamps at or after D 00:00 (the same index; today's few events);
+        # - the stamps earned after the candidate lot, at most `balance` events of them: every
+        #   earning event holds at least one stamp, so that many already make up the balance.
+        #   SQLite cannot bind a LIMIT to a column of the outer row, so it sums them all.
+        limit = " ORDER BY e.gseq LIMIT greatest(w.bal, 0)" if self.dialect == "pg" else ""
         a = self.join(
-            "SELECT DISTINCT l.member AS member, 1 AS v FROM (SELECT member, at, sum(stamps) OVER (PARTITION BY "
-            "member ORDER BY gseq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS newer FROM events "
-            "WHERE member IS NOT NULL AND stamps > 0 AND at < ?) l JOIN (SELECT member, sum(stamps) AS bal "
-            "FROM events WHERE member IS NOT NULL AND at < ? GROUP BY member) b ON b.member = l.member "
-            "WHERE coalesce(l.newer, 0) < b.bal AND l.at >= ? AND l.at < ?", [cutoff, cutoff, *window])
+            "SELECT w.member AS member, 1 AS v FROM (SELECT c.member AS member, c.g AS g, "
+            "b.balance - coalesce(t.s, 0) AS bal FROM (SELECT member, max(gseq) AS g FROM events "
+            "WHERE stamps <> 0 AND stamps > 0 AND member IS NOT NULL AND at >= ? AND at < ? AND at < ? "
+            "GROUP BY member) c JOIN crm_members b ON b.member = c.member LEFT JOIN (SELECT member, "
+            "sum(stamps) AS s FROM events WHERE stamps <> 0 AND member IS NOT NULL AND at >= ? GROUP BY member) t "
+            "ON t.member = c.member) w WHERE w.bal > coalesce((SELECT sum(n.stamps) FROM (SELECT e.stamps "
+            "FROM events e WHERE e.member = w.member AND e.gseq > w.g AND e.stamps > 0 AND e.at < ?"
+            f"{limit}) n), 0)",
+            [*window, cutoff, cutoff, cutoff])
         return f"{a}.v IS NOT NULL"
 
     def rfm(self, cells: Sequence[str]) -> str:

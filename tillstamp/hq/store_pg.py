@@ -141,6 +141,14 @@ SCHEMA = (
      "GROUP BY member, day, store"),
 )
 
+# Stamp events by time, for the `stamps_expiring_within_days` segment leaf (as `m013_stamps_at`
+# on SQLite; docs/HQ.md, "Stamps expiring").
+SCHEMA = (
+    *SCHEMA,
+    ("CREATE INDEX IF NOT EXISTS events_stamps_at ON events(at) INCLUDE (member, gseq, stamps) "
+     "WHERE stamps <> 0 AND member IS NOT NULL"),
+)
+
 _STAGING = (
     ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
      "member TEXT, at TEXT, stamps BIGINT, ref TEXT, body TEXT, digest TEXT) ON COMMIT DELETE ROWS"),

@@ -109,6 +109,14 @@ def m012_member_tags(db: Database) -> None:
         db.execute(sql)
 
 
+
+@migrations()
+def m013_stamps_at(db: Database) -> None:
+    # stamp events by time, for the `stamps_expiring_within_days` segment leaf (docs/HQ.md)
+    db.execute("CREATE INDEX IF NOT EXISTS events_stamps_at ON events(at, member, gseq, stamps) "
+               "WHERE stamps <> 0 AND member IS NOT NULL")
+
+
 SCHEMA = (
     """CREATE TABLE terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
         acked INTEGER NOT NULL DEFAULT 0, last_seen TEXT, clock_offset_s REAL, enrolled_at TEXT NOT NULL,
