@@ -301,7 +301,8 @@ def count_and_sample(store: Any, compiled: Compiled, sample: int = 20) -> tuple[
 
     A condition on member columns only is counted, then sampled by walking the primary key
     until `sample` rows match (cheap). A condition with joined aggregates runs once: the first
-    member ids in order with the count riding along as a window, then those rows are read."""
+    member ids in order with the count riding along (on PostgreSQL the matches are materialised
+    first, so the plan is the count's), then those rows are read."""
     if sample <= 0:
         return count(store, compiled), []
     cols = ", ".join(f"m.{k}" for k in SAMPLE_COLUMNS)
@@ -311,8 +312,15 @@ def count_and_sample(store: Any, compiled: Compiled, sample: int = 20) -> tuple[
             rows = _x(store, c, f"SELECT {cols} {compiled.where} ORDER BY m.member LIMIT ?",
                       (*compiled.params, sample)).fetchall() if n else []
             return n, [dict(zip(SAMPLE_COLUMNS, r, strict=True)) for r in rows]
-        ids = _x(store, c, f"SELECT m.member, count(*) OVER () {compiled.where} ORDER BY m.member LIMIT ?",
-                 (*compiled.params, sample)).fetchall()
+        if dialect_of(store) == "pg":
+            # Planned for all of its rows: under `ORDER BY … LIMIT` PostgreSQL 15 costs the
+            # window count as if it could stop after 20 rows, and picked a nested loop over a
+            # small joined aggregate that ran 150 times longer than the count (docs/HQ.md).
+            sql = (f"WITH t AS MATERIALIZED (SELECT m.member {compiled.where}) "
+                   "SELECT member, (SELECT count(*) FROM t) FROM t ORDER BY member LIMIT ?")
+        else:
+            sql = f"SELECT m.member, count(*) OVER () {compiled.where} ORDER BY m.member LIMIT ?"
+        ids = _x(store, c, sql, (*compiled.params, sample)).fetchall()
         if not ids:
             return 0, []
         cond, params = store._any("m.member", [r[0] for r in ids])
