@@ -141,12 +141,14 @@ SCHEMA = (
      "GROUP BY member, day, store"),
 )
 
-# Stamp events by time, for the `stamps_expiring_within_days` segment leaf (as `m013_stamps_at`
-# on SQLite; docs/HQ.md, "Stamps expiring").
+# Stamp events by time, and earning events by member, for the `stamps_expiring_within_days`
+# segment leaf (as `m013_stamps_at` on SQLite; docs/HQ.md, "Stamps expiring").
 SCHEMA = (
     *SCHEMA,
     ("CREATE INDEX IF NOT EXISTS events_stamps_at ON events(at) INCLUDE (member, gseq, stamps) "
      "WHERE stamps <> 0 AND member IS NOT NULL"),
+    ("CREATE INDEX IF NOT EXISTS events_earned ON events(member, gseq) INCLUDE (at, stamps) "
+     "WHERE stamps > 0 AND member IS NOT NULL"),
 )
 
 _STAGING = (

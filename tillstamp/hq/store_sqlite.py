@@ -112,9 +112,12 @@ def m012_member_tags(db: Database) -> None:
 
 @migrations()
 def m013_stamps_at(db: Database) -> None:
-    # stamp events by time, for the `stamps_expiring_within_days` segment leaf (docs/HQ.md)
+    # stamp events by time, and earning events by member, for the `stamps_expiring_within_days`
+    # segment leaf (docs/HQ.md, "Stamps expiring")
     db.execute("CREATE INDEX IF NOT EXISTS events_stamps_at ON events(at, member, gseq, stamps) "
                "WHERE stamps <> 0 AND member IS NOT NULL")
+    db.execute("CREATE INDEX IF NOT EXISTS events_earned ON events(member, gseq, at, stamps) "
+               "WHERE stamps > 0 AND member IS NOT NULL")
 
 
 SCHEMA = (
