@@ -7,6 +7,7 @@ the hand-written query counts the same members. Both run `--runs` times, interle
 table shows medians and their ratio. Targets (issue 12): p50 under 500 ms and within 2x.
 
     python benchmarks/bench_segments.py [--members N] [--lines M] [--runs R] [--sqlite]
+    python benchmarks/gen_crm.py --db URL && python benchmarks/bench_segments.py --db URL --generated
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     ap.add_argument("--db", help="an existing HQ database (e.g. an imported shop) instead of generated data")
+    ap.add_argument("--generated", action="store_true",
+                    help="--db already holds gen_crm.py data (kept from an earlier run): its as-of, store and category")
+    ap.add_argument("--leaf", action="append", help="only this leaf (repeatable)")
     args = ap.parse_args()
     server = None
     tmp = tempfile.TemporaryDirectory()
@@ -118,7 +122,7 @@ def main() -> int:
             t = time.perf_counter()
             got = generate(store, members=args.members, lines=args.lines)
             print(f"generated {got} in {time.perf_counter() - t:.0f} s", flush=True)
-        else:  # the day after the last sale, the busiest store and category
+        elif not args.generated:  # the day after the last sale, the busiest store and category
             with store._tx(write=False) as c:
                 last = c.execute("SELECT max(local_date) FROM sale_lines").fetchone()[0]
                 store_id = c.execute("SELECT store FROM sale_lines GROUP BY store ORDER BY count(*) DESC "
@@ -130,7 +134,9 @@ def main() -> int:
         hq = Hq(store, clock=lambda: clock_at)
         src = tomllib.loads((ROOT / "examples" / "program.toml").read_text(encoding="utf-8"))
         src["expiry"] = {"months": EXPIRY_MONTHS}
-        if not args.db:
+        with store._tx(write=False) as c:
+            published = c.execute("SELECT count(*) FROM programs").fetchone()[0]
+        if not args.db or (args.generated and not published):
             hq.publish_program(src)
         crm = Crm(hq)
         asof = crm.asof()
@@ -139,6 +145,8 @@ def main() -> int:
         print("|---|---|---|---|---|")
         worst = 0.0
         for leaf, definition, hand in cases(asof, store_id, category):
+            if args.leaf and leaf not in args.leaf:
+                continue
             with store._tx(write=False) as c:
                 want = int(c.execute(hand).fetchone()[0])
             p = crm.preview(definition, asof.date)

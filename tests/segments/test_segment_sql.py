@@ -117,3 +117,64 @@ def test_preview_counts_and_samples_the_first_members(store: Any, facts: Any, da
     compiled = segment_sql.compile_segment(parse_segment(data).root, asof, segment_sql.dialect_of(store))
     n, rows = segment_sql.count_and_sample(store, compiled, sample)
     assert n == len(want) and [r["member"] for r in rows] == want[:sample]
+
+
+@st.composite
+def _stamp_history(draw: Any) -> Any:
+    """Few members, many stamp events: earnings, spends and late arrivals whose gseq order is not
+    their time order, around the expiry window of a 1-, 6- or 12-month program."""
+    from tillstamp.hq.segments import Facts, MemberFacts, StampFacts
+
+    ids = [f"M{i}" for i in range(draw(st.integers(1, 4)))]
+    base = dt.datetime.combine(crmdata.BASE, dt.time(), dt.UTC)
+    stamps = []
+    for g in range(draw(st.integers(0, 40))):
+        at = base + dt.timedelta(hours=draw(st.integers(-24 * 400, 24 * 5)))
+        stamps.append(StampFacts(draw(st.sampled_from(ids)), g + 1, at.isoformat(),
+                                 draw(st.sampled_from([1, 1, 2, 3, 5, 10, -1, -3, -10]))))
+    totals: dict[str, int] = {}
+    for s in stamps:
+        totals[s.member] = totals.get(s.member, 0) + s.stamps
+    return Facts([MemberFacts(m, balance=totals.get(m, 0)) for m in ids], [], stamps)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(facts=_stamp_history(), days=st.integers(1, 60), shift=st.integers(-40, 3),
+       months=st.sampled_from([1, 6, 12]), zone=st.sampled_from(["Asia/Jakarta", "UTC"]))
+def test_stamps_expiring_agrees_with_the_lots(store: Any, facts: Any, days: int, shift: int, months: int,
+                                              zone: str) -> None:
+    """The expiring leaf's plan (kept balance less later stamps, the window's last lot, at most
+    `balance` newer earnings) selects exactly the members the FIFO lots say, as of any D."""
+    crmdata.clear(store)
+    crmdata.load(store, facts)
+    asof = AsOf(crmdata.BASE + dt.timedelta(days=shift), zone, 10, months)
+    for data in ({"stamps_expiring_within_days": days}, {"not": {"stamps_expiring_within_days": days}}):
+        assert _sql(store, data, asof) == evaluate(parse_segment(data).root, facts, asof), data
+
+
+def test_stamps_expiring_counts_only_the_lots_still_open(store: Any) -> None:
+    """A lot in the window is open only while the stamps earned after it fall short of the
+    balance; a later-arriving event (smaller time, larger gseq) counts as newer."""
+    from tillstamp.hq.segments import Facts, MemberFacts, StampFacts
+
+    asof = AsOf(crmdata.BASE, "UTC", 10, 6)  # window: lots earned 2025-09-01 .. 2025-09-15
+    old, win, late = "2025-06-01T00:00:00+00:00", "2025-09-05T00:00:00+00:00", "2026-01-01T00:00:00+00:00"
+    after = "2026-03-02T00:00:00+00:00"  # after D: not counted
+    stamps = [
+        StampFacts("A", 1, win, 3), StampFacts("A", 2, late, 2),  # balance 5 > 2 newer: open
+        StampFacts("B", 3, win, 3), StampFacts("B", 4, late, 2), StampFacts("B", 5, late, -3),  # 2 left, both newer
+        StampFacts("C", 6, late, 2), StampFacts("C", 7, win, 1),  # the window's lot arrived last: newest
+        StampFacts("D", 8, old, 4), StampFacts("D", 9, win, 1), StampFacts("D", 10, after, -5),  # spent after D
+        StampFacts("E", 11, win, 2), StampFacts("E", 12, late, -2),  # its own spend took the window's lot
+        # three newer lots of one stamp make up a balance of 3 exactly: the window's lot is spent
+        StampFacts("F", 13, win, 2), *(StampFacts("F", g, late, 1) for g in (14, 15, 16)),
+        StampFacts("F", 17, late, -2),
+    ]
+    totals: dict[str, int] = {}
+    for s in stamps:
+        totals[s.member] = totals.get(s.member, 0) + s.stamps
+    facts = Facts([MemberFacts(m, balance=totals.get(m, 0)) for m in "ABCDEF"], [], stamps)
+    crmdata.load(store, facts)
+    data = {"stamps_expiring_within_days": 14}
+    assert _sql(store, data, asof) == evaluate(parse_segment(data).root, facts, asof) == {"A", "C", "D"}

@@ -60,6 +60,10 @@ class Compiled:
     sql: str
     params: tuple[Any, ...]
     join_params: int = 0  # how many of `params` belong to the joins (they come first)
+    # A join of few rows (the expiring leaf's candidates): PostgreSQL plans `ORDER BY … LIMIT`
+    # over it as a nested loop that compares every member with every row, so a preview
+    # materialises the matches first (`count_and_sample`).
+    small_join: bool = False
 
     @property
     def where(self) -> str:
@@ -81,6 +85,7 @@ class _Compiler:
         self.joins: list[str] = []
         self.join_params: list[Any] = []
         self._aliases: dict[tuple[Any, ...], str] = {}
+        self.small_join = False  # a join of few rows (see `Compiled.small_join`)
 
     def bind(self, *values: Any) -> None:
         self.params.extend(values)
@@ -237,15 +242,32 @@ class _Compiler:
         if window is None:
             return "1 = 0"
         cutoff = self.asof.start_utc().isoformat()
-        # Open stamps are the newest earned, up to the balance before D: a lot is open while the
-        # stamps of the lots after it (merge order) do not yet make up the balance.
+        # Open stamps are the newest earned, up to the balance before D (the oldest are spent
+        # first): a lot is open while the positive stamps of the lots after it (merge order,
+        # gseq) fall short of that balance. The lot of the window that comes last in that order
+        # has the fewest stamps after it, so a member matches when that lot is open. Three cheap
+        # reads instead of a running sum over every stamp event (docs/HQ.md, "Stamps expiring"):
+        # - the candidates: each member's last earning event in the window, from the covering
+        #   index `events_stamps_at` (the window is a few days of events);
+        # - the balance before D: the kept `m.balance` (the sum of all the member's stamps)
+        #   less their stamps at or after D 00:00 (the same index; today's few events);
+        # - the stamps earned after the candidate lot, at most `balance` events of them (every
+        #   earning event holds at least one stamp, so that many already make up the balance),
+        #   from the covering index `events_earned`. SQLite cannot bind a LIMIT to a column of
+        #   the outer row, so it sums them all.
+        self.small_join = True
         a = self.join(
-            "SELECT DISTINCT l.member AS member, 1 AS v FROM (SELECT member, at, sum(stamps) OVER (PARTITION BY "
-            "member ORDER BY gseq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS newer FROM events "
-            "WHERE member IS NOT NULL AND stamps > 0 AND at < ?) l JOIN (SELECT member, sum(stamps) AS bal "
-            "FROM events WHERE member IS NOT NULL AND at < ? GROUP BY member) b ON b.member = l.member "
-            "WHERE coalesce(l.newer, 0) < b.bal AND l.at >= ? AND l.at < ?", [cutoff, cutoff, *window])
-        return f"{a}.v IS NOT NULL"
+            "SELECT c.member AS member, c.g AS g, coalesce(t.s, 0) AS later FROM (SELECT member, max(gseq) AS g "
+            "FROM events WHERE stamps <> 0 AND stamps > 0 AND member IS NOT NULL AND at >= ? AND at < ? AND at < ? "
+            "GROUP BY member) c LEFT JOIN (SELECT member, sum(stamps) AS s FROM events WHERE stamps <> 0 AND "
+            "member IS NOT NULL AND at >= ? GROUP BY member) t ON t.member = c.member",
+            [*window, cutoff, cutoff])
+        bal = f"m.balance - {a}.later"
+        limit = f" ORDER BY e.gseq LIMIT greatest({bal}, 0)" if self.dialect == "pg" else ""
+        self.bind(cutoff)
+        return (f"({a}.g IS NOT NULL AND {bal} > coalesce((SELECT sum(n.stamps) FROM (SELECT e.stamps FROM events e "
+                f"WHERE e.member = m.member AND e.gseq > {a}.g AND e.stamps > 0 AND e.member IS NOT NULL "
+                f"AND e.at < ?{limit}) n), 0))")
 
     def rfm(self, cells: Sequence[str]) -> str:
         d = self.asof.day
@@ -269,7 +291,8 @@ def compile_segment(root: Node, asof: AsOf, dialect: str) -> Compiled:
     c.bind(asof.day)
     base = "m.merged_into IS NULL AND m.erased = 0 AND (m.enrolled_day IS NULL OR m.enrolled_day < ?)"
     cond = c.node(root)
-    return Compiled("".join(c.joins), f"{base} AND {cond}", (*c.join_params, *c.params), len(c.join_params))
+    return Compiled("".join(c.joins), f"{base} AND {cond}", (*c.join_params, *c.params), len(c.join_params),
+                    c.small_join)
 
 
 def _x(store: Any, c: Any, sql: str, params: Sequence[Any]) -> Any:
@@ -286,7 +309,8 @@ def count_and_sample(store: Any, compiled: Compiled, sample: int = 20) -> tuple[
 
     A condition on member columns only is counted, then sampled by walking the primary key
     until `sample` rows match (cheap). A condition with joined aggregates runs once: the first
-    member ids in order with the count riding along as a window, then those rows are read."""
+    member ids in order with the count riding along (with a small join on PostgreSQL the matches
+    are materialised first, so the plan is the count's), then those rows are read."""
     if sample <= 0:
         return count(store, compiled), []
     cols = ", ".join(f"m.{k}" for k in SAMPLE_COLUMNS)
@@ -296,8 +320,17 @@ def count_and_sample(store: Any, compiled: Compiled, sample: int = 20) -> tuple[
             rows = _x(store, c, f"SELECT {cols} {compiled.where} ORDER BY m.member LIMIT ?",
                       (*compiled.params, sample)).fetchall() if n else []
             return n, [dict(zip(SAMPLE_COLUMNS, r, strict=True)) for r in rows]
-        ids = _x(store, c, f"SELECT m.member, count(*) OVER () {compiled.where} ORDER BY m.member LIMIT ?",
-                 (*compiled.params, sample)).fetchall()
+        if compiled.small_join and dialect_of(store) == "pg":
+            # Planned for all of its rows: under `ORDER BY … LIMIT` PostgreSQL 15 costs the
+            # window count as if it could stop after 20 rows, and picked a nested loop over a
+            # small joined aggregate that ran 75 times longer than the count (docs/HQ.md).
+            # Other joins keep the window: there the same costing picks a merge join in member
+            # order that beat the materialised plan (docs/BENCHMARKS.md).
+            sql = (f"WITH t AS MATERIALIZED (SELECT m.member {compiled.where}) "
+                   "SELECT member, (SELECT count(*) FROM t) FROM t ORDER BY member LIMIT ?")
+        else:
+            sql = f"SELECT m.member, count(*) OVER () {compiled.where} ORDER BY m.member LIMIT ?"
+        ids = _x(store, c, sql, (*compiled.params, sample)).fetchall()
         if not ids:
             return 0, []
         cond, params = store._any("m.member", [r[0] for r in ids])

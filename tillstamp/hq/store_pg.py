@@ -141,6 +141,21 @@ SCHEMA = (
      "GROUP BY member, day, store"),
 )
 
+# Query-side indexes of segment previews. Stamp events by time, and earning events by member,
+# for the `stamps_expiring_within_days` leaf (as `m013_stamps_at` on SQLite; docs/HQ.md,
+# "Stamps expiring").
+SCHEMA = (
+    *SCHEMA,
+    ("CREATE INDEX IF NOT EXISTS events_stamps_at ON events(at) INCLUDE (member, gseq, stamps) "
+     "WHERE stamps <> 0 AND member IS NOT NULL"),
+    ("CREATE INDEX IF NOT EXISTS events_earned ON events(member, gseq) INCLUDE (at, stamps) "
+     "WHERE stamps > 0 AND member IS NOT NULL"),
+    # A preview's first 20 members come from a merge join in member order of the population and
+    # a leaf's aggregate: both read index-only from these (docs/HQ.md, "The compiler").
+    "CREATE INDEX IF NOT EXISTS member_days_member ON member_days(member, day) INCLUDE (visits, spend)",
+    "CREATE INDEX IF NOT EXISTS crm_members_pop ON crm_members(member) INCLUDE (merged_into, erased, enrolled_day)",
+)
+
 _STAGING = (
     ("CREATE TEMP TABLE IF NOT EXISTS staging (id TEXT, terminal TEXT, store TEXT, seq BIGINT, kind TEXT, "
      "member TEXT, at TEXT, stamps BIGINT, ref TEXT, body TEXT, digest TEXT) ON COMMIT DELETE ROWS"),

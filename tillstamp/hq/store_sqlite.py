@@ -109,6 +109,17 @@ def m012_member_tags(db: Database) -> None:
         db.execute(sql)
 
 
+
+@migrations()
+def m013_stamps_at(db: Database) -> None:
+    # stamp events by time, and earning events by member, for the `stamps_expiring_within_days`
+    # segment leaf (docs/HQ.md, "Stamps expiring")
+    db.execute("CREATE INDEX IF NOT EXISTS events_stamps_at ON events(at, member, gseq, stamps) "
+               "WHERE stamps <> 0 AND member IS NOT NULL")
+    db.execute("CREATE INDEX IF NOT EXISTS events_earned ON events(member, gseq, at, stamps) "
+               "WHERE stamps > 0 AND member IS NOT NULL")
+
+
 SCHEMA = (
     """CREATE TABLE terminals (id TEXT PRIMARY KEY, store TEXT NOT NULL, public_key TEXT NOT NULL,
         acked INTEGER NOT NULL DEFAULT 0, last_seen TEXT, clock_offset_s REAL, enrolled_at TEXT NOT NULL,
