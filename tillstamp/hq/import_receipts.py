@@ -1,0 +1,269 @@
+"""The receipts of `hq import`, built column by column from the checked rows.
+
+`importer.py` reads and checks the files into one table of rows; here the rows are grouped
+into receipts (store, receipt) and turned into what the store writes: per receipt its event
+(id, time, canonical body) and per line its `sale_lines` row. Everything that runs once per
+line is an array operation (pyarrow, numpy); Python runs once per receipt, and only for what
+must match the read model's own Python exactly (times in the store's zone, the hashes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from .readmodel import EPOCH
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+IMPORT_TERMINAL = "IMPORT"
+_UTC_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_CROCKFORD = np.frombuffer(b"0123456789ABCDEFGHJKMNPQRSTVWXYZ", dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The products file as columns: each SKU once (its first row), with name and category."""
+
+    skus: pa.Array
+    names: pa.Array
+    categories: pa.Array
+
+
+@dataclass
+class ReceiptChunk:
+    """Receipts ready to write, column-wise: per receipt (`ids` … `weekday`) and per line
+    (`sku` … `amount`; `first[i]:first[i + 1]` are receipt i's lines), and the file rows held."""
+
+    ids: np.ndarray  # object: the sale event's id
+    stores: np.ndarray
+    receipts: np.ndarray
+    members: np.ndarray  # object: member id or None
+    at: np.ndarray  # object: the sale's time, UTC ISO text
+    bodies: list[str]  # canonical JSON of each sale's body
+    local_date: np.ndarray
+    day: np.ndarray
+    hour: np.ndarray
+    weekday: np.ndarray
+    first: np.ndarray  # int64, receipts + 1 offsets into the line columns
+    sku: np.ndarray
+    name: np.ndarray
+    category: np.ndarray
+    qty: np.ndarray
+    amount: np.ndarray
+    rows: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lines(self, keep: np.ndarray | None = None, members: np.ndarray | None = None) -> list[tuple[Any, ...]]:
+        """`sale_lines` rows (SALE_LINE_COLS order) of the receipts `keep` (default all), with
+        `members` per receipt instead of `self.members` when given (merged members' survivors)."""
+        counts = np.diff(self.first)
+        if keep is None:
+            keep = np.arange(len(self.ids))
+            at = np.arange(int(self.first[-1]))
+        else:
+            n = counts[keep]
+            at = np.repeat(self.first[keep] - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(int(n.sum()))
+        rec = np.repeat(keep, counts[keep])
+        line = at - np.repeat(self.first[keep], counts[keep])
+        who = self.members if members is None else members
+        return list(zip(self.ids[rec].tolist(), line.tolist(), who[rec].tolist(), self.stores[rec].tolist(),
+                        repeat(IMPORT_TERMINAL), self.receipts[rec].tolist(), self.at[rec].tolist(),
+                        self.local_date[rec].tolist(), self.day[rec].tolist(), self.hour[rec].tolist(),
+                        self.weekday[rec].tolist(), self.sku[at].tolist(), self.name[at].tolist(),
+                        self.category[at].tolist(), self.qty[at].tolist(), self.amount[at].tolist(), repeat(0)))
+
+
+def derived_ids(prefix: Sequence[str], stores: Sequence[str], receipts: Sequence[str]) -> np.ndarray:
+    """`loyalty.events.derived_id(*prefix, store, receipt)` for many receipts at once: the
+    hashes one by one, the ULID text (Crockford base32 of the first 16 bytes) as arrays."""
+    head = "\x1f".join(prefix) + "\x1f"
+    sha = hashlib.sha256
+    raw = b"".join(sha(f"{head}{s}\x1f{r}".encode()).digest()[:16] for s, r in zip(stores, receipts, strict=True))
+    words = np.frombuffer(raw, dtype=">u8").reshape(-1, 2).astype(np.uint64)
+    hi, lo = words[:, 0], words[:, 1]
+    digits = np.empty((len(words), 26), dtype=np.uint8)
+    for j in range(26):  # digit j holds bits 125-5j .. 129-5j of the 130-bit number
+        s = 125 - 5 * j
+        if s >= 64:
+            v = hi >> np.uint64(s - 64)
+        elif s + 5 <= 64:
+            v = lo >> np.uint64(s)
+        else:
+            v = (hi << np.uint64(64 - s)) | (lo >> np.uint64(s))
+        digits[:, j] = (v & np.uint64(31)).astype(np.uint8)
+    text = _CROCKFORD[digits].tobytes()
+    return np.array([text[i:i + 26].decode() for i in range(0, len(text), 26)], dtype=object)
+
+
+def _ranks(col: pa.Array) -> np.ndarray:
+    """Each value's rank among the column's distinct values (text order), per row."""
+    import pyarrow.compute as pc
+
+    coded = col.dictionary_encode()
+    order = pc.array_sort_indices(coded.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[coded.indices.to_numpy(zero_copy_only=False)]
+
+
+def receipt_keys(table: pa.Table) -> tuple[np.ndarray, int]:
+    """Each row's receipt as a number (receipts numbered in (store, receipt) order) and how many."""
+    stores, receipts = _ranks(table.column("store").combine_chunks()), _ranks(table.column("receipt").combine_chunks())
+    key = stores * (int(receipts.max()) + 1 if len(receipts) else 1) + receipts
+    _uniq, inverse = np.unique(key, return_inverse=True)
+    return inverse.reshape(-1), len(_uniq)
+
+
+def member_codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """Each row's member as an index into the distinct member ids (-1: none), and the ids."""
+    import pyarrow.compute as pc
+
+    coded = table.column("member").combine_chunks().dictionary_encode()
+    return pc.fill_null(coded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64), coded.dictionary.to_pylist()
+
+
+def clashes(table: pa.Table) -> tuple[np.ndarray, dict[int, list[str]]]:
+    """Rows of receipts whose rows name two members (a mask), and those members per row."""
+    keys, count = receipt_keys(table)
+    codes, names = member_codes(table)
+    named = codes >= 0
+    lo = np.full(count, np.iinfo(np.int64).max)
+    hi = np.full(count, -1)
+    np.minimum.at(lo, keys[named], codes[named])
+    np.maximum.at(hi, keys[named], codes[named])
+    two = (hi >= 0) & (lo != hi)
+    rows = two[keys]
+    who: dict[int, list[str]] = {}
+    for k in np.flatnonzero(two).tolist():
+        who[k] = sorted({names[c] for c in codes[(keys == k) & named].tolist()})
+    return rows, {i: who[int(keys[i])] for i in np.flatnonzero(rows).tolist()}
+
+
+def chunks(table: pa.Table, catalogue: Catalogue | None, ids: dict[str, str], source: str, tz: str,
+           lines_per_chunk: int) -> Iterator[ReceiptChunk]:
+    """The receipts in chunks of about `lines_per_chunk` lines (whole receipts), in the order
+    they are stored: by the receipt's time, then store and receipt; a receipt's lines by
+    time, then file and row. (Stored order is fold order: a member's `store` is where they
+    were first seen, here the store of their earliest receipt.)"""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    if n == 0:
+        return
+    keys, count = receipt_keys(table)
+    at = table.column("at").to_numpy()
+    earliest = np.full(count, np.iinfo(np.int64).max)
+    np.minimum.at(earliest, keys, at)
+    place = np.empty(count, dtype=np.int64)
+    place[np.lexsort((np.arange(count), earliest))] = np.arange(count)
+    codes, names = member_codes(table)
+    owner = np.full(count, -1)
+    np.maximum.at(owner, keys, codes)  # one member per receipt at most (clashes were taken out)
+    slot = place[keys]
+    filerow = (table.column("file").to_numpy().astype(np.int64) << 40) | table.column("row").to_numpy()
+    order = np.lexsort((filerow, at, slot))
+    table = table.take(pa.array(order))
+    first = np.concatenate(([0], np.cumsum(np.bincount(slot, minlength=count))))
+    by_place = np.empty(count, dtype=np.int64)
+    by_place[place] = np.arange(count)
+    member_ids = np.array([ids[m] for m in names] + [None], dtype=object)
+    owners = member_ids[owner[by_place]]  # -1 picks the trailing None
+    names_col, cats_col = table.column("name").combine_chunks(), table.column("category").combine_chunks()
+    if catalogue is not None:
+        found = pc.index_in(table.column("sku"), value_set=catalogue.skus)
+        names_col = pc.coalesce(names_col, pc.take(catalogue.names, found))
+        cats_col = pc.coalesce(cats_col, pc.take(catalogue.categories, found))
+    table = table.set_column(table.schema.get_field_index("name"), "name", names_col)
+    table = table.set_column(table.schema.get_field_index("category"), "category", cats_col)
+    zone = ZoneInfo(tz)
+    lo = 0
+    while lo < count:
+        hi = int(np.searchsorted(first, first[lo] + lines_per_chunk, side="left"))
+        hi = min(max(hi, lo + 1), count)
+        part = table.slice(int(first[lo]), int(first[hi] - first[lo]))
+        yield _chunk(part, first[lo:hi + 1] - first[lo], owners[lo:hi], source, tz, zone)
+        lo = hi
+
+
+def _json(col: pa.Array) -> pa.Array:
+    """Text as JSON string literals (as `canonical` writes them), null kept: each distinct value once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    coded = col.dictionary_encode()
+    literal = pa.array([encode_basestring(v) for v in coded.dictionary.to_pylist()], pa.string())
+    return pc.take(literal, coded.indices)
+
+
+def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, tz: str,
+           zone: ZoneInfo) -> ReceiptChunk:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    count = len(first) - 1
+    heads = first[:-1]
+    col = {name: part.column(name).combine_chunks() for name in part.column_names}
+    stores = np.array(col["store"].take(pa.array(heads)).to_pylist(), dtype=object)
+    receipts = np.array(col["receipt"].take(pa.array(heads)).to_pylist(), dtype=object)
+    at_us = col["at"].to_numpy()
+    sale_at = at_us[heads]
+    ids = derived_ids(("import", source), stores.tolist(), receipts.tolist())
+    at_text = np.empty(count, dtype=object)
+    local_date = np.empty(count, dtype=object)
+    day = np.empty(count, dtype=np.int64)
+    hour = np.empty(count, dtype=np.int64)
+    weekday = np.empty(count, dtype=np.int64)
+    # The same steps as readmodel.local_time on the same text, so a rebuild agrees.
+    seen: dict[int, tuple[str, str, int, int, int]] = {}
+    for i, us in enumerate(sale_at.tolist()):
+        got = seen.get(us)
+        if got is None:
+            t = _UTC_EPOCH + dt.timedelta(microseconds=us)
+            local = t.astimezone(zone)
+            d = local.date()
+            got = seen[us] = (t.isoformat(), d.isoformat(), d.toordinal() - EPOCH, local.hour, d.weekday())
+        at_text[i], local_date[i], day[i], hour[i], weekday[i] = got
+    # Each line's piece of the body (keys in sorted order, as canonical JSON has them).
+    counts = np.diff(first)
+    own = at_us != np.repeat(sale_at, counts)
+    at_part: Any = ""
+    if own.any():
+        texts = [""] * len(at_us)
+        for i in np.flatnonzero(own).tolist():
+            texts[i] = ',"at":' + encode_basestring((_UTC_EPOCH + dt.timedelta(microseconds=int(at_us[i]))).isoformat())
+        at_part = pa.array(texts, pa.string())
+    amount = col["amount"]
+    qty = col["qty"]
+
+    def optional(key: str, values: pa.Array) -> pa.Array:
+        return pc.fill_null(pc.binary_join_element_wise(f',"{key}":', _json(values), ""), "")
+
+    pieces = pc.binary_join_element_wise(
+        '{"amount":', pc.cast(amount, pa.string()), at_part, optional("category", col["category"]),
+        optional("name", col["name"]), ',"qty":', pc.cast(qty, pa.string()), ',"sku":', _json(col["sku"]), "}", "")
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(first, pa.int32()), pieces), ",")
+    amounts = amount.to_numpy()
+    totals = np.add.reduceat(amounts, heads) if count else np.zeros(0, dtype=np.int64)
+    bodies = pc.binary_join_element_wise(
+        '{"lines":[', joined, '],"receipt":', _json(pa.array(receipts.tolist(), pa.string())),
+        f',"source":{encode_basestring(source)},"total":', pc.cast(pa.array(totals), pa.string()),
+        f',"zone":{encode_basestring(tz)}}}', "")
+    return ReceiptChunk(
+        ids=ids, stores=stores, receipts=receipts, members=members, at=at_text, bodies=bodies.to_pylist(),
+        local_date=local_date, day=day, hour=hour, weekday=weekday, first=first,
+        sku=np.array(col["sku"].to_pylist(), dtype=object), name=np.array(col["name"].to_pylist(), dtype=object),
+        category=np.array(col["category"].to_pylist(), dtype=object), qty=qty.to_numpy(), amount=amounts,
+        rows=int(first[-1]))

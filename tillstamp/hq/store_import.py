@@ -1,0 +1,184 @@
+"""The SQL of `hq import`: imported receipts into `events` and the read model, both backends.
+
+Two ways to write, chosen by `bulk_fits`:
+
+- **In chunks** (PostgreSQL; SQLite holding more lines than the import brings): each chunk of
+  receipts is one transaction with its read model, like ingest; a crash between chunks leaves
+  whole receipts, and a second run completes the import.
+- **In one transaction** (SQLite holding fewer lines than the import brings, an empty database
+  first of all): every receipt and line is inserted, then the secondary indexes of
+  `sale_lines` and `member_days` are built once and members' figures and day rollup are
+  computed by grouped SQL over the lines, and only then is it committed. A crash leaves the
+  database as it was before the import (SQLite's DDL is transactional), never lines without
+  their indexes or figures. Dropping an index and building it again sorts once, where a
+  million inserts into it would each walk the B-tree.
+
+The read model written is the one `_crm_after_ingest` writes for the same events (`hq verify`
+holds it equal to a rebuild); imported sales move no stamps and make no feed entries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..loyalty import events as ev
+from ..loyalty.events import head_json
+from . import readmodel as rm
+from .import_receipts import IMPORT_TERMINAL, ReceiptChunk
+from .store_readmodel import LIVE, _chunks
+
+if TYPE_CHECKING:
+    from .store import SqlHqStore
+
+_IMPORTED = ("sale_lines", "member_days")  # tables whose secondary indexes a bulk import builds once
+_CACHE_KIB = 262_144  # page cache while a bulk import runs: its indexes' working set stays in memory
+
+Written = Callable[[int], None]  # file rows written so far in this call
+
+
+def bulk_fits(store: SqlHqStore, lines: int) -> bool:
+    """Whether to import in one transaction: SQLite holding fewer sale lines than `lines`."""
+    from .store_sqlite import SqliteHqStore
+
+    if not isinstance(store, SqliteHqStore):
+        return False
+    with store._tx(write=False) as c:
+        held = store._x(c, "SELECT count(*) FROM (SELECT 1 FROM sale_lines LIMIT ?)", (lines,)).fetchone()[0]
+    return int(held) < lines
+
+
+def write_chunk(store: SqlHqStore, chunk: ReceiptChunk, now: dt.datetime) -> int:
+    """Store the chunk's receipts not held yet, with their read model, in one transaction;
+    returns how many were new."""
+    with store._tx() as c:
+        new = _new(store, c, chunk)
+        if not len(new):
+            return 0
+        _insert_events(store, c, chunk, new)
+        members, lines = _lines(store, c, chunk, new)
+        _read_model(store, c, chunk, new, members, lines)
+    return len(new)
+
+
+def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], now: dt.datetime,
+               written: Written | None = None) -> tuple[int, int]:
+    """Store every receipt not held yet in one SQLite transaction, the read model computed
+    after the lines are in; returns (receipts, new receipts)."""
+    sales = new_sales = rows = 0
+    touched: dict[str, str] = {}  # member -> store of their first receipt stored here
+    with store._tx() as c:
+        cache = store._x(c, "PRAGMA cache_size").fetchone()[0]
+        store._x(c, f"PRAGMA cache_size=-{_CACHE_KIB}")
+        try:
+            indexes = store._x(c, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                                  f"AND tbl_name IN ({', '.join('?' * len(_IMPORTED))}) ORDER BY name",
+                               _IMPORTED).fetchall()
+            for name, _sql in indexes:
+                store._x(c, f'DROP INDEX "{name}"')
+            for chunk in chunks:
+                sales += len(chunk)
+                rows += chunk.rows
+                new = _new(store, c, chunk)
+                if len(new):
+                    new_sales += len(new)
+                    _insert_events(store, c, chunk, new)
+                    _members, lines = _lines(store, c, chunk, new)
+                    store._crm_insert_lines(c, LIVE, lines)
+                    for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
+                        if m is not None and m not in touched:
+                            touched[m] = s
+                if written is not None:
+                    written(rows)
+            for _name, sql in indexes:
+                store._x(c, sql)
+            if touched:
+                _members_after(store, c, touched)
+        finally:
+            store._x(c, f"PRAGMA cache_size={int(cache)}")
+    return sales, new_sales
+
+
+def _new(store: SqlHqStore, c: Any, chunk: ReceiptChunk) -> np.ndarray:
+    """Indexes of the chunk's receipts whose event is not held yet."""
+    held: set[str] = set()
+    for part in _chunks(chunk.ids.tolist()):
+        cond, params = store._any("id", part)
+        held |= {r[0] for r in store._x(c, f"SELECT id FROM events WHERE {cond}", params).fetchall()}
+    if not held:
+        return np.arange(len(chunk))
+    return np.array([i for i, x in enumerate(chunk.ids.tolist()) if x not in held], dtype=np.int64)
+
+
+def _insert_events(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> None:
+    """The new receipts' `sale.recorded` events, numbered under the import terminal."""
+    store._x(c, "INSERT INTO counters(name, value) VALUES ('import', 0) ON CONFLICT DO NOTHING")
+    top = int(store._x(c, "UPDATE counters SET value = value + ? WHERE name = 'import' RETURNING value",
+                       (len(new),)).fetchone()[0])
+    sha = hashlib.sha256
+    rows = []
+    bodies = chunk.bodies
+    for seq, i, eid, s, member, at, receipt in zip(
+            range(top - len(new) + 1, top + 1), new.tolist(), chunk.ids[new].tolist(), chunk.stores[new].tolist(),
+            chunk.members[new].tolist(), chunk.at[new].tolist(), chunk.receipts[new].tolist(), strict=True):
+        ref = f"{s}/{receipt}"
+        body = bodies[i]
+        digest = sha((head_json(eid, IMPORT_TERMINAL, s, seq, ev.SALE, member, at, 0, ref) + "\x1f" + body)
+                     .encode()).hexdigest()
+        rows.append((eid, IMPORT_TERMINAL, s, seq, ev.SALE, member, at, 0, ref, body, digest))
+    store._import_events(c, rows)
+
+
+def _lines(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """Members per receipt (a merged member's lines go to the survivor) and the new lines."""
+    named = sorted({m for m in chunk.members[new].tolist() if m is not None})
+    alias = store._crm_aliases(c, LIVE, named)
+    members = chunk.members
+    if alias:
+        members = np.array([alias.get(m, m) if m is not None else None for m in members.tolist()], dtype=object)
+    return members, chunk.lines(new, members)
+
+
+def _read_model(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray, members: np.ndarray,
+                lines: list[tuple[Any, ...]]) -> None:
+    """One chunk's read model, as `_crm_after_ingest` writes it for new sales (no refunds,
+    merges, stamps or consents in an import): members first seen, lines, figures, days, tiers."""
+    firsts: dict[str, str] = {}
+    for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
+        if m is not None and m not in firsts:
+            firsts[m] = s
+    store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
+    owners = sorted({m for m in members[new].tolist() if m is not None})
+    known = store._crm_with_lines(c, LIVE, owners)
+    lines.sort(key=lambda r: (r[0], r[1]))  # primary-key order: B-tree appends, not page hops
+    store._crm_insert_lines(c, LIVE, lines)
+    fresh = rm.figures_from_lines(r for r in lines if r[2] not in known)
+    store._crm_write_figures(c, LIVE, fresh)
+    store._crm_insert_days(c, LIVE, rm.days_from_lines(r for r in lines if r[2] in fresh))
+    moved = sorted(set(owners) - set(fresh))
+    store._crm_figures(c, LIVE, moved)
+    store._crm_days(c, LIVE, moved, sorted({int(d) for d in chunk.day[new].tolist()}))
+    _tiers(store, c, sorted(firsts))
+
+
+def _members_after(store: SqlHqStore, c: Any, firsts: dict[str, str]) -> None:
+    """A bulk import's members: first seen, then figures and day rollup from all their lines
+    (grouped SQL, exact whatever lines they held before), then tiers."""
+    store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
+    named = sorted(firsts)
+    alias = store._crm_aliases(c, LIVE, named)
+    owners = sorted({alias.get(m, m) for m in named})
+    store._crm_figures(c, LIVE, owners)
+    store._crm_days(c, LIVE, owners, None)
+    _tiers(store, c, named)
+
+
+def _tiers(store: SqlHqStore, c: Any, members: list[str]) -> None:
+    """Tiers earned on spend move with sales; tiers earned on stamps do not (imports move none)."""
+    prog = store._crm_program(c)
+    if prog is not None and prog.tiering.qualify_on != "stamps":
+        store._crm_tiers(c, LIVE, prog, members)
