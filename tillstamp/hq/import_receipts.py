@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from .readmodel import EPOCH
+from .readmodel import EPOCH, Figures
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -54,6 +54,7 @@ class ReceiptChunk:
     day: np.ndarray
     hour: np.ndarray
     weekday: np.ndarray
+    totals: np.ndarray  # int64: each sale's amount (its lines' sum)
     first: np.ndarray  # int64, receipts + 1 offsets into the line columns
     sku: np.ndarray
     name: np.ndarray
@@ -65,24 +66,22 @@ class ReceiptChunk:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def lines(self, keep: np.ndarray | None = None, members: np.ndarray | None = None) -> list[tuple[Any, ...]]:
-        """`sale_lines` rows (SALE_LINE_COLS order) of the receipts `keep` (default all), with
-        `members` per receipt instead of `self.members` when given (merged members' survivors)."""
-        counts = np.diff(self.first)
-        if keep is None:
-            keep = np.arange(len(self.ids))
-            at = np.arange(int(self.first[-1]))
-        else:
-            n = counts[keep]
-            at = np.repeat(self.first[keep] - np.concatenate(([0], np.cumsum(n)[:-1])), n) + np.arange(int(n.sum()))
-        rec = np.repeat(keep, counts[keep])
-        line = at - np.repeat(self.first[keep], counts[keep])
-        who = self.members if members is None else members
-        return list(zip(self.ids[rec].tolist(), line.tolist(), who[rec].tolist(), self.stores[rec].tolist(),
+    def line_index(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For the receipts `keep`: each of their lines' index in the line columns, and its receipt."""
+        counts = np.diff(self.first)[keep]
+        idx = np.repeat(self.first[keep] - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+        return idx + np.arange(int(counts.sum())), np.repeat(keep, counts)
+
+    def lines(self, keep: np.ndarray, members: np.ndarray) -> list[tuple[Any, ...]]:
+        """`sale_lines` rows (SALE_LINE_COLS order) of the receipts `keep`, with `members` per
+        receipt (a merged member's survivor in place of the member)."""
+        idx, rec = self.line_index(keep)
+        line = idx - self.first[rec]
+        return list(zip(self.ids[rec].tolist(), line.tolist(), members[rec].tolist(), self.stores[rec].tolist(),
                         repeat(IMPORT_TERMINAL), self.receipts[rec].tolist(), self.at[rec].tolist(),
                         self.local_date[rec].tolist(), self.day[rec].tolist(), self.hour[rec].tolist(),
-                        self.weekday[rec].tolist(), self.sku[at].tolist(), self.name[at].tolist(),
-                        self.category[at].tolist(), self.qty[at].tolist(), self.amount[at].tolist(), repeat(0)))
+                        self.weekday[rec].tolist(), self.sku[idx].tolist(), self.name[idx].tolist(),
+                        self.category[idx].tolist(), self.qty[idx].tolist(), self.amount[idx].tolist(), repeat(0)))
 
 
 def derived_ids(prefix: Sequence[str], stores: Sequence[str], receipts: Sequence[str]) -> np.ndarray:
@@ -263,7 +262,80 @@ def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, 
         f',"zone":{encode_basestring(tz)}}}', "")
     return ReceiptChunk(
         ids=ids, stores=stores, receipts=receipts, members=members, at=at_text, bodies=bodies.to_pylist(),
-        local_date=local_date, day=day, hour=hour, weekday=weekday, first=first,
+        local_date=local_date, day=day, hour=hour, weekday=weekday, totals=totals, first=first,
         sku=np.array(col["sku"].to_pylist(), dtype=object), name=np.array(col["name"].to_pylist(), dtype=object),
         category=np.array(col["category"].to_pylist(), dtype=object), qty=qty.to_numpy(), amount=amounts,
         rows=int(first[-1]))
+
+
+class Visits:
+    """The figures and day rollup of members whose every line is in this import, gathered
+    chunk by chunk and computed with grouped array operations: the same numbers as
+    `readmodel.figures_of` and the rollup's SQL over these lines (imported sales are never
+    voided, and a receipt is one sale: its lines share member, store and time)."""
+
+    def __init__(self) -> None:
+        self._visits: list[pa.Table] = []
+        self._cats: list[pa.Table] = []
+        self._sales = 0
+
+    def add(self, chunk: ReceiptChunk, keep: np.ndarray, members: np.ndarray) -> None:
+        """Take the receipts `keep` of a chunk, with their members (survivors of merges)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        sale = np.arange(len(chunk), dtype=np.int64) + self._sales
+        self._sales += len(chunk)
+        self._visits.append(pa.table({
+            "m": pa.array(members[keep].tolist(), pa.string()), "sale": sale[keep],
+            "store": pa.array(chunk.stores[keep].tolist(), pa.string()), "day": chunk.day[keep],
+            "hour": chunk.hour[keep], "weekday": chunk.weekday[keep], "amount": chunk.totals[keep]}))
+        idx, rec = chunk.line_index(keep)
+        cats = pa.table({"m": pa.array(members[rec].tolist(), pa.string()), "sale": sale[rec],
+                         "category": pa.array(chunk.category[idx].tolist(), pa.string()),
+                         "amount": chunk.amount[idx]})
+        self._cats.append(cats.filter(pc.is_valid(cats.column("category"))))
+
+    def figures(self, members: set[str]) -> tuple[dict[str, Figures], list[tuple[Any, ...]]]:
+        """Figures and `member_days` rows (member, day, store, visits, spend) of `members`."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not members or not self._visits:
+            return {}, []
+        wanted = pa.array(sorted(members), pa.string())
+        visits = pa.concat_tables(self._visits)
+        visits = visits.filter(pc.is_in(visits.column("m"), value_set=wanted))
+        cats = pa.concat_tables(self._cats)
+        cats = cats.filter(pc.is_in(cats.column("m"), value_set=wanted))
+        whole = visits.group_by("m", use_threads=False).aggregate(
+            [("day", "min"), ("day", "max"), ("sale", "count"), ("amount", "sum")])
+        modes = [_mode(visits.group_by(["m", key], use_threads=False).aggregate(
+            [("sale", "count"), ("amount", "sum")]), key) for key in ("store", "hour", "weekday")]
+        modes.insert(0, _mode(cats.group_by(["m", "category"], use_threads=False).aggregate(
+            [("sale", "count_distinct"), ("amount", "sum")]), "category", "sale_count_distinct"))
+        out = {}
+        for m, lo, hi, n, spend in zip(*(whole.column(c).to_pylist() for c in
+                                         ("m", "day_min", "day_max", "sale_count", "amount_sum")), strict=True):
+            out[m] = Figures(lo, hi, n, spend, *(mode.get(m) for mode in modes))
+        days = visits.group_by(["m", "day", "store"], use_threads=False).aggregate(
+            [("sale", "count"), ("amount", "sum")]).sort_by([("m", "ascending"), ("day", "ascending"),
+                                                             ("store", "ascending")])
+        return out, list(zip(*(days.column(c).to_pylist() for c in ("m", "day", "store", "sale_count",
+                                                                     "amount_sum")), strict=True))
+
+
+def _mode(groups: pa.Table, key: str, count: str = "sale_count") -> dict[str, Any]:
+    """Per member, the value seen on most visits; ties go to more spend, then the smallest
+    value (as `readmodel.mode`)."""
+    import pyarrow.compute as pc
+
+    ranked = groups.sort_by([("m", "ascending"), (count, "descending"), ("amount_sum", "descending"),
+                             (key, "ascending")])
+    m = ranked.column("m").combine_chunks()
+    if len(m) == 0:
+        return {}
+    head = np.ones(len(m), dtype=bool)
+    head[1:] = pc.not_equal(m.slice(1), m.slice(0, len(m) - 1)).to_numpy(zero_copy_only=False)
+    picked = ranked.filter(head)
+    return dict(zip(picked.column("m").to_pylist(), picked.column(key).to_pylist(), strict=True))

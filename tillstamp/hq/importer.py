@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -27,7 +27,7 @@ from .import_receipts import Catalogue
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .store import HqStore
+    from .store import HqStore, SqlHqStore
 
 FIELDS = ("member", "receipt", "at", "store", "sku", "qty", "amount", "name", "category")
 REQUIRED = ("receipt", "at", "sku", "amount")
@@ -147,12 +147,14 @@ def run_import(store: HqStore, opts: ImportOptions, *, now: dt.datetime,
         if progress is not None:
             progress("import", done, rows)
 
-    if store_import.bulk_fits(store, rows):  # type: ignore[arg-type]
-        result.sales, result.new_sales = store_import.write_bulk(store, receipts, now, written)  # type: ignore[arg-type]
+    sql = cast("SqlHqStore", store)  # the import's SQL is written for both SQL backends, not the protocol
+    if store_import.bulk_fits(sql, rows):
+        result.sales, result.new_sales = store_import.write_bulk(sql, receipts, sorted(set(ids.values())), now,
+                                                                 written)
         return result
     done = 0
     for chunk in receipts:
-        result.new_sales += store_import.write_chunk(store, chunk, now)  # type: ignore[arg-type]
+        result.new_sales += store_import.write_chunk(sql, chunk, now)
         result.sales += len(chunk)
         done += chunk.rows
         written(done)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from ..loyalty import events as ev
 from ..loyalty.events import head_json
 from . import readmodel as rm
-from .import_receipts import IMPORT_TERMINAL, ReceiptChunk
+from .import_receipts import IMPORT_TERMINAL, ReceiptChunk, Visits
 from .store_readmodel import LIVE, _chunks
 
 if TYPE_CHECKING:
@@ -65,16 +65,23 @@ def write_chunk(store: SqlHqStore, chunk: ReceiptChunk, now: dt.datetime) -> int
     return len(new)
 
 
-def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], now: dt.datetime,
+def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], members: Sequence[str], now: dt.datetime,
                written: Written | None = None) -> tuple[int, int]:
     """Store every receipt not held yet in one SQLite transaction, the read model computed
-    after the lines are in; returns (receipts, new receipts)."""
+    after the lines are in; `members` are all the import's member ids. Returns (receipts,
+    new receipts)."""
     sales = new_sales = rows = 0
-    touched: dict[str, str] = {}  # member -> store of their first receipt stored here
+    firsts: dict[str, str] = {}  # member -> store of their first receipt stored here
+    visits = Visits()
     with store._tx() as c:
         cache = store._x(c, "PRAGMA cache_size").fetchone()[0]
         store._x(c, f"PRAGMA cache_size=-{_CACHE_KIB}")
         try:
+            # Before the indexes go: who was merged, and who already has lines (their figures
+            # are then taken from all their lines in SQL; the others' from this import's).
+            alias = store._crm_aliases(c, LIVE, members)
+            owners = sorted({alias.get(m, m) for m in members})
+            known = store._crm_with_lines(c, LIVE, owners)
             indexes = store._x(c, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
                                   f"AND tbl_name IN ({', '.join('?' * len(_IMPORTED))}) ORDER BY name",
                                _IMPORTED).fetchall()
@@ -87,20 +94,34 @@ def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], now: dt.dateti
                 if len(new):
                     new_sales += len(new)
                     _insert_events(store, c, chunk, new)
-                    _members, lines = _lines(store, c, chunk, new)
-                    store._crm_insert_lines(c, LIVE, lines)
+                    owner = _survivors(chunk.members, alias)
+                    store._crm_insert_lines(c, LIVE, chunk.lines(new, owner))
+                    visits.add(chunk, new, owner)
                     for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
-                        if m is not None and m not in touched:
-                            touched[m] = s
+                        if m is not None and m not in firsts:
+                            firsts[m] = s
                 if written is not None:
                     written(rows)
             for _name, sql in indexes:
                 store._x(c, sql)
-            if touched:
-                _members_after(store, c, touched)
+            store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
+            touched = {alias.get(m, m) for m in firsts}
+            figures, days = visits.figures(touched - known)
+            store._crm_write_figures(c, LIVE, figures)
+            store._crm_insert_days(c, LIVE, days)
+            store._crm_figures(c, LIVE, sorted(touched & known))
+            store._crm_days(c, LIVE, sorted(touched & known), None)
+            _tiers(store, c, sorted(firsts))
         finally:
             store._x(c, f"PRAGMA cache_size={int(cache)}")
     return sales, new_sales
+
+
+def _survivors(members: np.ndarray, alias: dict[str, str]) -> np.ndarray:
+    """Members per receipt with a merged member's survivor in their place."""
+    if not alias:
+        return members
+    return np.array([alias.get(m, m) if m is not None else None for m in members.tolist()], dtype=object)
 
 
 def _new(store: SqlHqStore, c: Any, chunk: ReceiptChunk) -> np.ndarray:
@@ -136,10 +157,7 @@ def _insert_events(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarr
 def _lines(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     """Members per receipt (a merged member's lines go to the survivor) and the new lines."""
     named = sorted({m for m in chunk.members[new].tolist() if m is not None})
-    alias = store._crm_aliases(c, LIVE, named)
-    members = chunk.members
-    if alias:
-        members = np.array([alias.get(m, m) if m is not None else None for m in members.tolist()], dtype=object)
+    members = _survivors(chunk.members, store._crm_aliases(c, LIVE, named))
     return members, chunk.lines(new, members)
 
 
@@ -163,18 +181,6 @@ def _read_model(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray,
     store._crm_figures(c, LIVE, moved)
     store._crm_days(c, LIVE, moved, sorted({int(d) for d in chunk.day[new].tolist()}))
     _tiers(store, c, sorted(firsts))
-
-
-def _members_after(store: SqlHqStore, c: Any, firsts: dict[str, str]) -> None:
-    """A bulk import's members: first seen, then figures and day rollup from all their lines
-    (grouped SQL, exact whatever lines they held before), then tiers."""
-    store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
-    named = sorted(firsts)
-    alias = store._crm_aliases(c, LIVE, named)
-    owners = sorted({alias.get(m, m) for m in named})
-    store._crm_figures(c, LIVE, owners)
-    store._crm_days(c, LIVE, owners, None)
-    _tiers(store, c, named)
 
 
 def _tiers(store: SqlHqStore, c: Any, members: list[str]) -> None:
