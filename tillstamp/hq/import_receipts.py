@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from ..loyalty import events as ev
 from .readmodel import EPOCH, Figures
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class ReceiptChunk:
     receipts: np.ndarray
     members: np.ndarray  # object: member id or None
     at: np.ndarray  # object: the sale's time, UTC ISO text
-    bodies: list[str]  # canonical JSON of each sale's body
+    bodies: pa.Array  # canonical JSON of each sale's body
     local_date: np.ndarray
     day: np.ndarray
     hour: np.ndarray
@@ -65,6 +66,30 @@ class ReceiptChunk:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def events(self, keep: np.ndarray, first_seq: int) -> list[tuple[Any, ...]]:
+        """`events` rows (EVENT_COLS order: the digest last) of the receipts `keep`, numbered
+        from `first_seq` under the import terminal. The digest is `loyalty.events.head_json`
+        and the body hashed as ingest hashes them, the head written for all rows at once."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        ids, stores, members, at = (self.ids[keep].tolist(), self.stores[keep].tolist(),
+                                    self.members[keep].tolist(), self.at[keep].tolist())
+        refs = [f"{s}/{r}" for s, r in zip(stores, self.receipts[keep].tolist(), strict=True)]
+        seqs = list(range(first_seq, first_seq + len(ids)))
+        bodies = self.bodies.take(pa.array(keep))
+        # ids (ULIDs) and times (ISO) need no escaping; the rest is text from the files
+        heads = pc.binary_join_element_wise(
+            '{"at":"', pa.array(at, pa.string()), '","id":"', pa.array(ids, pa.string()),
+            f'","kind":"{ev.SALE}","member":', pc.fill_null(_json(pa.array(members, pa.string())), "null"),
+            ',"ref":', _json(pa.array(refs, pa.string())), ',"seq":', pc.cast(pa.array(seqs, pa.int64()), pa.string()),
+            ',"stamps":0,"store":', _json(pa.array(stores, pa.string())),
+            f',"terminal":{encode_basestring(IMPORT_TERMINAL)}}}\x1f', bodies, "")
+        sha = hashlib.sha256
+        digests = [sha(h.encode()).hexdigest() for h in heads.to_pylist()]
+        return list(zip(ids, repeat(IMPORT_TERMINAL), stores, seqs, repeat(ev.SALE), members, at, repeat(0), refs,
+                        bodies.to_pylist(), digests, strict=False))
 
     def line_index(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For the receipts `keep`: each of their lines' index in the line columns, and its receipt."""
@@ -187,6 +212,14 @@ def chunks(table: pa.Table, catalogue: Catalogue | None, ids: dict[str, str], so
         cats_col = pc.coalesce(cats_col, pc.take(catalogue.categories, found))
     table = table.set_column(table.schema.get_field_index("name"), "name", names_col)
     table = table.set_column(table.schema.get_field_index("category"), "category", cats_col)
+    # Each line's piece of its sale's body, all at once: a SKU's, name's or category's JSON
+    # text is written once however many lines hold it. Keys in sorted order, as in canonical
+    # JSON; a line whose time differs from its sale's gets its own "at" in `_chunk`.
+    table = table.append_column("piece_head", pc.binary_join_element_wise(
+        '{"amount":', pc.cast(table.column("amount"), pa.string()), ""))
+    table = table.append_column("piece_tail", pc.binary_join_element_wise(
+        _optional("category", cats_col), _optional("name", names_col), ',"qty":',
+        pc.cast(table.column("qty"), pa.string()), ',"sku":', _json(table.column("sku").combine_chunks()), "}", ""))
     zone = ZoneInfo(tz)
     lo = 0
     while lo < count:
@@ -197,11 +230,20 @@ def chunks(table: pa.Table, catalogue: Catalogue | None, ids: dict[str, str], so
         lo = hi
 
 
+def _optional(key: str, values: pa.Array) -> pa.Array:
+    """`,"key":value` of each line, or nothing where the value is null."""
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.binary_join_element_wise(f',"{key}":', _json(values), ""), "")
+
+
 def _json(col: pa.Array) -> pa.Array:
     """Text as JSON string literals (as `canonical` writes them), null kept: each distinct value once."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
     coded = col.dictionary_encode()
     literal = pa.array([encode_basestring(v) for v in coded.dictionary.to_pylist()], pa.string())
     return pc.take(literal, coded.indices)
@@ -235,7 +277,6 @@ def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, 
             d = local.date()
             got = seen[us] = (t.isoformat(), d.isoformat(), d.toordinal() - EPOCH, local.hour, d.weekday())
         at_text[i], local_date[i], day[i], hour[i], weekday[i] = got
-    # Each line's piece of the body (keys in sorted order, as canonical JSON has them).
     counts = np.diff(first)
     own = at_us != np.repeat(sale_at, counts)
     at_part: Any = ""
@@ -244,16 +285,10 @@ def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, 
         for i in np.flatnonzero(own).tolist():
             texts[i] = ',"at":' + encode_basestring((_UTC_EPOCH + dt.timedelta(microseconds=int(at_us[i]))).isoformat())
         at_part = pa.array(texts, pa.string())
+    pieces = pc.binary_join_element_wise(col["piece_head"], at_part, col["piece_tail"], "")
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(first, pa.int32()), pieces), ",")
     amount = col["amount"]
     qty = col["qty"]
-
-    def optional(key: str, values: pa.Array) -> pa.Array:
-        return pc.fill_null(pc.binary_join_element_wise(f',"{key}":', _json(values), ""), "")
-
-    pieces = pc.binary_join_element_wise(
-        '{"amount":', pc.cast(amount, pa.string()), at_part, optional("category", col["category"]),
-        optional("name", col["name"]), ',"qty":', pc.cast(qty, pa.string()), ',"sku":', _json(col["sku"]), "}", "")
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(first, pa.int32()), pieces), ",")
     amounts = amount.to_numpy()
     totals = np.add.reduceat(amounts, heads) if count else np.zeros(0, dtype=np.int64)
     bodies = pc.binary_join_element_wise(
@@ -261,7 +296,7 @@ def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, 
         f',"source":{encode_basestring(source)},"total":', pc.cast(pa.array(totals), pa.string()),
         f',"zone":{encode_basestring(tz)}}}', "")
     return ReceiptChunk(
-        ids=ids, stores=stores, receipts=receipts, members=members, at=at_text, bodies=bodies.to_pylist(),
+        ids=ids, stores=stores, receipts=receipts, members=members, at=at_text, bodies=bodies,
         local_date=local_date, day=day, hour=hour, weekday=weekday, totals=totals, first=first,
         sku=np.array(col["sku"].to_pylist(), dtype=object), name=np.array(col["name"].to_pylist(), dtype=object),
         category=np.array(col["category"].to_pylist(), dtype=object), qty=qty.to_numpy(), amount=amounts,

@@ -20,22 +20,19 @@ holds it equal to a rebuild); imported sales move no stamps and make no feed ent
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from ..loyalty import events as ev
-from ..loyalty.events import head_json
 from . import readmodel as rm
-from .import_receipts import IMPORT_TERMINAL, ReceiptChunk, Visits
+from .import_receipts import ReceiptChunk, Visits
 from .store_readmodel import LIVE, _chunks
 
 if TYPE_CHECKING:
     from .store import SqlHqStore
 
-_IMPORTED = ("sale_lines", "member_days")  # tables whose secondary indexes a bulk import builds once
+_IMPORTED = ("events", "sale_lines", "member_days")  # tables whose secondary indexes a bulk import builds once
 _CACHE_KIB = 262_144  # page cache while a bulk import runs: its indexes' working set stays in memory
 
 Written = Callable[[int], None]  # file rows written so far in this call
@@ -70,50 +67,71 @@ def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], members: Seque
     """Store every receipt not held yet in one SQLite transaction, the read model computed
     after the lines are in; `members` are all the import's member ids. Returns (receipts,
     new receipts)."""
+    # A rollback journal writes each new page once, where WAL writes it to the log and then
+    # again into the database; it is as atomic. It cannot be set while another connection
+    # has the database open in WAL mode: the import then runs in WAL.
+    journal = _pragma(store, "journal_mode", "delete")
+    threads = _pragma(store, "threads", "2")  # the index builds may sort on a second core
+    cache = _pragma(store, "cache_size", str(-_CACHE_KIB))
+    try:
+        with store._tx() as c:
+            return _bulk(store, c, chunks, members, written)
+    finally:
+        _pragma(store, "cache_size", cache)
+        _pragma(store, "threads", threads)
+        _pragma(store, "journal_mode", journal)
+
+
+def _pragma(store: SqlHqStore, name: str, value: str) -> str:
+    """Set a pragma of the SQLite connection (outside a transaction); returns its value before."""
+    from .store_sqlite import SqliteHqStore
+
+    sqlite = cast(SqliteHqStore, store)
+    with sqlite._lock:
+        was = sqlite.conn.execute(f"PRAGMA {name}").fetchone()[0]
+        sqlite.conn.execute(f"PRAGMA {name}={value}").fetchall()
+    return str(was)
+
+
+def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Sequence[str],
+          written: Written | None) -> tuple[int, int]:
     sales = new_sales = rows = 0
     firsts: dict[str, str] = {}  # member -> store of their first receipt stored here
     visits = Visits()
-    with store._tx() as c:
-        cache = store._x(c, "PRAGMA cache_size").fetchone()[0]
-        store._x(c, f"PRAGMA cache_size=-{_CACHE_KIB}")
-        try:
-            # Before the indexes go: who was merged, and who already has lines (their figures
-            # are then taken from all their lines in SQL; the others' from this import's).
-            alias = store._crm_aliases(c, LIVE, members)
-            owners = sorted({alias.get(m, m) for m in members})
-            known = store._crm_with_lines(c, LIVE, owners)
-            indexes = store._x(c, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                                  f"AND tbl_name IN ({', '.join('?' * len(_IMPORTED))}) ORDER BY name",
-                               _IMPORTED).fetchall()
-            for name, _sql in indexes:
-                store._x(c, f'DROP INDEX "{name}"')
-            for chunk in chunks:
-                sales += len(chunk)
-                rows += chunk.rows
-                new = _new(store, c, chunk)
-                if len(new):
-                    new_sales += len(new)
-                    _insert_events(store, c, chunk, new)
-                    owner = _survivors(chunk.members, alias)
-                    store._crm_insert_lines(c, LIVE, chunk.lines(new, owner))
-                    visits.add(chunk, new, owner)
-                    for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
-                        if m is not None and m not in firsts:
-                            firsts[m] = s
-                if written is not None:
-                    written(rows)
-            for _name, sql in indexes:
-                store._x(c, sql)
-            store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
-            touched = {alias.get(m, m) for m in firsts}
-            figures, days = visits.figures(touched - known)
-            store._crm_write_figures(c, LIVE, figures)
-            store._crm_insert_days(c, LIVE, days)
-            store._crm_figures(c, LIVE, sorted(touched & known))
-            store._crm_days(c, LIVE, sorted(touched & known), None)
-            _tiers(store, c, sorted(firsts))
-        finally:
-            store._x(c, f"PRAGMA cache_size={int(cache)}")
+    # Before the indexes go: who was merged, and who already has lines (their figures are
+    # then taken from all their lines in SQL; the others' from this import's receipts).
+    alias = store._crm_aliases(c, LIVE, members)
+    owners = sorted({alias.get(m, m) for m in members})
+    known = store._crm_with_lines(c, LIVE, owners)
+    indexes = store._x(c, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                          f"AND tbl_name IN ({', '.join('?' * len(_IMPORTED))}) ORDER BY name", _IMPORTED).fetchall()
+    for name, _sql in indexes:
+        store._x(c, f'DROP INDEX "{name}"')
+    for chunk in chunks:
+        sales += len(chunk)
+        rows += chunk.rows
+        new = _new(store, c, chunk)
+        if len(new):
+            new_sales += len(new)
+            _insert_events(store, c, chunk, new)
+            owner = _survivors(chunk.members, alias)
+            store._crm_insert_lines(c, LIVE, sorted(chunk.lines(new, owner)))  # primary-key order
+            visits.add(chunk, new, owner)
+            for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
+                if m is not None and m not in firsts:
+                    firsts[m] = s
+        if written is not None:
+            written(rows)
+    for _name, sql in indexes:
+        store._x(c, sql)
+    store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
+    touched = {alias.get(m, m) for m in firsts}
+    figures, days = visits.figures(touched - known)
+    store._crm_write_figures(c, LIVE, figures)
+    store._crm_insert_days(c, LIVE, days)
+    store._crm_figures(c, LIVE, sorted(touched & known))
+    store._crm_days(c, LIVE, sorted(touched & known), None)
+    _tiers(store, c, sorted(firsts))
     return sales, new_sales
 
 
@@ -140,17 +158,7 @@ def _insert_events(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarr
     store._x(c, "INSERT INTO counters(name, value) VALUES ('import', 0) ON CONFLICT DO NOTHING")
     top = int(store._x(c, "UPDATE counters SET value = value + ? WHERE name = 'import' RETURNING value",
                        (len(new),)).fetchone()[0])
-    sha = hashlib.sha256
-    rows = []
-    bodies = chunk.bodies
-    for seq, i, eid, s, member, at, receipt in zip(
-            range(top - len(new) + 1, top + 1), new.tolist(), chunk.ids[new].tolist(), chunk.stores[new].tolist(),
-            chunk.members[new].tolist(), chunk.at[new].tolist(), chunk.receipts[new].tolist(), strict=True):
-        ref = f"{s}/{receipt}"
-        body = bodies[i]
-        digest = sha((head_json(eid, IMPORT_TERMINAL, s, seq, ev.SALE, member, at, 0, ref) + "\x1f" + body)
-                     .encode()).hexdigest()
-        rows.append((eid, IMPORT_TERMINAL, s, seq, ev.SALE, member, at, 0, ref, body, digest))
+    rows = chunk.events(new, top - len(new) + 1)
     store._import_events(c, rows)
 
 
