@@ -218,3 +218,30 @@ def test_ids_built_as_arrays_are_derived_ids() -> None:
     stores, receipts = ["S1", "9", "\u00e9"] * 50, [str(i) for i in range(150)]
     got = derived_ids(("import", "pos.csv"), stores, receipts).tolist()
     assert got == [derived_id("import", "pos.csv", s, r) for s, r in zip(stores, receipts, strict=True)]
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+NY_SPRING = int((dt.datetime(2026, 3, 8, 7, tzinfo=dt.UTC) - EPOCH).total_seconds()) * 1_000_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(zone=st.sampled_from(["America/New_York", "Asia/Jakarta", "Australia/Lord_Howe", "Asia/Kathmandu",
+                             "Europe/Dublin", "UTC"]),
+       times=st.lists(st.one_of(st.integers(-2 * 10**15, 4 * 10**15),
+                                st.integers(NY_SPRING - 10**10, NY_SPRING + 10**10),
+                                st.integers(-10**6, 10**6).map(lambda s: NY_SPRING + s * 1_000_000)),
+                      min_size=1, max_size=50))
+def test_local_times_as_arrays_are_the_read_models(zone: str, times: list[int]) -> None:
+    from zoneinfo import ZoneInfo
+
+    import numpy as np
+
+    from tillstamp.hq.import_receipts import local_times
+    from tillstamp.hq.readmodel import local_time
+
+    text, date, day, hour, weekday = local_times(np.array(times, dtype=np.int64), ZoneInfo(zone))
+    for i, us in enumerate(times):
+        at = (EPOCH + dt.timedelta(microseconds=us)).isoformat()
+        lt = local_time(at, zone)
+        assert (text[i], date[i], int(day[i]), int(hour[i]), int(weekday[i])) == (
+            at, lt.local_date, lt.day, lt.hour, lt.weekday)

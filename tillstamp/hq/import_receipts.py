@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from ..loyalty import events as ev
-from .readmodel import EPOCH, Figures
+from .readmodel import Figures
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -230,6 +230,39 @@ def chunks(table: pa.Table, catalogue: Catalogue | None, ids: dict[str, str], so
         lo = hi
 
 
+def local_times(at_us: np.ndarray, zone: ZoneInfo) -> tuple[np.ndarray, ...]:
+    """UTC microseconds as `readmodel.local_time` sees them in `zone`, for many times at once:
+    (UTC ISO text, local date text, epoch day, local hour, weekday).
+
+    A zone's offset is looked up once per distinct UTC hour, at both ends of it: where they
+    agree it holds for the whole hour (offsets change at most once an hour), where they
+    differ (the hour of a change) each time is looked up on its own."""
+    hours = at_us // 3_600_000_000
+    distinct, which = np.unique(hours, return_inverse=True)
+    which = which.reshape(-1)
+
+    def offset(us: int) -> int:
+        off = (_UTC_EPOCH + dt.timedelta(microseconds=us)).astimezone(zone).utcoffset()
+        return off // dt.timedelta(microseconds=1) if off is not None else 0
+
+    start = np.array([offset(h * 3_600_000_000) for h in distinct.tolist()], dtype=np.int64)
+    end = np.array([offset(h * 3_600_000_000 + 3_599_999_999) for h in distinct.tolist()], dtype=np.int64)
+    shift = start[which]
+    for i in np.flatnonzero((start != end)[which]).tolist():
+        shift[i] = offset(int(at_us[i]))
+    local = at_us + shift
+    day = local // 86_400_000_000
+    hour = (local // 3_600_000_000) % 24
+    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday
+    local_date = np.datetime_as_string(day.astype("datetime64[D]")).astype(object)
+    whole = np.datetime_as_string(at_us.astype("datetime64[us]"), unit="s").astype(object)
+    micro = at_us % 1_000_000
+    text = whole + "+00:00"
+    for i in np.flatnonzero(micro).tolist():  # isoformat shows microseconds only when there are some
+        text[i] = f"{whole[i]}.{int(micro[i]):06d}+00:00"
+    return text, local_date, day, hour, weekday
+
+
 def _optional(key: str, values: pa.Array) -> pa.Array:
     """`,"key":value` of each line, or nothing where the value is null."""
     import pyarrow.compute as pc
@@ -262,21 +295,7 @@ def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, 
     at_us = col["at"].to_numpy()
     sale_at = at_us[heads]
     ids = derived_ids(("import", source), stores.tolist(), receipts.tolist())
-    at_text = np.empty(count, dtype=object)
-    local_date = np.empty(count, dtype=object)
-    day = np.empty(count, dtype=np.int64)
-    hour = np.empty(count, dtype=np.int64)
-    weekday = np.empty(count, dtype=np.int64)
-    # The same steps as readmodel.local_time on the same text, so a rebuild agrees.
-    seen: dict[int, tuple[str, str, int, int, int]] = {}
-    for i, us in enumerate(sale_at.tolist()):
-        got = seen.get(us)
-        if got is None:
-            t = _UTC_EPOCH + dt.timedelta(microseconds=us)
-            local = t.astimezone(zone)
-            d = local.date()
-            got = seen[us] = (t.isoformat(), d.isoformat(), d.toordinal() - EPOCH, local.hour, d.weekday())
-        at_text[i], local_date[i], day[i], hour[i], weekday[i] = got
+    at_text, local_date, day, hour, weekday = local_times(sale_at, zone)
     counts = np.diff(first)
     own = at_us != np.repeat(sale_at, counts)
     at_part: Any = ""
