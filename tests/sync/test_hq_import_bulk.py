@@ -110,6 +110,7 @@ def test_one_transaction_and_chunks_store_the_same(tmp_path: Path, monkeypatch: 
         got = run_import(one, opts(src, products=products), now=NOW)
         assert calls == [1]  # an empty database: one transaction
         assert indexes(one) == before  # every index dropped was built again, the same
+        assert q(one, "PRAGMA journal_mode") == [("wal",)]  # a rollback journal only while it ran
         with monkeypatch.context() as m:
             m.setattr(store_import, "bulk_fits", lambda store, lines: False)
             m.setattr(importer, "CHUNK_LINES", 7)
@@ -185,6 +186,55 @@ def test_a_failure_inside_the_one_transaction_leaves_the_database_as_it_was(
     finally:
         store.close()
 
+
+
+KILLED = """
+import datetime as dt, os, signal, sys
+from pathlib import Path
+from tillstamp.hq import import_receipts
+from tillstamp.hq.importer import FIELDS, ImportOptions, parse_map, run_import
+from tillstamp.hq.store import open_hq_store
+
+def die(*_a, **_k):
+    os.kill(os.getpid(), signal.SIGKILL)  # every line and index written, nothing committed
+
+import_receipts.Visits.figures = die
+store = open_hq_store(sys.argv[1])
+run_import(store, ImportOptions(files=(Path(sys.argv[2]),), mapping=parse_map(sys.argv[3], FIELDS, "--map"),
+                                currency="USD", tz="America/New_York"), now=dt.datetime.now(dt.UTC))
+"""
+
+
+def test_kill_9_inside_the_one_transaction_leaves_the_database_as_it_was(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'hq.db'}"
+    store = open_hq_store(url)
+    rng = random.Random(4)
+    run_import(store, opts(write_csv(tmp_path / "old.csv", random_rows(rng, 20))), now=NOW)
+    before, held = snapshot(store), indexes(store)
+    store.close()
+    new = write_csv(tmp_path / "new.csv", random_rows(rng, 300))
+    proc = subprocess.run([sys.executable, "-c", KILLED, url, str(new), MAP], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    store = open_hq_store(url)
+    try:
+        after = snapshot(store)
+        assert after["events"] == before["events"] and after["lines"] == before["lines"]
+        assert after["days"] == before["days"]
+        # members are created first, in their own transaction: the new ones are there, without sales
+        assert set(before["members"]) <= set(after["members"])
+        assert all(row[17] == 0 for row in set(after["members"]) - set(before["members"]))  # visits
+        assert indexes(store) == held
+        assert q(store, "PRAGMA journal_mode") == [("wal",)]
+        assert store.verify_crm().ok
+        assert run_import(store, opts(new), now=NOW).new_sales > 0  # and the import can simply run again
+        assert store.verify_crm().ok
+    finally:
+        store.close()
 
 ROW = st.fixed_dictionaries({
     "customer": st.sampled_from(["C1", "C2", "C3", ""]), "basket": st.integers(0, 12).map(str),
