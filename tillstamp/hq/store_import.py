@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from . import readmodel as rm
 from .import_receipts import ReceiptChunk, Visits
 from .store_readmodel import LIVE, _chunks
 
@@ -182,9 +181,11 @@ def _read_model(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray,
     known = store._crm_with_lines(c, LIVE, owners)
     lines.sort(key=lambda r: (r[0], r[1]))  # primary-key order: B-tree appends, not page hops
     store._crm_insert_lines(c, LIVE, lines)
-    fresh = rm.figures_from_lines(r for r in lines if r[2] not in known)
+    visits = Visits()
+    visits.add(chunk, new, members)
+    fresh, days = visits.figures(set(owners) - known)
     store._crm_write_figures(c, LIVE, fresh)
-    store._crm_insert_days(c, LIVE, rm.days_from_lines(r for r in lines if r[2] in fresh))
+    store._crm_insert_days(c, LIVE, days)
     moved = sorted(set(owners) - set(fresh))
     store._crm_figures(c, LIVE, moved)
     store._crm_days(c, LIVE, moved, sorted({int(d) for d in chunk.day[new].tolist()}))
