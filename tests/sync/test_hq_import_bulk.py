@@ -295,3 +295,25 @@ def test_local_times_as_arrays_are_the_read_models(zone: str, times: list[int]) 
         lt = local_time(at, zone)
         assert (text[i], date[i], int(day[i]), int(hour[i]), int(weekday[i])) == (
             at, lt.local_date, lt.day, lt.hour, lt.weekday)
+
+
+def test_with_the_database_open_elsewhere_the_one_transaction_runs_in_wal(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'hq.db'}"
+    server, store = open_hq_store(url), open_hq_store(url)  # a running `hq serve`, and the import
+    try:
+        modes: list[str] = []
+        real = store_import._bulk
+
+        def spy(s: Any, c: Any, *a: Any) -> Any:
+            modes.append(c.execute("PRAGMA journal_mode").fetchone()[0])
+            return real(s, c, *a)
+
+        monkeypatch.setattr(store_import, "_bulk", spy)
+        got = run_import(store, opts(write_csv(tmp_path / "pos.csv", random_rows(random.Random(5), 100))), now=NOW)
+        assert modes == ["wal"] and got.new_sales > 0
+        assert q(server, "SELECT count(*) FROM events")[0][0] == got.sales  # the other connection sees it all
+        assert store.verify_crm().ok
+    finally:
+        server.close()
+        store.close()

@@ -69,7 +69,7 @@ def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], members: Seque
     # A rollback journal writes each new page once, where WAL writes it to the log and then
     # again into the database; it is as atomic. It cannot be set while another connection
     # has the database open in WAL mode: the import then runs in WAL.
-    journal = _pragma(store, "journal_mode", "delete")
+    journal = _journal(store, "delete")
     threads = _pragma(store, "threads", "2")  # the index builds may sort on a second core
     cache = _pragma(store, "cache_size", str(-_CACHE_KIB))
     try:
@@ -78,7 +78,7 @@ def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], members: Seque
     finally:
         _pragma(store, "cache_size", cache)
         _pragma(store, "threads", threads)
-        _pragma(store, "journal_mode", journal)
+        _journal(store, journal)
 
 
 def _pragma(store: SqlHqStore, name: str, value: str) -> str:
@@ -90,6 +90,27 @@ def _pragma(store: SqlHqStore, name: str, value: str) -> str:
         was = sqlite.conn.execute(f"PRAGMA {name}").fetchone()[0]
         sqlite.conn.execute(f"PRAGMA {name}={value}").fetchall()
     return str(was)
+
+
+def _journal(store: SqlHqStore, mode: str) -> str:
+    """Set the journal mode if no other connection is in the way (without waiting for one);
+    returns the mode before."""
+    import sqlite3
+
+    from .store_sqlite import SqliteHqStore
+
+    sqlite = cast(SqliteHqStore, store)
+    with sqlite._lock:
+        was = str(sqlite.conn.execute("PRAGMA journal_mode").fetchone()[0])
+        wait = sqlite.conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        sqlite.conn.execute("PRAGMA busy_timeout=0")
+        try:
+            sqlite.conn.execute(f"PRAGMA journal_mode={mode}").fetchall()
+        except sqlite3.OperationalError:  # "database is locked": another connection has it open
+            pass
+        finally:
+            sqlite.conn.execute(f"PRAGMA busy_timeout={int(wait)}")
+    return was
 
 
 def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Sequence[str],
