@@ -169,10 +169,13 @@ def clashes(table: pa.Table) -> tuple[np.ndarray, dict[int, list[str]]]:
     np.maximum.at(hi, keys[named], codes[named])
     two = (hi >= 0) & (lo != hi)
     rows = two[keys]
-    who: dict[int, list[str]] = {}
-    for k in np.flatnonzero(two).tolist():
-        who[k] = sorted({names[c] for c in codes[(keys == k) & named].tolist()})
-    return rows, {i: who[int(keys[i])] for i in np.flatnonzero(rows).tolist()}
+    hit = np.flatnonzero(rows)
+    named_by: dict[int, set[str]] = {}
+    for k, c in zip(keys[hit].tolist(), codes[hit].tolist(), strict=True):  # only the clashing rows
+        if c >= 0:
+            named_by.setdefault(k, set()).add(names[c])
+    who = {k: sorted(v) for k, v in named_by.items()}
+    return rows, {i: who[k] for i, k in zip(hit.tolist(), keys[hit].tolist(), strict=True)}
 
 
 def chunks(table: pa.Table, catalogue: Catalogue | None, ids: dict[str, str], source: str, tz: str,
