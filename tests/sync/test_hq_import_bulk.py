@@ -317,3 +317,23 @@ def test_with_the_database_open_elsewhere_the_one_transaction_runs_in_wal(tmp_pa
     finally:
         server.close()
         store.close()
+
+
+def test_a_bad_value_parsed_once_is_reported_on_every_row_that_holds_it(tmp_path: Path) -> None:
+    rows = random_rows(random.Random(6), 12)
+    for i in (3, 7):
+        rows[i]["value"] = "1.999"  # the same bad text twice: parsed once, reported twice
+    rows[9]["time"] = "later"
+    store = open_hq_store("sqlite:///:memory:")
+    try:
+        src = write_csv(tmp_path / "pos.csv", rows)
+        with pytest.raises(importer.ImportRefused, match="3 bad row"):
+            run_import(store, opts(src), now=NOW)
+        assert q(store, "SELECT count(*) FROM events") == [(0,)]
+        got = run_import(store, ImportOptions(**{**opts(src).__dict__, "skip_bad": True}), now=NOW)
+        assert got.bad == ["pos.csv row 4: amount '1.999' has more decimals than the currency's 2",
+                           "pos.csv row 8: amount '1.999' has more decimals than the currency's 2",
+                           "pos.csv row 10: time 'later' is not an ISO 8601 time"]
+        assert got.rows == 9 and store.verify_crm().ok
+    finally:
+        store.close()
