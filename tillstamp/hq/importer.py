@@ -14,7 +14,6 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -459,16 +458,3 @@ def _times(column: Any, n: int, naive_local: bool, zone: ZoneInfo, bad: _Bad) ->
 def sale_id(source: str, store: str, receipt: str) -> str:
     """The id of an imported receipt's event: the same file imported again adds nothing."""
     return derived_id("import", source, store, receipt)
-
-
-def _s(v: Any) -> str:
-    return encode_basestring(v) if isinstance(v, str) else str(int(v))
-
-
-def body_json(body: dict[str, Any]) -> str:
-    """`canonical(body)` of an imported sale, written out directly: json.dumps with sorted
-    keys was a fifth of an import's time. A test holds it equal to `canonical`."""
-    lines = ",".join("{" + ",".join(f'"{k}":{_s(ln[k])}' for k in sorted(ln)) + "}" for ln in body["lines"])
-    return (f'{{"lines":[{lines}],"receipt":{_s(body["receipt"])},"source":{_s(body["source"])},'
-            f'"total":{_s(body["total"])},"zone":{_s(body["zone"])}}}')
-
