@@ -6,12 +6,15 @@ Two ways to write, chosen by `bulk_fits`:
   receipts is one transaction with its read model, like ingest; a crash between chunks leaves
   whole receipts, and a second run completes the import.
 - **In one transaction** (SQLite holding fewer lines than the import brings, an empty database
-  first of all): every receipt and line is inserted, then the secondary indexes of
-  `sale_lines` and `member_days` are built once and members' figures and day rollup are
-  computed by grouped SQL over the lines, and only then is it committed. A crash leaves the
-  database as it was before the import (SQLite's DDL is transactional), never lines without
-  their indexes or figures. Dropping an index and building it again sorts once, where a
-  million inserts into it would each walk the B-tree.
+  first of all): the secondary indexes of `events`, `sale_lines` and `member_days` are dropped,
+  every receipt and line inserted, the indexes built again from their definitions, members'
+  figures and day rollup written (grouped from the import's own receipts for members new to
+  the lines, by grouped SQL over all their lines for the others), and only then is it
+  committed. A crash leaves the database as it was before the import (SQLite's DDL is
+  transactional), never lines without their indexes or figures. Dropping an index and
+  building it again sorts once, where a million inserts into it would each walk the B-tree.
+  While it runs the connection uses a rollback journal (each new page written once, not to
+  the WAL and again into the database) when no other connection has the database open.
 
 The read model written is the one `_crm_after_ingest` writes for the same events (`hq verify`
 holds it equal to a rebuild); imported sales move no stamps and make no feed entries.
