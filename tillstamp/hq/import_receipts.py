@@ -215,21 +215,14 @@ def chunks(table: pa.Table, catalogue: Catalogue | None, ids: dict[str, str], so
         cats_col = pc.coalesce(cats_col, pc.take(catalogue.categories, found))
     table = table.set_column(table.schema.get_field_index("name"), "name", names_col)
     table = table.set_column(table.schema.get_field_index("category"), "category", cats_col)
-    # Each line's piece of its sale's body, all at once: a SKU's, name's or category's JSON
-    # text is written once however many lines hold it. Keys in sorted order, as in canonical
-    # JSON; a line whose time differs from its sale's gets its own "at" in `_chunk`.
-    table = table.append_column("piece_head", pc.binary_join_element_wise(
-        '{"amount":', pc.cast(table.column("amount"), pa.string()), ""))
-    table = table.append_column("piece_tail", pc.binary_join_element_wise(
-        _optional("category", cats_col), _optional("name", names_col), ',"qty":',
-        pc.cast(table.column("qty"), pa.string()), ',"sku":', _json(table.column("sku").combine_chunks()), "}", ""))
     zone = ZoneInfo(tz)
+    literals: dict[str, str] = {}  # text -> its JSON literal: each distinct SKU, name, category once
     lo = 0
     while lo < count:
         hi = int(np.searchsorted(first, first[lo] + lines_per_chunk, side="left"))
         hi = min(max(hi, lo + 1), count)
         part = table.slice(int(first[lo]), int(first[hi] - first[lo]))
-        yield _chunk(part, first[lo:hi + 1] - first[lo], owners[lo:hi], source, tz, zone)
+        yield _chunk(part, first[lo:hi + 1] - first[lo], owners[lo:hi], source, tz, zone, literals)
         lo = hi
 
 
@@ -266,27 +259,34 @@ def local_times(at_us: np.ndarray, zone: ZoneInfo) -> tuple[np.ndarray, ...]:
     return text, local_date, day, hour, weekday
 
 
-def _optional(key: str, values: pa.Array) -> pa.Array:
+def _optional(key: str, values: pa.Array, literals: dict[str, str] | None = None) -> pa.Array:
     """`,"key":value` of each line, or nothing where the value is null."""
     import pyarrow.compute as pc
 
-    return pc.fill_null(pc.binary_join_element_wise(f',"{key}":', _json(values), ""), "")
+    return pc.fill_null(pc.binary_join_element_wise(f',"{key}":', _json(values, literals), ""), "")
 
 
-def _json(col: pa.Array) -> pa.Array:
-    """Text as JSON string literals (as `canonical` writes them), null kept: each distinct value once."""
+def _json(col: pa.Array, literals: dict[str, str] | None = None) -> pa.Array:
+    """Text as JSON string literals (as `canonical` writes them), null kept: each distinct value
+    encoded once (once per import with a shared `literals`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     coded = col.dictionary_encode()
-    literal = pa.array([encode_basestring(v) for v in coded.dictionary.to_pylist()], pa.string())
-    return pc.take(literal, coded.indices)
+    seen = {} if literals is None else literals
+    texts = []
+    for v in coded.dictionary.to_pylist():
+        got = seen.get(v)
+        if got is None:
+            got = seen[v] = encode_basestring(v)
+        texts.append(got)
+    return pc.take(pa.array(texts, pa.string()), coded.indices)
 
 
-def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, tz: str,
-           zone: ZoneInfo) -> ReceiptChunk:
+def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, tz: str, zone: ZoneInfo,
+           literals: dict[str, str]) -> ReceiptChunk:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -307,7 +307,11 @@ def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, 
         for i in np.flatnonzero(own).tolist():
             texts[i] = ',"at":' + encode_basestring((_UTC_EPOCH + dt.timedelta(microseconds=int(at_us[i]))).isoformat())
         at_part = pa.array(texts, pa.string())
-    pieces = pc.binary_join_element_wise(col["piece_head"], at_part, col["piece_tail"], "")
+    # Each line's piece of its sale's body, keys in sorted order as in canonical JSON.
+    pieces = pc.binary_join_element_wise(
+        '{"amount":', pc.cast(col["amount"], pa.string()), at_part, _optional("category", col["category"], literals),
+        _optional("name", col["name"], literals), ',"qty":', pc.cast(col["qty"], pa.string()), ',"sku":',
+        _json(col["sku"], literals), "}", "")
     joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(first, pa.int32()), pieces), ",")
     amount = col["amount"]
     qty = col["qty"]
