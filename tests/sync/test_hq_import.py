@@ -161,13 +161,3 @@ def test_the_command_line_prints_counts_and_exits_2_on_a_bad_row(tmp_path: Path)
     bad = cli(str(write_csv(tmp_path / "bad.csv", ["C1,B1,2026-01-05T10:00:00Z,NY1,P1,x,1.00"])))
     assert bad.returncode == 2 and "bad.csv row 1: qty 'x' is not a whole number" in bad.stderr
     assert bad.stdout == ""
-
-
-def test_body_json_is_canonical() -> None:
-    from tillstamp.hq.importer import body_json
-    from tillstamp.loyalty.events import canonical
-
-    body = {"receipt": 'R"1\\', "total": -5, "zone": "Asia/Jakarta", "source": "pos ñ.csv",
-            "lines": [{"sku": "P\n1", "qty": 0, "amount": -5, "name": "Kopi \u2603", "category": "A\tB",
-                       "at": "2026-01-05T15:02:00+00:00"}, {"sku": "X", "qty": 2, "amount": 0}]}
-    assert body_json(body) == canonical(body).decode()

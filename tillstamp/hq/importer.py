@@ -2,9 +2,10 @@
 
 Two passes, so that a bad row refuses the whole import before anything is written: the
 files are read with pyarrow and every row is checked and normalised into typed columns
-(minor units, UTC times); then the rows are grouped into receipts (store, receipt) and
-written chunk by chunk, each chunk one transaction with its read model. The rules for odd
-rows are in docs/HQ.md ("Importing a shop's past").
+(minor units, UTC times), column by column; then the rows are grouped into receipts (store,
+receipt) by `import_receipts` and written by `store_import`, in one transaction or chunk by
+chunk, each with its read model. The rules for odd rows are in docs/HQ.md ("Importing a
+shop's past").
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..loyalty import events as ev
+import numpy as np
+
 from ..loyalty.events import derived_id
+from .import_receipts import Catalogue
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .store import HqStore
+    from .store import HqStore, SqlHqStore
 
-IMPORT_TERMINAL = "IMPORT"
 FIELDS = ("member", "receipt", "at", "store", "sku", "qty", "amount", "name", "category")
 REQUIRED = ("receipt", "at", "sku", "amount")
 PRODUCT_FIELDS = ("sku", "name", "category")
@@ -113,7 +114,10 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 def run_import(store: HqStore, opts: ImportOptions, *, now: dt.datetime,
                progress: Progress | None = None) -> ImportResult:
-    """Import the files into HQ: check every row, then write receipts in chunks."""
+    """Import the files into HQ: check every row, then write the receipts (docs/HQ.md)."""
+    from . import store_import
+    from .import_receipts import chunks
+
     exp = _exponent(opts.currency)
     try:
         zone = ZoneInfo(opts.tz)
@@ -121,7 +125,7 @@ def run_import(store: HqStore, opts: ImportOptions, *, now: dt.datetime,
         raise ImportRefused(f"--tz: unknown time zone {opts.tz!r}") from None
     if not opts.files:
         raise ImportRefused("no file to import")
-    catalogue = _catalogue(opts) if opts.products else {}
+    catalogue = _catalogue(opts) if opts.products else None
     table, bad = _read_all(opts, exp, zone)
     table, conflicts = _owners(table, opts)
     bad += conflicts
@@ -133,49 +137,47 @@ def run_import(store: HqStore, opts: ImportOptions, *, now: dt.datetime,
     rows = table.num_rows
     result = ImportResult(rows=rows, sales=0, new_sales=0, members=0, skipped=len(bad),
                           bad=[str(b) for b in bad[:MAX_REPORTED]])
-    externals = sorted({m for m in table.column("member").to_pylist() if m is not None})
+    externals = sorted(set(table.column("member").drop_null().unique().to_pylist()))
     ids, result.new_members = store.import_members(externals, now)
     result.members = len(externals)
-    done = 0
-    for chunk in _receipts(table, catalogue, ids, source, opts.tz):
-        new = store.import_sales(chunk.events, now)
-        result.sales += len(chunk.events)
-        result.new_sales += new
-        done += chunk.rows
+    receipts = chunks(table, catalogue, ids, source, opts.tz, CHUNK_LINES)
+
+    def written(done: int) -> None:
         if progress is not None:
             progress("import", done, rows)
+
+    sql = cast("SqlHqStore", store)  # the import's SQL is written for both SQL backends, not the protocol
+    if store_import.bulk_fits(sql, rows):
+        result.sales, result.new_sales = store_import.write_bulk(sql, receipts, sorted(set(ids.values())), now,
+                                                                 written)
+        return result
+    done = 0
+    for chunk in receipts:
+        result.new_sales += store_import.write_chunk(sql, chunk, now)
+        result.sales += len(chunk)
+        done += chunk.rows
+        written(done)
     return result
 
 
 def _owners(table: pa.Table, opts: ImportOptions) -> tuple[pa.Table, list[BadRow]]:
-    """The member of each receipt (rows without one belong to it too) as column `m` ("" for
-    a guest); rows of a receipt that names two members are bad: which one bought is unknown."""
+    """Rows of a receipt that names two members are bad: which one bought is unknown. (Rows
+    without a member belong to the receipt's member: see `import_receipts.chunks`.)"""
     import pyarrow as pa
 
+    from .import_receipts import clashes
+
+    if table.num_rows == 0:
+        return table, []
+    mask, who = clashes(table)
+    if not who:
+        return table, []
+    files, rows = table.column("file").to_pylist(), table.column("row").to_pylist()
     stores, receipts = table.column("store").to_pylist(), table.column("receipt").to_pylist()
-    members = table.column("member").to_pylist()
-    owner: dict[tuple[str, str], str] = {}
-    clash: dict[tuple[str, str], set[str]] = {}
-    for k, m in zip(zip(stores, receipts, strict=True), members, strict=True):
-        if m is None:
-            continue
-        got = owner.setdefault(k, m)
-        if got != m:
-            clash.setdefault(k, {got}).add(m)
-    bad: list[BadRow] = []
-    if clash:
-        files, rows = table.column("file").to_pylist(), table.column("row").to_pylist()
-        keep = []
-        for i, k in enumerate(zip(stores, receipts, strict=True)):
-            if k in clash:
-                bad.append(BadRow(opts.files[files[i]].name, rows[i],
-                                  f"receipt {k[1]} of store {k[0]} names members {', '.join(sorted(clash[k]))}"))
-            else:
-                keep.append(i)
-        table = table.take(pa.array(keep, pa.int64()))
-        stores, receipts = table.column("store").to_pylist(), table.column("receipt").to_pylist()
-    col = pa.array([owner.get(k, "") for k in zip(stores, receipts, strict=True)], pa.string())
-    return table.append_column("m", col), bad
+    bad = [BadRow(opts.files[files[i]].name, rows[i],
+                  f"receipt {receipts[i]} of store {stores[i]} names members {', '.join(names)}")
+           for i, names in sorted(who.items())]
+    return table.filter(pa.array(~mask)), bad
 
 
 def _exponent(currency: str) -> int:
@@ -221,8 +223,11 @@ def _read_table(path: Path, fmt: str) -> pa.Table:
         raise ImportRefused(f"{path}: cannot read as {fmt}: {str(e).splitlines()[0]}") from None
 
 
-def _catalogue(opts: ImportOptions) -> dict[str, tuple[str | None, str | None]]:
-    """sku -> (name, category) from the --products file (the first row of a SKU wins)."""
+def _catalogue(opts: ImportOptions) -> Catalogue:
+    """sku -> (name, category) from the --products file (the first row of a SKU wins), as columns."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     assert opts.products is not None
     path = opts.products
     table = _read_table(path, _format_of(path, None))
@@ -232,24 +237,34 @@ def _catalogue(opts: ImportOptions) -> dict[str, tuple[str | None, str | None]]:
     if missing:
         raise ImportRefused(f"--product-map: {', '.join(missing)}: no such column in {path.name} "
                             f"(columns: {', '.join(table.column_names)})")
+    n = table.num_rows
     skus = _texts(table.column(cols["sku"]))
-    names = _texts(table.column(cols["name"])) if cols["name"] in table.column_names else [None] * len(skus)
-    cats = _texts(table.column(cols["category"])) if cols["category"] in table.column_names else [None] * len(skus)
-    out: dict[str, tuple[str | None, str | None]] = {}
-    for s, n, c in zip(skus, names, cats, strict=True):
-        if s is not None and s not in out:
-            out[s] = (n, c)
-    return out
+    names = _texts(table.column(cols["name"])) if cols["name"] in table.column_names else pa.nulls(n, pa.string())
+    cats = (_texts(table.column(cols["category"])) if cols["category"] in table.column_names
+            else pa.nulls(n, pa.string()))
+    keep = pc.is_valid(skus)
+    skus, names, cats = skus.filter(keep), names.filter(keep), cats.filter(keep)
+    firsts = pa.table({"s": skus, "i": pa.array(np.arange(len(skus)))}).group_by("s", use_threads=False).aggregate(
+        [("i", "min")])
+    pick = pc.sort_indices(firsts.column("i_min")).to_numpy()
+    pick = firsts.column("i_min").to_numpy()[pick]
+    return Catalogue(skus.take(pick), names.take(pick), cats.take(pick))
 
 
-def _texts(col: Any) -> list[str | None]:
+_WHITESPACE = "".join(chr(i) for i in range(0x3001) if chr(i).isspace())  # what str.strip() strips
+
+
+def _texts(col: Any) -> pa.Array:
+    """A column as trimmed text (as str.strip() trims), empty text as null."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
     if pa.types.is_floating(col.type):  # 12.0 as a code is "12"
         col = pc.cast(col, pa.int64(), safe=False) if pc.all(pc.equal(col, pc.floor(col))).as_py() else col
-    texts = pc.cast(col, pa.string()).to_pylist()
-    return [t.strip() or None if t is not None else None for t in texts]
+    texts = pc.utf8_trim(pc.cast(col, pa.string()), characters=_WHITESPACE)
+    return pc.if_else(pc.equal(texts, ""), pa.scalar(None, pa.string()), texts)
 
 
 def _read_all(opts: ImportOptions, exp: int, zone: ZoneInfo) -> tuple[pa.Table, list[BadRow]]:
@@ -274,7 +289,8 @@ def _read_all(opts: ImportOptions, exp: int, zone: ZoneInfo) -> tuple[pa.Table, 
         n = table.num_rows
 
         def col(key: str, table: pa.Table = table, cols: dict[str, str] = cols, n: int = n) -> Any:
-            return table.column(cols[key]) if cols[key] in table.column_names else pa.nulls(n)
+            got = table.column(cols[key]) if cols[key] in table.column_names else pa.nulls(n)
+            return got.combine_chunks() if isinstance(got, pa.ChunkedArray) else got
 
         normal, file_bad = _normalise(path.name, fi, n, col, opts, exp, zone)
         bad += file_bad
@@ -283,74 +299,99 @@ def _read_all(opts: ImportOptions, exp: int, zone: ZoneInfo) -> tuple[pa.Table, 
     return table, bad
 
 
+class _Bad:
+    """Reasons of bad rows by row index: the first reason found for a row is the one reported."""
+
+    def __init__(self, n: int):
+        self.mask = np.zeros(n, dtype=bool)
+        self.why: dict[int, str] = {}
+
+    def add(self, where: Any, reason: Callable[[int], str] | str) -> None:
+        """Mark the rows where `where` (a boolean array) is true, unless already bad."""
+        hit = np.asarray(where, dtype=bool) & ~self.mask
+        for i in np.flatnonzero(hit).tolist():
+            self.why[i] = reason if isinstance(reason, str) else reason(i)
+        self.mask |= hit
+
+
 def _normalise(name: str, fi: int, n: int, col: Callable[[str], Any], opts: ImportOptions, exp: int,
                zone: ZoneInfo) -> tuple[pa.Table, list[BadRow]]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    bad: dict[int, str] = {}
-    receipts = _texts(col("receipt"))
-    skus = _texts(col("sku"))
-    stores = _texts(col("store")) if opts.store is None or col("store").null_count < n else [opts.store] * n
-    members = _texts(col("member"))
-    names, cats = _texts(col("name")), _texts(col("category"))
-    for i in range(n):
-        if receipts[i] is None:
-            bad.setdefault(i, "no receipt")
-        if skus[i] is None:
-            bad.setdefault(i, "no sku")
-        if stores[i] is None:
-            if opts.store is None:
-                bad.setdefault(i, "no store")
-            else:
-                stores[i] = opts.store
+    bad = _Bad(n)
+    receipts, skus, stores = _texts(col("receipt")), _texts(col("sku")), _texts(col("store"))
+    bad.add(_nulls(receipts), "no receipt")
+    bad.add(_nulls(skus), "no sku")
+    if opts.store is None:
+        bad.add(_nulls(stores), "no store")
+    else:
+        stores = pc.fill_null(stores, opts.store)
     qty = _ints(col("qty"), n, bad)
     amount = _amounts(col("amount"), n, exp, bad)
     at = _times(col("at"), n, opts.naive_as_local, zone, bad)
-    keep = [i for i in range(n) if i not in bad]
+    keep = pa.array(~bad.mask)
     table = pa.table({
-        "file": pa.array([fi] * len(keep), pa.int32()),
-        "row": pa.array([i + 1 for i in keep], pa.int64()),
-        "member": pa.array([members[i] for i in keep], pa.string()),
-        "store": pa.array([stores[i] for i in keep], pa.string()),
-        "receipt": pa.array([receipts[i] for i in keep], pa.string()),
-        "at": pc.take(pa.array(at, pa.int64()), pa.array(keep, pa.int64())) if keep else pa.array([], pa.int64()),
-        "sku": pa.array([skus[i] for i in keep], pa.string()),
-        "qty": pc.take(pa.array(qty, pa.int64()), pa.array(keep, pa.int64())) if keep else pa.array([], pa.int64()),
-        "amount": (pc.take(pa.array(amount, pa.int64()), pa.array(keep, pa.int64())) if keep
-                   else pa.array([], pa.int64())),
-        "name": pa.array([names[i] for i in keep], pa.string()),
-        "category": pa.array([cats[i] for i in keep], pa.string()),
-    })
-    return table, [BadRow(name, i + 1, reason) for i, reason in sorted(bad.items())]
+        "file": pa.array(np.full(n, fi, dtype=np.int32)),
+        "row": pa.array(np.arange(1, n + 1, dtype=np.int64)),
+        "member": _texts(col("member")),
+        "store": stores,
+        "receipt": receipts,
+        "at": pa.array(at),
+        "sku": skus,
+        "qty": pa.array(qty),
+        "amount": pa.array(amount),
+        "name": _texts(col("name")),
+        "category": _texts(col("category")),
+    }).filter(keep)
+    return table, [BadRow(name, i + 1, reason) for i, reason in sorted(bad.why.items())]
 
 
-def _ints(column: Any, n: int, bad: dict[int, str]) -> list[int]:
+def _nulls(col: Any) -> np.ndarray:
+    import pyarrow.compute as pc
+
+    return pc.is_null(col).to_numpy(zero_copy_only=False)
+
+
+def _by_value(column: Any, parse: Callable[[Any], tuple[int | None, str]], bad: _Bad) -> np.ndarray:
+    """Parse each distinct value once (text repeats: the same price, the same time); a value
+    that cannot be parsed marks its rows bad with the reason `parse` gives."""
+    import pyarrow.compute as pc
+
+    coded = column.dictionary_encode()
+    values = coded.dictionary.to_pylist()
+    got = [parse(v) for v in values] + [parse(None)]
+    index = pc.fill_null(coded.indices, len(values)).to_numpy(zero_copy_only=False)
+    parsed = np.array([v if v is not None else 0 for v, _ in got], dtype=np.int64)
+    failed = np.array([v is None for v, _ in got], dtype=bool)
+    if failed.any():
+        bad.add(failed[index], lambda i: got[int(index[i])][1])
+    return parsed[index]
+
+
+def _ints(column: Any, n: int, bad: _Bad) -> np.ndarray:
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if column.null_count == n and pa.types.is_null(column.type):
-        return [1] * n  # no quantity column: one of each
+        return np.ones(n, dtype=np.int64)  # no quantity column: one of each
     if pa.types.is_integer(column.type):
-        vals = column.to_pylist()
-        for i, v in enumerate(vals):
-            if v is None:
-                bad.setdefault(i, "no qty")
-        return [v if v is not None else 0 for v in vals]
-    out = []
-    for i, v in enumerate(column.to_pylist()):
+        bad.add(_nulls(column), "no qty")
+        return pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False)
+
+    def parse(v: Any) -> tuple[int | None, str]:
         try:
             d = Decimal(str(v).strip()) if v is not None else None
         except InvalidOperation:
             d = None
-        if d is None or d != d.to_integral_value():
-            bad.setdefault(i, f"qty {v!r} is not a whole number")
-            out.append(0)
-        else:
-            out.append(int(d))
-    return out
+        if d is None or not d.is_finite() or d != d.to_integral_value():
+            return None, f"qty {v!r} is not a whole number"
+        return int(d), ""
+
+    return _by_value(column, parse, bad)
 
 
-def _amounts(column: Any, n: int, exp: int, bad: dict[int, str]) -> list[int]:
+def _amounts(column: Any, n: int, exp: int, bad: _Bad) -> np.ndarray:
     """Amounts in minor units. Text must have at most the currency's decimals; a binary
     float (Parquet, JSON numbers) cannot be "as written", so it is rounded to the minor unit."""
     import pyarrow as pa
@@ -358,39 +399,32 @@ def _amounts(column: Any, n: int, exp: int, bad: dict[int, str]) -> list[int]:
 
     scale = 10 ** exp
     if pa.types.is_floating(column.type):
-        scaled = pc.round(pc.multiply(column, float(scale)), 0, round_mode="half_to_even")
-        vals = pc.cast(scaled, pa.int64(), safe=False).to_pylist()
-        for i in (column.null_count and [i for i, v in enumerate(column.to_pylist()) if v is None]) or []:
-            bad.setdefault(i, "no amount")
-        return [v if v is not None else 0 for v in vals]
+        bad.add(_nulls(column), "no amount")
+        scaled = pc.round(pc.multiply(pc.fill_null(column, 0.0), float(scale)), 0, round_mode="half_to_even")
+        return pc.cast(scaled, pa.int64(), safe=False).to_numpy(zero_copy_only=False)
     if pa.types.is_integer(column.type):
-        vals = column.to_pylist()
-        for i, v in enumerate(vals):
-            if v is None:
-                bad.setdefault(i, "no amount")
-        return [v * scale if v is not None else 0 for v in vals]
-    out = []
+        bad.add(_nulls(column), "no amount")
+        return pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False) * scale
     q = Decimal(1).scaleb(-exp)
-    for i, v in enumerate(column.to_pylist()):
+
+    def parse(v: Any) -> tuple[int | None, str]:
         try:
             d = Decimal(str(v).strip().replace(",", "")) if v is not None else None
         except InvalidOperation:
             d = None
         if d is None or not d.is_finite():
-            bad.setdefault(i, f"amount {v!r} is not a number")
-            out.append(0)
-        elif d.quantize(q) != d:
-            bad.setdefault(i, f"amount {v!r} has more decimals than the currency's {exp}")
-            out.append(0)
-        else:
-            out.append(int(d.scaleb(exp)))
-    return out
+            return None, f"amount {v!r} is not a number"
+        if d.quantize(q) != d:
+            return None, f"amount {v!r} has more decimals than the currency's {exp}"
+        return int(d.scaleb(exp)), ""
+
+    return _by_value(column, parse, bad)
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _times(column: Any, n: int, naive_local: bool, zone: ZoneInfo, bad: dict[int, str]) -> list[int]:
+def _times(column: Any, n: int, naive_local: bool, zone: ZoneInfo, bad: _Bad) -> np.ndarray:
     """Times as microseconds since the epoch, UTC. A time without an offset is UTC, or in
     the stores' zone with --naive-as local."""
     import pyarrow as pa
@@ -400,13 +434,10 @@ def _times(column: Any, n: int, naive_local: bool, zone: ZoneInfo, bad: dict[int
         if column.type.tz is None and naive_local:
             column = pc.assume_timezone(column, str(zone), ambiguous="earliest", nonexistent="earliest")
         vals = pc.cast(column, pa.timestamp("us", tz=column.type.tz) if column.type.tz else pa.timestamp("us"))
-        out = pc.cast(vals, pa.int64()).to_pylist()
-        for i, v in enumerate(out):
-            if v is None:
-                bad.setdefault(i, "no time")
-        return [v if v is not None else 0 for v in out]
-    res = []
-    for i, v in enumerate(column.to_pylist()):
+        bad.add(_nulls(vals), "no time")
+        return pc.fill_null(pc.cast(vals, pa.int64()), 0).to_numpy(zero_copy_only=False)
+
+    def parse(v: Any) -> tuple[int | None, str]:
         t: dt.datetime | None = None
         if isinstance(v, dt.datetime):
             t = v
@@ -416,104 +447,14 @@ def _times(column: Any, n: int, naive_local: bool, zone: ZoneInfo, bad: dict[int
             except ValueError:
                 t = None
         if t is None:
-            bad.setdefault(i, f"time {v!r} is not an ISO 8601 time")
-            res.append(0)
-            continue
+            return None, f"time {v!r} is not an ISO 8601 time"
         if t.tzinfo is None:
             t = t.replace(tzinfo=zone if naive_local else dt.UTC)
-        res.append((t - _EPOCH) // dt.timedelta(microseconds=1))
-    return res
+        return (t - _EPOCH) // dt.timedelta(microseconds=1), ""
 
-
-@dataclass
-class ImportChunk:
-    """Receipts ready to write: event rows (EVENT_COLS without the digest, body as a dict,
-    then the body's canonical JSON) and how many file rows they hold."""
-
-    events: list[tuple[Any, ...]]
-    rows: int
+    return _by_value(column, parse, bad)
 
 
 def sale_id(source: str, store: str, receipt: str) -> str:
     """The id of an imported receipt's event: the same file imported again adds nothing."""
     return derived_id("import", source, store, receipt)
-
-
-def _receipts(table: pa.Table, catalogue: dict[str, tuple[str | None, str | None]], ids: dict[str, str],
-              source: str, tz: str) -> Any:
-    """Chunks of receipts: rows grouped by (store, receipt), sorted by member so that a
-    member's receipts mostly fall in one chunk (their figures are then computed once)."""
-    table = table.sort_by([("m", "ascending"), ("store", "ascending"), ("receipt", "ascending"),
-                           ("at", "ascending"), ("file", "ascending"), ("row", "ascending")])
-    n = table.num_rows
-    step = 200_000
-    events: list[tuple[Any, ...]] = []
-    rows_in = 0
-    cur: list[tuple[Any, ...]] = []
-    key: tuple[str, str] | None = None
-    lines = 0
-
-    def flush() -> None:
-        nonlocal lines
-        if cur:
-            events.append(_event(cur, catalogue, ids, source, tz))
-            lines += len(cur)
-
-    for lo in range(0, n, step):
-        part = table.slice(lo, step)
-        cols = [part.column(c).to_pylist() for c in
-                ("m", "store", "receipt", "at", "sku", "qty", "amount", "name", "category")]
-        for r in zip(*cols, strict=True):
-            k = (r[1], r[2])
-            if k != key:
-                flush()
-                cur = []
-                key = k
-                if lines >= CHUNK_LINES:
-                    yield ImportChunk(events, rows_in)
-                    events, rows_in, lines = [], 0, 0
-            cur.append(r)
-            rows_in += 1
-    flush()
-    if events:
-        yield ImportChunk(events, rows_in)
-
-
-def _event(rows: list[tuple[Any, ...]], catalogue: dict[str, tuple[str | None, str | None]],
-           ids: dict[str, str], source: str, tz: str) -> tuple[Any, ...]:
-    """One receipt's `sale.recorded` event (EVENT_COLS order, seq 0, body as a dict)."""
-    store, receipt = rows[0][1], rows[0][2]
-    member_ext = rows[0][0] or None
-    first = min(r[3] for r in rows)
-    at = (_EPOCH + dt.timedelta(microseconds=first)).isoformat()
-    lines = []
-    for _m, _s, _r, t, sku, qty, amount, name, cat in rows:
-        known = catalogue.get(sku)
-        ln: dict[str, Any] = {"sku": sku, "qty": qty, "amount": amount}
-        nm = name if name is not None else known[0] if known else None
-        ct = cat if cat is not None else known[1] if known else None
-        if nm is not None:
-            ln["name"] = nm
-        if ct is not None:
-            ln["category"] = ct
-        if t != first:
-            ln["at"] = (_EPOCH + dt.timedelta(microseconds=t)).isoformat()
-        lines.append(ln)
-    body = {"receipt": receipt, "total": sum(ln["amount"] for ln in lines), "lines": lines, "zone": tz,
-            "source": source}
-    member = ids[member_ext] if member_ext is not None else None
-    return (sale_id(source, store, receipt), IMPORT_TERMINAL, store, 0, ev.SALE, member, at, 0,
-            f"{store}/{receipt}", body, body_json(body))
-
-
-def _s(v: Any) -> str:
-    return encode_basestring(v) if isinstance(v, str) else str(int(v))
-
-
-def body_json(body: dict[str, Any]) -> str:
-    """`canonical(body)` of an imported sale, written out directly: json.dumps with sorted
-    keys was a fifth of an import's time. A test holds it equal to `canonical`."""
-    lines = ",".join("{" + ",".join(f'"{k}":{_s(ln[k])}' for k in sorted(ln)) + "}" for ln in body["lines"])
-    return (f'{{"lines":[{lines}],"receipt":{_s(body["receipt"])},"source":{_s(body["source"])},'
-            f'"total":{_s(body["total"])},"zone":{_s(body["zone"])}}}')
-
