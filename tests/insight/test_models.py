@@ -215,6 +215,50 @@ def test_candidates_know_the_repeat_cycle_in_days_and_the_group() -> None:
         assert got[i][col("decay_95")] == pytest.approx(v[i], rel=1e-5)
 
 
+def test_candidates_know_the_hazard_of_each_item_from_its_own_gaps() -> None:
+    # Item 1 every 7 days (0, 7, 14), item 4 on days 0 and 14, item 2 once (day 14), item 3
+    # on day 2; the cut is day 20, so 6 days since items 1, 2 and 4. Baskets on days 0, 2,
+    # 7, 14: the member's mean gap, the horizon of the next visit, is 14 / 3 days.
+    member = np.zeros(8, np.int32)
+    day = days(0, 7, 14, 14, 2, 0, 14, 30)
+    item = np.array([1, 1, 1, 2, 3, 4, 4, 4], np.int32)
+    c = candidates(member, day, item, 1, 5, D0 + 20, per_member=10, popular=0)
+    got = {int(i): row for i, row in zip(c.item, c.X, strict=True)}
+    col = RANKER_FEATURES.index
+    # Item 1: both gaps (7, 7) are longer than the 6 days so far, and both end within the
+    # next 14 / 3 days: (2 - 0 + 0.3) / (2 + 1).
+    assert got[1][col("hazard_next_visit")] == pytest.approx(2.3 / 3, rel=1e-5)
+    assert got[1][col("log_item_gaps")] == pytest.approx(np.log(3), rel=1e-5)
+    assert got[1][col("share_gaps_longer")] == pytest.approx(2.5 / 3, rel=1e-5)
+    # Item 4's one gap (14 days) is longer than 6 and does not end within 14 / 3 days more.
+    assert got[4][col("hazard_next_visit")] == pytest.approx(0.3 / 2, rel=1e-5)
+    # Bought once: no gaps, no hazard (the later line of day 30 does not count).
+    assert got[2][col("hazard_next_visit")] == 0.0 and got[2][col("log_item_gaps")] == 0.0
+
+
+def test_candidates_expect_the_next_basket_type() -> None:
+    # A big shop (items 1-4) on days 0, 7, 14 and a small top-up (item 5) on days 3, 10, 17:
+    # the last basket was small and a small one was always followed by a big one, so the
+    # next is expected big: item 1 gains on its share of all baskets and item 5 loses.
+    rows = [(d, i) for d in (0, 7, 14) for i in (1, 2, 3, 4)] + [(d, 5) for d in (3, 10, 17)]
+    day = D0 + np.array([d for d, _ in rows])
+    item = np.array([i for _, i in rows], np.int32)
+    member = np.zeros(len(rows), np.int32)
+    c = candidates(member, day, item, 2, 7, D0 + 20, per_member=10, popular=0)
+    got = {int(i): row for i, row in zip(c.item, c.X, strict=True)}
+    col = RANKER_FEATURES.index
+    assert got[1][col("log_next_type_ratio")] > 0 > got[5][col("log_next_type_ratio")]
+    assert got[1][col("next_type_share")] > got[5][col("next_type_share")]
+    # Products of item and member features are what they say.
+    for row in got.values():
+        assert row[col("owned_x_member_repeat")] == pytest.approx(
+            row[col("owned")] * row[col("member_repeat_share")]
+        )
+        assert row[col("decay_95_x_log_member_baskets")] == pytest.approx(
+            row[col("decay_95")] * row[col("log_member_baskets")]
+        )
+
+
 def test_blend_zero_is_the_ranker_and_one_is_own_history() -> None:
     X = np.zeros((3, len(RANKER_FEATURES)), np.float32)
     X[:, RANKER_FEATURES.index("decay_95")] = [0.2, 0.5, 0.0]
