@@ -525,7 +525,7 @@ class RepeatRanker:
 
     def __init__(
         self,
-        validation_days: tuple[int, ...] = (28, 56),
+        validation_days: tuple[int, ...] = (28, 56, 84),
         l2: float = 1e-3,
         train_members: int = 8_000,
         seed: int = 0,
