@@ -130,11 +130,12 @@ def test_logistic_recovers_a_known_direction() -> None:
     assert np.abs(stronger.coef_).sum() < np.abs(m.coef_).sum()
 
 
-def test_logistic_gradient() -> None:
+@pytest.mark.parametrize("solver", ["bfgs", "newton"])
+def test_logistic_gradient(solver: str) -> None:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 2))
     y = (rng.random(200) < 0.3).astype(float)
-    m = Logistic(l2=0.1).fit(X, y)
+    m = Logistic(l2=0.1, solver=solver).fit(X, y)
     # At the optimum the penalised gradient vanishes.
     Z = (X - m.mean_) / m.scale_
 
@@ -144,6 +145,19 @@ def test_logistic_gradient() -> None:
 
     grad = optimize.approx_fprime(np.r_[m.coef_, m.intercept_], loss, 1e-7)
     assert np.abs(grad).max() < 1e-4
+
+
+def test_logistic_newton_finds_the_bfgs_optimum_with_weights() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(5000, 6)).astype(np.float32)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-(X[:, 0] - 2.0)))).astype(float)
+    w = rng.random(5000)
+    a = Logistic(1e-3).fit(X, y, sample_weight=w)
+    b = Logistic(1e-3, solver="newton").fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(b.coef_, a.coef_, atol=1e-4)
+    assert b.intercept_ == pytest.approx(a.intercept_, abs=1e-4)
+    with pytest.raises(ValueError, match="solver"):
+        Logistic(solver="sgd")
 
 
 def test_revisit_model_ranks_frequent_members_higher() -> None:

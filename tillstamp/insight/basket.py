@@ -611,7 +611,8 @@ class RepeatRanker:
         w = np.concatenate([s.w[u] for s, u in zip(sets, use, strict=True)])
         if len(y) < 20 or y.min() == y.max():
             return None
-        return Logistic(self.l2).fit(X, y, sample_weight=w)
+        # Newton: the same optimum as BFGS in a tenth of the passes over ~10^5-10^6 rows.
+        return Logistic(self.l2, solver="newton").fit(X, y, sample_weight=w)
 
 
 def _blend(p: np.ndarray, X: np.ndarray, a: float) -> np.ndarray:
