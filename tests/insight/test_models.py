@@ -130,11 +130,12 @@ def test_logistic_recovers_a_known_direction() -> None:
     assert np.abs(stronger.coef_).sum() < np.abs(m.coef_).sum()
 
 
-def test_logistic_gradient() -> None:
+@pytest.mark.parametrize("solver", ["bfgs", "newton"])
+def test_logistic_gradient(solver: str) -> None:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 2))
     y = (rng.random(200) < 0.3).astype(float)
-    m = Logistic(l2=0.1).fit(X, y)
+    m = Logistic(l2=0.1, solver=solver).fit(X, y)
     # At the optimum the penalised gradient vanishes.
     Z = (X - m.mean_) / m.scale_
 
@@ -144,6 +145,19 @@ def test_logistic_gradient() -> None:
 
     grad = optimize.approx_fprime(np.r_[m.coef_, m.intercept_], loss, 1e-7)
     assert np.abs(grad).max() < 1e-4
+
+
+def test_logistic_newton_finds_the_bfgs_optimum_with_weights() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(5000, 6)).astype(np.float32)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-(X[:, 0] - 2.0)))).astype(float)
+    w = rng.random(5000)
+    a = Logistic(1e-3).fit(X, y, sample_weight=w)
+    b = Logistic(1e-3, solver="newton").fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(b.coef_, a.coef_, atol=1e-4)
+    assert b.intercept_ == pytest.approx(a.intercept_, abs=1e-4)
+    with pytest.raises(ValueError, match="solver"):
+        Logistic(solver="sgd")
 
 
 def test_revisit_model_ranks_frequent_members_higher() -> None:
@@ -213,6 +227,50 @@ def test_candidates_know_the_repeat_cycle_in_days_and_the_group() -> None:
     v = basket_vectors(member[:5], day[:5], item[:5], 1, 5, decay=0.95).toarray()[0]
     for i in (1, 2, 3):
         assert got[i][col("decay_95")] == pytest.approx(v[i], rel=1e-5)
+
+
+def test_candidates_know_the_hazard_of_each_item_from_its_own_gaps() -> None:
+    # Item 1 every 7 days (0, 7, 14), item 4 on days 0 and 14, item 2 once (day 14), item 3
+    # on day 2; the cut is day 20, so 6 days since items 1, 2 and 4. Baskets on days 0, 2,
+    # 7, 14: the member's mean gap, the horizon of the next visit, is 14 / 3 days.
+    member = np.zeros(8, np.int32)
+    day = days(0, 7, 14, 14, 2, 0, 14, 30)
+    item = np.array([1, 1, 1, 2, 3, 4, 4, 4], np.int32)
+    c = candidates(member, day, item, 1, 5, D0 + 20, per_member=10, popular=0)
+    got = {int(i): row for i, row in zip(c.item, c.X, strict=True)}
+    col = RANKER_FEATURES.index
+    # Item 1: both gaps (7, 7) are longer than the 6 days so far, and both end within the
+    # next 14 / 3 days: (2 - 0 + 0.3) / (2 + 1).
+    assert got[1][col("hazard_next_visit")] == pytest.approx(2.3 / 3, rel=1e-5)
+    assert got[1][col("log_item_gaps")] == pytest.approx(np.log(3), rel=1e-5)
+    assert got[1][col("share_gaps_longer")] == pytest.approx(2.5 / 3, rel=1e-5)
+    # Item 4's one gap (14 days) is longer than 6 and does not end within 14 / 3 days more.
+    assert got[4][col("hazard_next_visit")] == pytest.approx(0.3 / 2, rel=1e-5)
+    # Bought once: no gaps, no hazard (the later line of day 30 does not count).
+    assert got[2][col("hazard_next_visit")] == 0.0 and got[2][col("log_item_gaps")] == 0.0
+
+
+def test_candidates_expect_the_next_basket_type() -> None:
+    # A big shop (items 1-4) on days 0, 7, 14 and a small top-up (item 5) on days 3, 10, 17:
+    # the last basket was small and a small one was always followed by a big one, so the
+    # next is expected big: item 1 gains on its share of all baskets and item 5 loses.
+    rows = [(d, i) for d in (0, 7, 14) for i in (1, 2, 3, 4)] + [(d, 5) for d in (3, 10, 17)]
+    day = D0 + np.array([d for d, _ in rows])
+    item = np.array([i for _, i in rows], np.int32)
+    member = np.zeros(len(rows), np.int32)
+    c = candidates(member, day, item, 2, 7, D0 + 20, per_member=10, popular=0)
+    got = {int(i): row for i, row in zip(c.item, c.X, strict=True)}
+    col = RANKER_FEATURES.index
+    assert got[1][col("log_next_type_ratio")] > 0 > got[5][col("log_next_type_ratio")]
+    assert got[1][col("next_type_share")] > got[5][col("next_type_share")]
+    # Products of item and member features are what they say.
+    for row in got.values():
+        assert row[col("owned_x_member_repeat")] == pytest.approx(
+            row[col("owned")] * row[col("member_repeat_share")]
+        )
+        assert row[col("decay_95_x_log_member_baskets")] == pytest.approx(
+            row[col("decay_95")] * row[col("log_member_baskets")]
+        )
 
 
 def test_blend_zero_is_the_ranker_and_one_is_own_history() -> None:

@@ -28,7 +28,7 @@ from tillstamp.insight.timing import BestTime
 
 __all__ = ["MODEL_VERSION", "MemberPrediction", "Predictions", "predict"]
 
-MODEL_VERSION = "insight-1.1"
+MODEL_VERSION = "insight-1.2"
 """Changes whenever a model, a default or a feature changes what `predict` returns."""
 
 HORIZON_DAYS = 14

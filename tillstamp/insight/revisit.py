@@ -156,7 +156,7 @@ def _last_gaps(occ: Occasions, cut: np.datetime64, tenure: np.ndarray) -> np.nda
 
 
 class Logistic:
-    """L2-regularised logistic regression on standardized features, fitted with BFGS.
+    """L2-regularised logistic regression on standardized features, fitted with BFGS or Newton.
 
     Minimises mean log-loss + l2 * ||w||^2 (the intercept is not penalised).
     """
@@ -166,8 +166,11 @@ class Logistic:
     mean_: np.ndarray
     scale_: np.ndarray
 
-    def __init__(self, l2: float = 1e-3) -> None:
+    def __init__(self, l2: float = 1e-3, solver: str = "bfgs") -> None:
+        if solver not in ("bfgs", "newton"):
+            raise ValueError(f"unknown solver {solver!r}: 'bfgs' or 'newton'")
         self.l2 = l2
+        self.solver = solver
 
     def fit(
         self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
@@ -193,16 +196,58 @@ class Logistic:
             grad = np.r_[np.einsum("ij,i->j", Z, g) / n + 2 * l2 * w, g.mean()]
             return float(loss.mean() + l2 * np.sum(w * w)), grad
 
-        # BFGS, not L-BFGS-B: see tillstamp.insight.btyd on LAPACK calls under a threaded BLAS.
-        res = optimize.minimize(neg, np.zeros(k + 1), jac=True, method="BFGS")
-        self.coef_ = res.x[:k]
-        self.intercept_ = float(res.x[k])
+        if self.solver == "newton":
+            theta = _newton(neg, Z, sw, l2)
+        else:
+            # BFGS, not L-BFGS-B: see tillstamp.insight.btyd on LAPACK calls under a threaded
+            # BLAS.
+            theta = optimize.minimize(neg, np.zeros(k + 1), jac=True, method="BFGS").x
+        self.coef_ = theta[:k]
+        self.intercept_ = float(theta[k])
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(y = 1 | X)."""
         Z = (X - self.mean_) / self.scale_
         return np.asarray(special.expit(np.einsum("ij,j->i", Z, self.coef_) + self.intercept_))
+
+
+def _newton(
+    neg: Any, Z: np.ndarray, sw: np.ndarray, l2: float, tol: float = 1e-9, max_iter: int = 50
+) -> np.ndarray:
+    """Minimise the penalised logistic loss `neg` by Newton steps with backtracking.
+
+    Why beside BFGS: on hundreds of thousands of rows (the next-basket ranker) BFGS takes
+    ~150 passes over the data; Newton takes ~10, each one pass plus a (k+1)^2 Hessian.
+    """
+    n, k = Z.shape
+    # The Hessian's products are k^2 per row: one BLAS call per step beats einsum here. It
+    # only steers the step, so float32 is enough; the loss and gradient stay float64, and
+    # they decide where it stops.
+    Z1 = np.empty((n, k + 1), np.float32)
+    Z1[:, :k] = Z
+    Z1[:, k] = 1.0
+    scaled = np.empty_like(Z1)  # reused: allocating it each step cost more than the product
+    ridge = np.r_[np.full(k, 2 * l2), 0.0]
+    theta = np.zeros(k + 1)
+    f, g = neg(theta)
+    for _ in range(max_iter):
+        p = special.expit(Z1 @ theta.astype(np.float32))
+        np.multiply(Z1, (sw * p * (1 - p) / n).astype(np.float32)[:, None], out=scaled)
+        H = (scaled.T @ Z1).astype(np.float64) + np.diag(ridge)
+        # A tiny ridge on the intercept too: a column of one class must not make H singular.
+        step = np.linalg.solve(H + 1e-12 * np.eye(k + 1), g)
+        t = 1.0
+        while True:
+            f_new, g_new = neg(theta - t * step)
+            if f_new <= f - 1e-4 * t * float(g @ step) or t < 1e-8:
+                break
+            t /= 2
+        theta, f, g = theta - t * step, f_new, g_new
+        # Converged, or rounding no longer lets a step decrease the loss.
+        if float(np.abs(g).max()) < tol or t < 1e-8:
+            break
+    return theta
 
 
 def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
