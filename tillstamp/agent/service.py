@@ -186,7 +186,7 @@ class Service:
         if not due:
             return history
         out = [expiry_event(member, lot) for lot in due]
-        out = [e for e in out if not self.store.has_event(e.id)]
+        out = [e for e in out if not self.store.has_event(e.id, member)]
         return history + self._append(out)
 
     def sale_key(self, receipt: str, at: dt.datetime) -> str:
@@ -427,7 +427,7 @@ class Service:
 
     def find_sale(self, receipt: str, day: str | None = None) -> SaleRow:
         """The recorded sale with this receipt number (and business day when numbering is daily)."""
-        rows = self.store.sales_by_receipt(receipt)
+        rows = self.store.sales_by_receipt(receipt, self.store_id)
         if day is not None:
             rows = [r for r in rows if f"/{day}/" in r.key]
         if not rows:
@@ -564,7 +564,7 @@ class Service:
             }
             local = None
             if tok.terminal == self.terminal_id:
-                for row in self.store.sales_by_receipt(tok.receipt):
+                for row in self.store.sales_by_receipt(tok.receipt, self.store_id):
                     sale_ev = self.store.sale_event(row.key)
                     issued = int(tok.issued.timestamp())
                     if sale_ev is not None and sale_ev.body.get("claim", {}).get("issued") == issued:
