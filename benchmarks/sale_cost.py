@@ -30,7 +30,7 @@ CHUNK = 100
 def worker(n_sales: int, n_members: int, mode: str) -> dict[str, object]:
     """Record the sales in this interpreter; CPU per chunk or WAL frames per sale."""
     sys.path.insert(0, str(HERE))
-    from bench_sales import make_sales  # noqa: PLC0415
+    from bench_sales import make_sales
 
     from tillstamp.agent.till import init_till, open_till
     from tillstamp.cli.base import EXAMPLE_PROGRAM
