@@ -198,54 +198,69 @@ class MemberState:
         program = self.program
         if not program.missions:
             return []
-        extra = _Periods(self._periods.periods)
+        zone = self._zone
         latest = self._latest
         done = self._done
+        visits: list[pj.Visit] = []  # the pending ones (usually the sale being recorded)
+        refunds: list[tuple[dt.datetime, int]] = []
         for e in pending:
-            if e.kind in _VISIT_KINDS and "total" in e.body:
-                (v,) = pj.visits((e,), self._zone)
-                extra.add_visit(v)
-            elif e.kind == ev.REFUNDED:
-                extra.add_refund(e.at.astimezone(self._zone), int(e.body.get("amount", 0)))
+            kind = e.kind
+            if kind in _VISIT_KINDS and "total" in e.body:
+                (v,) = pj.visits((e,), zone)
+                visits.append(v)
+            elif kind == ev.REFUNDED:
+                refunds.append((e.at.astimezone(zone), int(e.body.get("amount", 0))))
             else:
-                if e.kind == ev.MISSION:
+                if kind == ev.MISSION:
                     done = done | {e.id}
                 continue
             t = e.at.astimezone(dt.UTC)
             latest = t if latest is None or t > latest else latest
         if latest is not None and latest > at:
-            # A visit or refund after `at` must be left out of the counts, which hold them all.
+                # A visit or refund after `at` must be left out of the counts, which hold them all.
             return pj.due_missions(program, self.member, [*self.events, *pending], at)
-        local = at.astimezone(self._zone)
+        local = at.astimezone(zone)
         out = []
         for m in program.missions:
-            progress, key = self._progress(m, local, extra)
-            if progress < m.target or key == "none":
+            if m.kind == "checkin_streak":
+                progress, name = self._streak(local.date(), {v.local.date() for v in visits})
+                if name == "none":
+                    continue
+            else:
+                progress = self._in_period(m, local, visits, refunds)
+                name = ""
+            if progress < m.target:
                 continue
-            eid = pj.mission_event_id(self.member, m, key)
+            name = name or pj.period_key(m, local)
+            eid = pj.mission_event_id(self.member, m, name)
             if eid in done:
                 continue
             out.append(Event(id=eid, kind=ev.MISSION, at=at, member=self.member, stamps=m.stamps, ref=m.id,
-                             body={"mission": m.id, "period": key, "badge": m.badge, "name": m.name}))
+                             body={"mission": m.id, "period": name, "badge": m.badge, "name": m.name}))
         return out
 
-    def _progress(self, m: Mission, local: dt.datetime, extra: _Periods) -> tuple[int, str]:
+    def _streak(self, day: dt.date, more: set[dt.date]) -> tuple[int, str]:
+        days = self._periods.days
+        if day not in days and day not in more:
+            return 0, "none"
+        streak, start = 1, day
+        one = dt.timedelta(days=1)
+        while (start - one) in days or (start - one) in more:
+            start -= one
+            streak += 1
+        return streak, f"streak-{start.isoformat()}"
+
+    def _in_period(self, m: Mission, local: dt.datetime, visits: list[pj.Visit],
+                   refunds: list[tuple[dt.datetime, int]]) -> int:
+        period = m.period
+        key = pj._period_of(period, local)
         kept = self._periods
-        if m.kind == "checkin_streak":
-            day = local.date()
-            if day not in kept.days and day not in extra.days:
-                return 0, "none"
-            streak, start = 1, day
-            one = dt.timedelta(days=1)
-            while (start - one) in kept.days or (start - one) in extra.days:
-                start -= one
-                streak += 1
-            return streak, f"streak-{start.isoformat()}"
-        key = pj._period_of(m.period, local)
-        name = pj.period_key(m, local)
+        mine = [v for v in visits if pj._period_of(period, v.local) == key] if visits else visits
         if m.kind == "visits_in_week":
-            return kept.visits[m.period].get(key, 0) + extra.visits[m.period].get(key, 0), name
+            return kept.visits[period].get(key, 0) + len(mine)
         if m.kind == "distinct_skus":
-            skus = kept.skus[m.period].get(key, set()) | extra.skus[m.period].get(key, set())
-            return len(skus), name
-        return max(kept.spend[m.period].get(key, 0) + extra.spend[m.period].get(key, 0), 0), name
+            skus = kept.skus[period].get(key, set())
+            return len(skus.union(*(v.skus for v in mine))) if mine else len(skus)
+        spent = kept.spend[period].get(key, 0) + sum(v.total for v in mine)
+        spent -= sum(amount for t, amount in refunds if pj._period_of(period, t) == key)
+        return max(spent, 0)
