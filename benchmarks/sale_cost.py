@@ -37,7 +37,7 @@ def worker(n_sales: int, n_members: int, mode: str) -> dict[str, object]:
     from tillstamp.loyalty.sale import parse_sale
 
     now = dt.datetime(2026, 11, 5, 12, 0, tzinfo=dt.UTC)
-    with tempfile.TemporaryDirectory(dir=HERE.parent) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "till"
         init_till(data, store="BENCH", terminal="T1", program=EXAMPLE_PROGRAM)
         with open_till(data, clock=lambda: now) as till:

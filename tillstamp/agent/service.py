@@ -343,7 +343,8 @@ class Service:
     def record_sale(self, sale: Sale) -> SaleResult:
         """Record a sale exactly once and award its stamps; a repeat answers `duplicate`."""
         key = self.sale_key(sale.receipt, sale.at)
-        digest = _digest(sale)
+        lines = [ln.to_dict() for ln in sale.lines]  # for the digest and the event, made once
+        digest = _digest(sale, lines)
         member = self.member_id(sale.member) if sale.member else None
         with self.store.write():
             existing = self.store.sale(key)
@@ -361,7 +362,7 @@ class Service:
                 "receipt": sale.receipt,
                 "total": sale.total,
                 "digest": digest,
-                "lines": [{**ln.to_dict(), "eligible": id(ln) in eligible} for ln in sale.lines],
+                "lines": [{**d, "eligible": id(ln) in eligible} for ln, d in zip(sale.lines, lines, strict=True)],
                 "zone": self.program.timezone,
             }
             if sale.discount:
@@ -603,8 +604,8 @@ class Service:
         )
 
 
-def _digest(sale: Sale) -> str:
-    d = sale.to_dict()
+def _digest(sale: Sale, lines: list[dict[str, Any]] | None = None) -> str:
+    d = sale.to_dict(lines)
     if not sale.at_given:
         del d["at"]  # the till's clock at input: a retry of the same sale must digest the same
     return hashlib.sha256(canonical(d)).hexdigest()[:32]
