@@ -179,7 +179,7 @@ class Service:
 
         It is the fold of exactly that history: when the history does not begin with the events
         it holds (a write rolled back, head office's snapshot changed, the program changed), it
-        is folded again from the start (docs/AGENT.md "A member's kept state")."""
+        is folded again from the start (docs/DESIGN.md "A member's kept state")."""
         history = self.member_events(member)
         state = self._states.get(member)
         if state is None or state.program is not self.program or not state.follows(history):
