@@ -323,3 +323,54 @@ def test_a_members_events_in_memory_are_those_a_fresh_read_gives(tmp_path, progr
     assert [e.at.utcoffset() for e in kept] == [e.at.utcoffset() for e in fresh] == [dt.timedelta(0)] * len(fresh)
     other.close()
     store.close()
+
+
+# -- a member's kept state in the service ---------------------------------------------------
+
+
+def assert_kept_is_the_fold(service, member, at):
+    state = service._kept(member)
+    history = service.member_events(member)
+    assert state.events == history
+    assert state.balance == pj.balance(history) == service.balance(member)
+    assert state.tier_at(at) == pj.tier_at(service.program, history, at)
+    assert state.due_missions(at) == pj.due_missions(service.program, member, history, at)
+    due = [(lot.event_id, lot.remaining, lot.expires_at) for lot in state.due_expiries(at)]
+    assert due == [(lot.event_id, lot.remaining, lot.expires_at)
+                   for lot in pj.due_expiries(service.program, history, at)]
+
+
+def test_the_kept_state_stays_the_fold_through_sales_refunds_claims_expiry_and_rollbacks(service, clock):
+    import dataclasses
+
+    service.program = dataclasses.replace(service.program, expiry=dataclasses.replace(service.program.expiry,
+                                                                                       months=1))
+    budi, sari = busy_ledger(service, clock)
+    for member in (budi.id, sari.id):
+        assert_kept_is_the_fold(service, member, clock())
+    # A refused sale after its expiry was written off in the same transaction: all rolled back.
+    clock.advance(days=40)
+    big = [{"sku": "GAYO-250", "name": "Gayo", "category": "biji-kopi", "qty": 100_000, "price": 1}]
+    with pytest.raises(Refused) as refused:
+        service.record_sale(parse_sale(sale_dict("R-BIG", member=budi.id, at=None, lines=big), now=clock()))
+    assert refused.value.reason == "too_many_stamps"
+    assert_kept_is_the_fold(service, budi.id, clock())
+    # Then expiry for real, a sale dated before visits already counted, and more sales.
+    service.record_sale(parse_sale(sale_dict("R-LATE", member=budi.id, at=None), now=clock()))
+    early = (clock() - dt.timedelta(days=45)).isoformat()
+    service.record_sale(parse_sale(sale_dict("R-EARLY", member=budi.id, at=early), now=clock()))
+    for i in range(4):
+        clock.advance(days=1)
+        service.record_sale(parse_sale(sale_dict(f"R-N{i}", member=budi.id, at=None), now=clock()))
+        assert_kept_is_the_fold(service, budi.id, clock())
+    assert any(e.kind == ev.EXPIRED for e in service.member_events(budi.id))
+    # Another process writes for the member (the CLI beside a daemon): the state follows it.
+    other = type(service)(service.store, service.program, service.keys, store_id="JKT-01", terminal_id="T1",
+                          clock=clock)
+    other.redeem(budi.id, "pastry-gratis")
+    assert_kept_is_the_fold(service, budi.id, clock())
+    # A new program: folded again under it.
+    service.program = dataclasses.replace(service.program, tiering=dataclasses.replace(
+        service.program.tiering, qualify_on="spend"))
+    assert service._kept(budi.id).program is service.program
+    assert_kept_is_the_fold(service, budi.id, clock())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import JAKARTA
 
@@ -86,3 +86,22 @@ def test_partial_refunds_add_up_to_a_full_one(awarded, amounts):
         back += part
         before += a
     assert back == awarded
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stamps=st.integers(0, 10**6), bonus=st.fractions(1, 5, max_denominator=100),
+       tier=st.fractions(1, 5, max_denominator=100), qty=st.integers(1, 50))
+def test_stamps_in_integers_are_the_floor_of_the_fraction(program, stamps, bonus, tier, qty):
+    """Earning multiplies in integers; the reference is math.floor of the Fraction product."""
+    import dataclasses
+    import math
+
+    from tillstamp.loyalty.program import Bonus, ItemRule
+
+    prog = dataclasses.replace(program, visit=None, spend=None, items=(ItemRule(stamps, sku="X"),),
+                               bonuses=(Bonus("b", bonus),),
+                               tiers=(dataclasses.replace(program.tiers[0], multiplier=tier),))
+    earn = compute_earn(prog, sale(line("X", qty=qty)))
+    assert earn.base == stamps * qty
+    assert earn.multiplier == bonus * tier
+    assert earn.stamps == math.floor(earn.base * bonus * tier)

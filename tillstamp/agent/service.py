@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,21 +18,16 @@ from ..loyalty import events as ev
 from ..loyalty import rules, tokens
 from ..loyalty.earning import compute_earn, eligible_lines, reversal_for_refund
 from ..loyalty.events import Event, canonical, derived_id, new_id
+from ..loyalty.kept import MemberState
 from ..loyalty.offers import Tagging, offer_awards
 from ..loyalty.phone import PhoneError, looks_like_phone, normalize_phone
 from ..loyalty.program import Program
-from ..loyalty.projections import (
-    MemberView,
-    due_expiries,
-    due_missions,
-    expiry_event,
-    member_view,
-    tier_at,
-)
+from ..loyalty.projections import MemberView, expiry_event, member_view
 from ..loyalty.sale import Sale
 from .keys import Keys
 from .store import MemberRow, SaleRow, Store
 
+KEPT_MEMBERS = 2000  # members whose kept state stays in memory (as many as the store's event memory)
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$", re.IGNORECASE)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -146,6 +142,7 @@ class Service:
         self.clock_trusted: Callable[[], bool] = lambda: True
         # Head office's segment tags and hints of a member (offers, the panel's hints).
         self.member_tags: Callable[[str], Tagging | None] = lambda member: None
+        self._states: OrderedDict[str, MemberState] = OrderedDict()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -177,17 +174,35 @@ class Service:
             return self.store.balance(member)  # a till alone, or a member HQ has not sent: own events
         return sum(e.stamps for e in self.member_events(member))
 
-    def _expire(self, member: str, at: dt.datetime) -> list[Event]:
-        """Write off stamps that expired by `at` (inside a write); returns the member's history."""
+    def _kept(self, member: str) -> MemberState:
+        """The member's kept state, caught up with the history this till knows of them.
+
+        It is the fold of exactly that history: when the history does not begin with the events
+        it holds (a write rolled back, head office's snapshot changed, the program changed), it
+        is folded again from the start (docs/DESIGN.md "A member's kept state")."""
         history = self.member_events(member)
+        state = self._states.get(member)
+        if state is None or state.program is not self.program or not state.follows(history):
+            state = self._states[member] = MemberState(self.program, member)
+            if len(self._states) > KEPT_MEMBERS:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(member)
+        state.catch_up(history)
+        return state
+
+    def _expire(self, member: str, at: dt.datetime) -> MemberState:
+        """Write off stamps that expired by `at` (inside a write); returns the member's kept state."""
+        state = self._kept(member)
         if not self.clock_trusted():
-            return history  # a wrong clock must not take stamps away; the next good write will
-        due = due_expiries(self.program, history, at)
+            return state  # a wrong clock must not take stamps away; the next good write will
+        due = state.due_expiries(at)
         if not due:
-            return history
+            return state
         out = [expiry_event(member, lot) for lot in due]
-        out = [e for e in out if not self.store.has_event(e.id)]
-        return history + self._append(out)
+        out = [e for e in out if not self.store.has_event(e.id, member)]
+        state.extend(self._append(out))
+        return state
 
     def sale_key(self, receipt: str, at: dt.datetime) -> str:
         """The exactly-once key of a sale: store + receipt (+ business day if numbering restarts daily)."""
@@ -328,17 +343,16 @@ class Service:
     def record_sale(self, sale: Sale) -> SaleResult:
         """Record a sale exactly once and award its stamps; a repeat answers `duplicate`."""
         key = self.sale_key(sale.receipt, sale.at)
-        digest = _digest(sale)
+        lines = [ln.to_dict() for ln in sale.lines]  # for the digest and the event, made once
+        digest = _digest(sale, lines)
         member = self.member_id(sale.member) if sale.member else None
         with self.store.write():
             existing = self.store.sale(key)
             if existing is not None:
                 return self._duplicate(existing, digest)
             new: list[Event] = []
-            history: list[Event] = []
-            if member:
-                history = self._expire(member, sale.at)
-            tier = tier_at(self.program, history, sale.at) if member else None
+            state = self._expire(member, sale.at) if member else None
+            tier = state.tier_at(sale.at) if state else None
             earn = compute_earn(self.program, sale, tier)
             if earn.stamps > rules.MAX_SALE_STAMPS:
                 raise Refused("too_many_stamps", f"receipt {sale.receipt}: this sale would earn {earn.stamps:,} "
@@ -348,7 +362,7 @@ class Service:
                 "receipt": sale.receipt,
                 "total": sale.total,
                 "digest": digest,
-                "lines": [{**ln.to_dict(), "eligible": id(ln) in eligible} for ln in sale.lines],
+                "lines": [{**d, "eligible": id(ln) in eligible} for ln, d in zip(sale.lines, lines, strict=True)],
                 "zone": self.program.timezone,
             }
             if sale.discount:
@@ -361,17 +375,20 @@ class Service:
             new.append(Event(new_id(), ev.SALE, sale.at, member, 0, key, body))
             if member and earn.stamps > 0:
                 new.append(Event(derived_id("earn", key), ev.EARNED, sale.at, member, earn.stamps, key, earn.to_dict()))
-            if member:
-                new += due_missions(self.program, member, history + new, sale.at)
+            if member and state:
+                new += state.due_missions(sale.at, new)
                 if self.program.offers:  # docs/AGENT.md "Offers": the best offer, once per period
-                    new += offer_awards(self.program, member, self.member_tags(member), history + new,
+                    new += offer_awards(self.program, member, self.member_tags(member), state.events + new,
                                         sale.at, key, earn.stamps, self.now())
             placed = self._append(new)
+            if state:
+                state.extend(placed)
             if "claim" in body:
                 claim = self._claim_payload(sale.receipt, body["claim"])
-            # Read inside the transaction: the balance this sale left (no other writer can
-            # come between), without taking a read snapshot again after COMMIT.
-            balance = self.balance(member) if member else None
+            # The balance this sale left, inside the transaction (no other writer can come
+            # between): the kept state's sum of the member's history as this till shows it
+            # (rule 6), the same sum `balance()` gives.
+            balance = state.balance if state else None
         awarded = sum(e.stamps for e in placed if e.stamps > 0)
         return SaleResult(
             receipt=sale.receipt,
@@ -427,7 +444,7 @@ class Service:
 
     def find_sale(self, receipt: str, day: str | None = None) -> SaleRow:
         """The recorded sale with this receipt number (and business day when numbering is daily)."""
-        rows = self.store.sales_by_receipt(receipt)
+        rows = self.store.sales_by_receipt(receipt, self.store_id)
         if day is not None:
             rows = [r for r in rows if f"/{day}/" in r.key]
         if not rows:
@@ -564,7 +581,7 @@ class Service:
             }
             local = None
             if tok.terminal == self.terminal_id:
-                for row in self.store.sales_by_receipt(tok.receipt):
+                for row in self.store.sales_by_receipt(tok.receipt, self.store_id):
                     sale_ev = self.store.sale_event(row.key)
                     issued = int(tok.issued.timestamp())
                     if sale_ev is not None and sale_ev.body.get("claim", {}).get("issued") == issued:
@@ -576,18 +593,19 @@ class Service:
                 stamps -= reversal_for_refund(stamps, row.total, 0, row.refunded)
                 body.update(sale=row.key, total=row.total - row.refunded, lines=sale_ev.body["lines"])
             now = self.now()
-            history = self._expire(member, now)
+            state = self._expire(member, now)
             new = [Event(derived_id("claim", tok.token_id), ev.CLAIMED, now, member, stamps, tok.receipt, body)]
-            new += due_missions(self.program, member, history + new, now)
+            new += state.due_missions(now, new)
             placed = self._append(new)
+            state.extend(placed)
         return Outcome(
             member, sum(e.stamps for e in placed), self.balance(member),
             {"receipt": tok.receipt, "missions": [e.body["mission"] for e in placed if e.kind == ev.MISSION]},
         )
 
 
-def _digest(sale: Sale) -> str:
-    d = sale.to_dict()
+def _digest(sale: Sale, lines: list[dict[str, Any]] | None = None) -> str:
+    d = sale.to_dict(lines)
     if not sale.at_given:
         del d["at"]  # the till's clock at input: a retry of the same sale must digest the same
     return hashlib.sha256(canonical(d)).hexdigest()[:32]

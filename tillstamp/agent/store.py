@@ -133,6 +133,49 @@ def m004_fewer_pages_per_sale(db: Database) -> None:
     db.execute("CREATE INDEX sales_receipt ON sales(receipt)")
 
 
+_LEDGER_COLUMNS = """seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            member TEXT,
+            at TEXT NOT NULL,
+            stamps INTEGER NOT NULL,
+            ref TEXT,
+            body TEXT NOT NULL,
+            terminal TEXT NOT NULL,
+            store TEXT NOT NULL,
+            hash TEXT NOT NULL"""
+# A sale recorded under `store/receipt` (the usual numbering) is found by its key; only a key
+# with the business day in it (`store/day/receipt`) needs the receipt index.
+_DAILY_KEY = "key <> substr(key, 1, instr(key, '/')) || receipt"
+
+
+@migrations()
+def m005_member_keyed_ids(db: Database) -> None:
+    # Pages per commit (docs/AGENT.md "Pages per sale"). Event ids were unique through one
+    # index over all ids, and derived ids (earned, mission, expiry) are hashes, so each landed
+    # on a page of its own; a second index (member, seq) took another. Ids are now unique per
+    # member in one index, where a member's events sit together (one page for a whole sale),
+    # and among member-less events, whose ids are time-ordered ULIDs (appended on one page).
+    # The index for receipts now holds only keys with a business day in them.
+    db.execute(f"CREATE TABLE ledger_new ({_LEDGER_COLUMNS}) STRICT")
+    db.execute("INSERT INTO ledger_new SELECT seq, id, kind, member, at, stamps, ref, body, terminal, store, hash "
+               "FROM ledger ORDER BY seq")
+    db.execute("DROP TABLE ledger")  # its triggers and indexes go with it
+    db.execute("ALTER TABLE ledger_new RENAME TO ledger")
+    db.execute("CREATE UNIQUE INDEX ledger_member_id ON ledger(member, id) WHERE member IS NOT NULL")
+    db.execute("CREATE UNIQUE INDEX ledger_guest_id ON ledger(id) WHERE member IS NULL")
+    db.execute(
+        "CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger "
+        "BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END"
+    )
+    db.execute(
+        "CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger "
+        "BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END"
+    )
+    db.execute("DROP INDEX sales_receipt")
+    db.execute(f"CREATE INDEX sales_receipt_daily ON sales(receipt) WHERE {_DAILY_KEY}")
+
+
 PROJECTION_TABLES = ("balances", "sales", "claims")
 CACHE_MEMBERS = 2000
 REBUILD_CHUNK = 1000  # events projected per batch by a rebuild
@@ -330,9 +373,13 @@ class Store:
                 self._cache[e.member].append(e)
         return placed
 
-    def has_event(self, event_id: str) -> bool:
-        """True when an event with this id is already in the ledger."""
-        return self.conn.execute("SELECT 1 FROM ledger WHERE id = ?", (event_id,)).fetchone() is not None
+    def has_event(self, event_id: str, member: str | None) -> bool:
+        """True when the ledger already holds an event with this id (ids are unique per member)."""
+        if member is None:
+            row = self.conn.execute("SELECT 1 FROM ledger WHERE member IS NULL AND id = ?", (event_id,)).fetchone()
+        else:
+            row = self.conn.execute("SELECT 1 FROM ledger WHERE member = ? AND id = ?", (member, event_id)).fetchone()
+        return row is not None
 
     def events(self, after_seq: int = 0, limit: int | None = None) -> list[Event]:
         """Events with seq > after_seq in order (the outbox is `events(acked)`)."""
@@ -495,9 +542,17 @@ class Store:
         rows = list(self._rows("SELECT * FROM sales WHERE key = ?", [key]))
         return _sale(rows[0]) if rows else None
 
-    def sales_by_receipt(self, receipt: str) -> list[SaleRow]:
+    def sales_by_receipt(self, receipt: str, store_id: str | None = None) -> list[SaleRow]:
         """Recorded sales with this receipt number (several business days may reuse it)."""
-        return [_sale(r) for r in self._rows("SELECT * FROM sales WHERE receipt = ? ORDER BY seq", [receipt])]
+        # The key `store/receipt` straight from the primary key; keys with a business day
+        # through the partial index (the same condition, written the same way, so it is used).
+        store = store_id if store_id is not None else self.get_meta("store")
+        if store is None:  # a bare store, as tests open one: no key to start from
+            return [_sale(r) for r in self._rows("SELECT * FROM sales WHERE receipt = ? ORDER BY seq", [receipt])]
+        return [_sale(r) for r in self._rows(
+            "SELECT * FROM sales WHERE key = ? AND receipt = ? UNION ALL "
+            f"SELECT * FROM sales WHERE receipt = ? AND {_DAILY_KEY} ORDER BY seq",
+            [f"{store}/{receipt}", receipt, receipt])]
 
     def recent_sales(self, limit: int = 20) -> list[SaleRow]:
         """The newest sales first."""

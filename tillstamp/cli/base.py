@@ -50,10 +50,15 @@ def wants_json(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
 
 
+# One encoder for the process: json.dumps with options builds a new one per call, which costs
+# more than encoding a result line (`sale record` prints one per sale).
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
     """Print a result: JSON with --json, else a readable rendering."""
     if wants_json(args):
-        print(json.dumps(data, ensure_ascii=False, default=str))
+        print(_JSON.encode(data))
     else:
         print(human(data))
     sys.stdout.flush()
@@ -62,7 +67,7 @@ def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> No
 def item_failed(args: argparse.Namespace, message: str, **data: Any) -> None:
     """One item of a stream failed: a JSON line on stdout with --json, and a line on stderr."""
     if wants_json(args):
-        print(json.dumps({**data, "message": message}, ensure_ascii=False, default=str), flush=True)
+        print(_JSON.encode({**data, "message": message}), flush=True)
     print(f"tillstamp: {message}", file=sys.stderr, flush=True)
 
 

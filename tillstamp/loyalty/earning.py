@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 
 from .program import Program, Tier
 from .sale import Sale, SaleLine
+
+_ONE = Fraction(1)
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,19 @@ def compute_earn(program: Program, sale: Sale, tier: Tier | None = None) -> Earn
                 reasons.append(f"item:{ln.sku}:{rule.stamps * ln.qty}")
                 break  # the first matching rule wins, so a line never earns twice
     local = sale.at.astimezone(program.zone)
-    bonus = Fraction(1)
+    bonus = _ONE
     for b in program.bonuses:
         if b.active(local) and b.multiplier > bonus:
             bonus = b.multiplier  # bonuses do not stack: the best one applies
             reasons.append(f"bonus:{b.name}")
     tier = tier or program.tiers[0]
-    multiplier = bonus * tier.multiplier
-    if tier.multiplier != 1:
+    if tier.multiplier == 1:
+        multiplier = bonus
+    else:
+        multiplier = bonus * tier.multiplier
         reasons.append(f"tier:{tier.id}")
-    stamps = math.floor(base * multiplier)
+    # floor(base * n/d) in integers: exact, without a Fraction product per sale.
+    stamps = base if multiplier is _ONE else base * multiplier.numerator // multiplier.denominator
     return Earn(stamps=stamps, base=base, multiplier=multiplier, eligible=eligible, reasons=tuple(reasons))
 
 

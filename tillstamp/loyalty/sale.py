@@ -53,12 +53,12 @@ class Sale:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     at_given: bool = field(default=True, compare=False)  # False: `at` is the till's clock at input
 
-    def to_dict(self) -> dict[str, Any]:
-        """The sale as JSON-ready data (without the member reference)."""
+    def to_dict(self, lines: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The sale as JSON-ready data (without the member reference); `lines` when made already."""
         d: dict[str, Any] = {
             "receipt": self.receipt,
             "at": self.at.isoformat(),
-            "lines": [ln.to_dict() for ln in self.lines],
+            "lines": [ln.to_dict() for ln in self.lines] if lines is None else lines,
             "total": self.total,
         }
         if self.discount:
