@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..loyalty import events as ev
+from ..loyalty.projections import add_months
 
 DEFAULT_ZONE = "Asia/Jakarta"
 MERGED = "member.merged"  # body {"into": SURVIVOR}; the event's member is the alias
@@ -289,3 +290,81 @@ def days_from_lines(lines: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
         g[0].add(r[0])
         g[1][0] += r[15]
     return [(*k, len(sales), spend[0]) for k, (sales, spend) in sorted(groups.items())]
+
+
+def merge(first: CrmBatch, then: CrmBatch) -> CrmBatch:
+    """`digest(a + b)` from `digest(a)` and `digest(b)`: a batch folded chunk by chunk (in the
+    thread that decodes the next chunk) means what it means folded at once."""
+    out = CrmBatch(first.lines + then.lines, first.refunds + then.refunds, first.merges + then.merges,
+                   dict(first.members))
+    for m, b in then.members.items():
+        a = out.members.get(m)
+        if a is None:
+            out.members[m] = b
+            continue
+        badges = a.badges + [x for x in b.badges if x not in a.badges]
+        last = a.last_at if b.last_at is None or (a.last_at is not None and a.last_at >= b.last_at) else b.last_at
+        enrolled = (a.enrolled_at, a.enrolled_store) if a.enrolled_at is not None else (b.enrolled_at, b.enrolled_store)
+        out.members[m] = MemberChange(a.store if a.store is not None else b.store, enrolled[0], enrolled[1],
+                                      {**a.consent, **b.consent}, badges, a.balance + b.balance, last,
+                                      a.stamps_events or b.stamps_events, a.spend_events or b.spend_events)
+    return out
+
+
+@dataclass(frozen=True)
+class TierStep:
+    """What a batch's own tier events add to a member's kept window sums (docs/HQ.md, "Tier"),
+    taken from the batch alone: valid when the kept sums end at or before `upto`.
+
+    `upto` is the batch's last tier event of the member, `since` the start of the window ending
+    there, `ystart` the start of that local year (all ISO UTC, compared as text like the stored
+    times); `now` the stamps inside the window, `year` those inside the window ending at the
+    year's start, `oldest` the oldest event inside the window (None: none)."""
+
+    upto: str
+    since: str
+    ystart: str
+    now: int
+    year: int
+    oldest: str | None
+
+
+TIER_KINDS = ev.EARNING_KINDS | {ev.REVERSED}
+
+
+def tier_events(events: Iterable[Sequence[Any]], into: dict[str, list[tuple[str, int]]] | None = None
+                ) -> dict[str, list[tuple[str, int]]]:
+    """Each member's (at, stamps) of the events that count for a tier earned on stamps."""
+    out: dict[str, list[tuple[str, int]]] = {} if into is None else into
+    for f in events:  # EVENT_COLS order: kind 4, member 5, at 6, stamps 7
+        if f[5] is not None and f[7] and f[4] in TIER_KINDS:
+            got = out.get(f[5])
+            if got is None:
+                out[f[5]] = [(f[6], int(f[7]))]
+            else:
+                got.append((f[6], int(f[7])))
+    return out
+
+
+def tier_steps(events: dict[str, list[tuple[str, int]]], zone: ZoneInfo, window_months: int) -> dict[str, TierStep]:
+    """The TierStep of each member from their batch events (`tier_events`)."""
+    years: dict[int, tuple[str, str]] = {}  # local year -> (its window's start, its start), ISO UTC
+    at_upto: dict[str, tuple[str, int]] = {}  # upto -> (since, local year): a batch's members share times
+    out = {}
+    for m, got in events.items():
+        upto = max(at for at, _ in got)
+        known = at_upto.get(upto)
+        if known is None:
+            t = dt.datetime.fromisoformat(upto)
+            known = at_upto[upto] = (add_months(t, -window_months).astimezone(dt.UTC).isoformat(),
+                                     t.astimezone(zone).year)
+        since, year = known
+        if year not in years:
+            start = dt.datetime(year, 1, 1, tzinfo=zone)
+            years[year] = (add_months(start, -window_months).astimezone(dt.UTC).isoformat(),
+                           start.astimezone(dt.UTC).isoformat())
+        ysince, ystart = years[year]
+        inside = [at for at, _ in got if at > since]
+        out[m] = TierStep(upto, since, ystart, sum(n for at, n in got if at > since),
+                          sum(n for at, n in got if ysince < at <= ystart), min(inside, default=None))
+    return out
