@@ -11,7 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from ..loyalty import events as ev
@@ -311,8 +311,7 @@ def merge(first: CrmBatch, then: CrmBatch) -> CrmBatch:
     return out
 
 
-@dataclass(frozen=True)
-class TierStep:
+class TierStep(NamedTuple):
     """What a batch's own tier events add to a member's kept window sums (docs/HQ.md, "Tier"),
     taken from the batch alone: valid when the kept sums end at or before `upto`.
 
@@ -349,22 +348,43 @@ def tier_events(events: Iterable[Sequence[Any]], into: dict[str, list[tuple[str,
 def tier_steps(events: dict[str, list[tuple[str, int]]], zone: ZoneInfo, window_months: int) -> dict[str, TierStep]:
     """The TierStep of each member from their batch events (`tier_events`)."""
     years: dict[int, tuple[str, str]] = {}  # local year -> (its window's start, its start), ISO UTC
-    at_upto: dict[str, tuple[str, int]] = {}  # upto -> (since, local year): a batch's members share times
+    dates: dict[str, str] = {}  # a date -> that date `window_months` earlier (clamped)
     out = {}
     for m, got in events.items():
-        upto = max(at for at, _ in got)
-        known = at_upto.get(upto)
-        if known is None:
-            t = dt.datetime.fromisoformat(upto)
-            known = at_upto[upto] = (add_months(t, -window_months).astimezone(dt.UTC).isoformat(),
-                                     t.astimezone(zone).year)
-        since, year = known
+        upto = max([at for at, _ in got])
+        since, year = _window_start(upto, zone, window_months, dates)
         if year not in years:
             start = dt.datetime(year, 1, 1, tzinfo=zone)
             years[year] = (add_months(start, -window_months).astimezone(dt.UTC).isoformat(),
                            start.astimezone(dt.UTC).isoformat())
         ysince, ystart = years[year]
-        inside = [at for at, _ in got if at > since]
-        out[m] = TierStep(upto, since, ystart, sum(n for at, n in got if at > since),
-                          sum(n for at, n in got if ysince < at <= ystart), min(inside, default=None))
+        now = year_sum = 0
+        oldest = None
+        for at, n in got:
+            if at > since:
+                now += n
+                if oldest is None or at < oldest:
+                    oldest = at
+            if ysince < at <= ystart:
+                year_sum += n
+        out[m] = TierStep(upto, since, ystart, now, year_sum, oldest)
     return out
+
+
+def _window_start(at: str, zone: ZoneInfo, months: int, dates: dict[str, str]) -> tuple[str, int]:
+    """(`at` moved `months` earlier, as ISO UTC; `at`'s year in `zone`) for a stored UTC time.
+
+    Months move the date only (clamped like `add_months`), so the text keeps its time of day
+    and only its date changes: one date computation per distinct date of a batch rather than
+    a parse and two conversions per member (the batch's members mostly share a few dates)."""
+    if len(at) < 25 or not at.endswith("+00:00") or at[4] != "-" or at[10] != "T":  # not HQ's stored form
+        t = dt.datetime.fromisoformat(at)
+        return add_months(t, -months).astimezone(dt.UTC).isoformat(), t.astimezone(zone).year
+    day = at[:10]
+    earlier = dates.get(day)
+    if earlier is None:
+        earlier = dates[day] = add_months(dt.datetime.fromisoformat(day), -months).date().isoformat()
+    year = int(at[:4])
+    if at[5:10] in ("01-01", "12-31"):  # the zone's year may differ from UTC's only near New Year
+        year = dt.datetime.fromisoformat(at).astimezone(zone).year
+    return earlier + at[10:], year

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from ..loyalty.program import Program
 from ..sync.wire import Incoming, chain
 from .crm_store import PG_SCHEMA as CRM_ACCESS_SCHEMA
 from .readmodel import SALE_LINE_COLS
@@ -37,7 +38,7 @@ from .store import (
 from .store_flows import PG_SCHEMA as FLOWS_SCHEMA
 from .store_predict import HISTORY_FETCH
 from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
-from .store_readmodel import TierMove, member_upsert
+from .store_readmodel import CrmPre, TierMove, crm_pre, member_upsert
 from .store_tags import PG_SCHEMA as TAGS_SCHEMA
 from .web.store_daily import PG_SCHEMA as DAILY_SCHEMA
 from .web.store_web import PG_SCHEMA as WEB_SCHEMA
@@ -169,9 +170,11 @@ class _Chunk(NamedTuple):
     grants: list[str]
     claims: list[Incoming]
     events: list[Incoming]  # the events staged (refused ones left out), for the read model
+    crm: CrmPre | None  # the read model's fold of this chunk and the ones before (None: not taken)
 
     @classmethod
-    def of(cls, events: list[Incoming], prev: str) -> _Chunk:
+    def of(cls, events: list[Incoming], prev: str, crm: CrmPre | None = None,
+           program: tuple[int, Program | None] | None = None, last: bool = False) -> _Chunk:
         texts = []
         deltas: dict[str, int] = {}
         refused: list[tuple[Incoming, str]] = []
@@ -188,8 +191,10 @@ class _Chunk(NamedTuple):
                 if e.member is not None:
                     deltas[e.member] = deltas.get(e.member, 0) + e.stamps
         staged = [e for e in events if e.problem is None] if refused else events
+        if program is not None and program[1] is not None:  # the program HQ last read; the hook checks it
+            crm = crm_pre(crm, staged, (program[0], program[1]), last)
         return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas,
-                   {e.member for e in staged}, refused, grants_of(staged), claims_of(staged), staged)
+                   {e.member for e in staged}, refused, grants_of(staged), claims_of(staged), staged, crm)
 
 
 class PgHqStore(SqlHqStore):
@@ -275,17 +280,22 @@ class PgHqStore(SqlHqStore):
         row = c.execute("SELECT digest FROM positions WHERE terminal = %s AND seq = %s",
                         (terminal_id, first - 1)).fetchone()
 
-        def decode_prep(k: int, prev: str) -> _Chunk:
-            return _Chunk.of(decode_chunk(k), prev)
+        # The read model's fold of each chunk is taken beside the database's work too, under the
+        # program last read (none yet in a fresh process: the hook folds the first batch itself).
+        program = self._crm_prog
 
-        chunk = _Chunk.of(head, row[0] if row else "")
+        def decode_prep(k: int, prev: str, crm: CrmPre | None) -> _Chunk:
+            return _Chunk.of(decode_chunk(k), prev, crm, program, k == n_chunks - 1)
+
+        chunk = _Chunk.of(head, row[0] if row else "", None, program, n_chunks == 1)
         touched: set[str | None] = set()
         deltas: dict[str, int] = {}
         inserted = total = refused = 0
         claims: list[Incoming] = []
         stored: list[Incoming] = []
         for k in range(1, n_chunks + 1):
-            fut: Future[_Chunk] | None = _DECODER.submit(decode_prep, k, chunk.tip) if k < n_chunks else None
+            fut: Future[_Chunk] | None = (_DECODER.submit(decode_prep, k, chunk.tip, chunk.crm) if k < n_chunks
+                                          else None)
             try:
                 inserted += self._apply_chunk(c, chunk, deltas)
                 if chunk.refused:
@@ -323,9 +333,10 @@ class PgHqStore(SqlHqStore):
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
                      claims=claims)
+        pre = done.crm
         if inserted < total:
-            stored = self._own_events(c, terminal_id, stored)
-        self._crm_after_ingest(c, stored, result.adjustments, [m["id"] for m in members])
+            stored, pre = self._own_events(c, terminal_id, stored), None
+        self._crm_after_ingest(c, stored, result.adjustments, [m["id"] for m in members], pre=pre)
         return result
 
     def _apply_chunk(self, c: Any, chunk: _Chunk, deltas: dict[str, int]) -> int:

@@ -40,6 +40,32 @@ class TierMove(NamedTuple):
     steps: dict[str, rm.TierStep]
 
 
+class CrmPre(NamedTuple):
+    """A batch's read-model fold and tier steps worked out before the hook runs (PostgreSQL:
+    chunk by chunk in the thread that decodes, while the database applies the chunk before),
+    under the program of version `version`."""
+
+    version: int
+    batch: CrmBatch
+    tier_events: dict[str, list[tuple[str, int]]]
+    steps: dict[str, rm.TierStep] | None  # once the last chunk is folded (tiers on stamps)
+
+
+def crm_pre(before: CrmPre | None, events: Sequence[Sequence[Any]], program: tuple[int, Program],
+            last: bool) -> CrmPre:
+    """`before` (the earlier chunks) followed by `events`; with `last`, the tier steps too.
+    Pure work on the events: it may run in any thread. `before`'s tier events are extended."""
+    version, prog = program
+    batch = rm.digest(events, prog.timezone)
+    if before is not None:
+        batch = rm.merge(before.batch, batch)
+    tiers = rm.tier_events(events, None if before is None else before.tier_events)
+    steps = None
+    if last and prog.tiering.qualify_on == "stamps":
+        steps = rm.tier_steps(tiers, prog.zone, prog.tiering.window_months)
+    return CrmPre(version, batch, tiers, steps)
+
+
 class Tables(NamedTuple):
     """Where a read model lives: the live tables, or the ones a rebuild fills."""
 
@@ -104,20 +130,27 @@ class CrmStore:
     # -- the ingest hook -----------------------------------------------------------------
 
     def _crm_after_ingest(self, c: Any, events: Sequence[Sequence[Any]], adjustments: Sequence[Event],
-                          pii: Sequence[str], *, new_sales: bool = False) -> None:
+                          pii: Sequence[str], *, new_sales: bool = False, pre: CrmPre | None = None) -> None:
         """Maintain the read model for a batch just stored, in the ingest's transaction.
 
         `new_sales`: the caller knows none of the batch's sales is held yet (import), so the
-        figures of members with no lines before this batch come from the lines in memory."""
+        figures of members with no lines before this batch come from the lines in memory.
+        `pre`: `events` already folded (`crm_pre`); used when taken under the current program."""
         prog = self._crm_program(c)
-        facts = list(events) + [event_tuple(a) for a in adjustments]
-        batch = rm.digest(facts, prog.timezone if prog else rm.DEFAULT_ZONE)
+        if pre is not None and (adjustments or self._crm_prog is None or pre.version != self._crm_prog[0]):
+            pre = None  # HQ's own adjustments join the batch, or the program changed meanwhile
+        facts: list[Sequence[Any]] = []
+        if pre is None:
+            facts = list(events) + [event_tuple(a) for a in adjustments]
+        batch = pre.batch if pre is not None else rm.digest(facts, prog.timezone if prog else rm.DEFAULT_ZONE)
         spend = prog is not None and prog.tiering.qualify_on != "stamps"
         tiered = sorted(m for m, ch in batch.members.items() if (ch.spend_events if spend else ch.stamps_events))
         move = None
         if prog is not None and not spend and tiered:
-            move = TierMove(prog, self._crm_tier_key(),
-                            rm.tier_steps(rm.tier_events(facts), prog.zone, prog.tiering.window_months))
+            steps = pre.steps if pre is not None else None
+            if steps is None:
+                steps = rm.tier_steps(rm.tier_events(facts or events), prog.zone, prog.tiering.window_months)
+            move = TierMove(prog, self._crm_tier_key(), steps)
         known = None
         if new_sales and batch.lines and not batch.refunds and not batch.merges:
             known = self._crm_with_lines(c, LIVE, sorted({r[2] for r in batch.lines if r[2] is not None}))
