@@ -1,5 +1,5 @@
 """The read model's fold taken chunk by chunk (PostgreSQL folds each chunk in the thread that
-decodes the next) means what the fold of the whole batch means, and the tier steps' date
+decodes the next) means what the fold of the whole batch means, tier steps included, and the tier steps' date
 shortcut agrees with the datetime arithmetic it replaces."""
 
 from __future__ import annotations
@@ -79,15 +79,6 @@ def test_the_fold_chunk_by_chunk_is_the_fold_of_the_batch(spec: list[tuple[str, 
     assert pre.batch == whole
     want = rm.tier_steps(rm.tier_events(rows), prog.zone, prog.tiering.window_months)
     assert pre.steps == want
-
-
-def test_merge_keeps_the_first_enrolment_and_the_last_consent() -> None:
-    a = rm.digest([("e1", "T1", "S1", 1, ev.ENROLLED, "m", T0.isoformat(), 0, None,
-                    json.dumps({"consent": {"email": True}}))])
-    b = rm.digest([("e2", "T1", "S2", 2, ev.ENROLLED, "m", (T0 + dt.timedelta(days=1)).isoformat(), 0, None,
-                    json.dumps({"consent": {"email": False}}))])
-    got = rm.merge(a, b).members["m"]
-    assert (got.enrolled_at, got.enrolled_store, got.consent) == (T0.isoformat(), "S1", {"email": False})
 
 
 def test_the_window_start_by_date_is_add_months_of_the_time() -> None:

@@ -82,7 +82,7 @@ class Refund:
     receipt: str | None
 
 
-@dataclass
+@dataclass(slots=True)  # one per member per batch: no __dict__ each (fewer objects for the GC)
 class MemberChange:
     """What a batch says about one member, folded in event order."""
 
@@ -130,9 +130,11 @@ SALE_LINE_COLS = ("sale", "line", "member", "store", "terminal", "receipt", "at_
                   "local_hour", "weekday", "sku", "name", "category", "qty", "amount", "voided")
 
 
-def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE) -> CrmBatch:
-    """Fold events (EVENT_COLS order, body as JSON text) into a CrmBatch, in order."""
-    out = CrmBatch()
+def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE, into: CrmBatch | None = None) -> CrmBatch:
+    """Fold events (EVENT_COLS order, body as JSON text) into a CrmBatch, in order; `into`
+    (the fold of the events before, extended in place) goes on from there, so a batch can be
+    folded chunk by chunk."""
+    out = CrmBatch() if into is None else into
     for e in events:
         eid, terminal, store, _seq, kind, member, at, stamps, ref, body_text = e[:10]
         mc = out.member(member) if member is not None else None
@@ -292,25 +294,6 @@ def days_from_lines(lines: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
     return [(*k, len(sales), spend[0]) for k, (sales, spend) in sorted(groups.items())]
 
 
-def merge(first: CrmBatch, then: CrmBatch) -> CrmBatch:
-    """`digest(a + b)` from `digest(a)` and `digest(b)`: a batch folded chunk by chunk (in the
-    thread that decodes the next chunk) means what it means folded at once."""
-    out = CrmBatch(first.lines + then.lines, first.refunds + then.refunds, first.merges + then.merges,
-                   dict(first.members))
-    for m, b in then.members.items():
-        a = out.members.get(m)
-        if a is None:
-            out.members[m] = b
-            continue
-        badges = a.badges + [x for x in b.badges if x not in a.badges]
-        last = a.last_at if b.last_at is None or (a.last_at is not None and a.last_at >= b.last_at) else b.last_at
-        enrolled = (a.enrolled_at, a.enrolled_store) if a.enrolled_at is not None else (b.enrolled_at, b.enrolled_store)
-        out.members[m] = MemberChange(a.store if a.store is not None else b.store, enrolled[0], enrolled[1],
-                                      {**a.consent, **b.consent}, badges, a.balance + b.balance, last,
-                                      a.stamps_events or b.stamps_events, a.spend_events or b.spend_events)
-    return out
-
-
 class TierStep(NamedTuple):
     """What a batch's own tier events add to a member's kept window sums (docs/HQ.md, "Tier"),
     taken from the batch alone: valid when the kept sums end at or before `upto`.
@@ -331,27 +314,30 @@ class TierStep(NamedTuple):
 TIER_KINDS = ev.EARNING_KINDS | {ev.REVERSED}
 
 
-def tier_events(events: Iterable[Sequence[Any]], into: dict[str, list[tuple[str, int]]] | None = None
-                ) -> dict[str, list[tuple[str, int]]]:
-    """Each member's (at, stamps) of the events that count for a tier earned on stamps."""
-    out: dict[str, list[tuple[str, int]]] = {} if into is None else into
+TierEvents = dict[str, tuple[list[str], list[int]]]  # member -> (times, stamps), in event order
+
+
+def tier_events(events: Iterable[Sequence[Any]], into: TierEvents | None = None) -> TierEvents:
+    """Each member's times and stamps of the events that count for a tier earned on stamps
+    (`into` extended in place). Two lists a member rather than a tuple an event: fewer objects."""
+    out: TierEvents = {} if into is None else into
     for f in events:  # EVENT_COLS order: kind 4, member 5, at 6, stamps 7
         if f[5] is not None and f[7] and f[4] in TIER_KINDS:
             got = out.get(f[5])
             if got is None:
-                out[f[5]] = [(f[6], int(f[7]))]
-            else:
-                got.append((f[6], int(f[7])))
+                got = out[f[5]] = ([], [])
+            got[0].append(f[6])
+            got[1].append(int(f[7]))
     return out
 
 
-def tier_steps(events: dict[str, list[tuple[str, int]]], zone: ZoneInfo, window_months: int) -> dict[str, TierStep]:
+def tier_steps(events: TierEvents, zone: ZoneInfo, window_months: int) -> dict[str, TierStep]:
     """The TierStep of each member from their batch events (`tier_events`)."""
     years: dict[int, tuple[str, str]] = {}  # local year -> (its window's start, its start), ISO UTC
     dates: dict[str, str] = {}  # a date -> that date `window_months` earlier (clamped)
     out = {}
-    for m, got in events.items():
-        upto = max([at for at, _ in got])
+    for m, (ats, stamps) in events.items():
+        upto = max(ats)
         since, year = _window_start(upto, zone, window_months, dates)
         if year not in years:
             start = dt.datetime(year, 1, 1, tzinfo=zone)
@@ -360,7 +346,7 @@ def tier_steps(events: dict[str, list[tuple[str, int]]], zone: ZoneInfo, window_
         ysince, ystart = years[year]
         now = year_sum = 0
         oldest = None
-        for at, n in got:
+        for at, n in zip(ats, stamps, strict=True):
             if at > since:
                 now += n
                 if oldest is None or at < oldest:

@@ -47,18 +47,17 @@ class CrmPre(NamedTuple):
 
     version: int
     batch: CrmBatch
-    tier_events: dict[str, list[tuple[str, int]]]
+    tier_events: rm.TierEvents
     steps: dict[str, rm.TierStep] | None  # once the last chunk is folded (tiers on stamps)
 
 
 def crm_pre(before: CrmPre | None, events: Sequence[Sequence[Any]], program: tuple[int, Program],
             last: bool) -> CrmPre:
     """`before` (the earlier chunks) followed by `events`; with `last`, the tier steps too.
-    Pure work on the events: it may run in any thread. `before`'s tier events are extended."""
+    Pure work on the events: it may run in any thread. `before` is extended in place (a
+    chunk's fold goes on from the fold before it, as one fold of the batch would)."""
     version, prog = program
-    batch = rm.digest(events, prog.timezone)
-    if before is not None:
-        batch = rm.merge(before.batch, batch)
+    batch = rm.digest(events, prog.timezone, None if before is None else before.batch)
     tiers = rm.tier_events(events, None if before is None else before.tier_events)
     steps = None
     if last and prog.tiering.qualify_on == "stamps":
