@@ -38,7 +38,7 @@ from .store import (
 from .store_flows import PG_SCHEMA as FLOWS_SCHEMA
 from .store_predict import HISTORY_FETCH
 from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
-from .store_readmodel import CrmPre, TierMove, crm_pre, member_upsert
+from .store_readmodel import CrmPre, TierMove, crm_pre, member_upsert, tier_of
 from .store_tags import PG_SCHEMA as TAGS_SCHEMA
 from .web.store_daily import PG_SCHEMA as DAILY_SCHEMA
 from .web.store_web import PG_SCHEMA as WEB_SCHEMA
@@ -376,19 +376,27 @@ class PgHqStore(SqlHqStore):
 
     def _crm_members_and_tiers(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]], move: TierMove) -> set[str]:
         """The member upsert and the kept tier sums moved forward in one write of each row: new
-        members are inserted (their sums come from the query), then one UPDATE adds the balance
+        members are inserted with the batch's own sums, then one UPDATE adds the balance
         and, where `tier_step_fits` holds (the same test, in SQL), the batch's tier step; where
         it does not, `tier_key` is cleared and the member returned for the query. Before, an
         upsert, a read of the kept sums and a second UPDATE wrote every row twice per batch.
         Rows are locked in no particular order here, but two pushes that share a member have
         already met on that member's `balances` row (locked in member order): the second waits
         there until the first commits."""
-        cols = [list(col) for col in zip(*rows, strict=True)]
+        # A member without a row has no events before this batch (every event's ingest upserts
+        # its member), so its kept sums are the batch's own: the step from nothing.
+        firsts = [move.steps.get(r[0]) for r in rows]
+        cols = [list(col) for col in zip(*rows, strict=True)] + [
+            [None if s is None else tier_of(move.prog, s.now, s.year) for s in firsts],
+            [None if s is None else s.upto for s in firsts], [None if s is None else s.now for s in firsts],
+            [None if s is None else s.year for s in firsts], [None if s is None else s.oldest for s in firsts],
+            [None if s is None else move.key for s in firsts]]
         new = {r[0] for r in c.execute(
-            f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance) "
-            "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[]) "
+            f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance, tier, tier_upto, tier_sum, "
+            "tier_year_sum, tier_oldest, tier_key) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], "
+            "%b::int[], %b::bigint[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[]) "
             "ON CONFLICT(member) DO NOTHING RETURNING member", cols).fetchall()}
-        slow = new & set(move.steps)
+        slow: set[str] = set()
         rest = [r for r in rows if r[0] not in new]
         if not rest:
             return slow

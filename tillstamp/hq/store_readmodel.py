@@ -433,7 +433,7 @@ class CrmStore:
             rows = []
             for m in part:
                 now_sum, year_sum, oldest = sums.get(m, (0, 0, None))
-                rows.append((_tier_of(prog, now_sum, year_sum), last[m], now_sum, year_sum, oldest, key, m))
+                rows.append((tier_of(prog, now_sum, year_sum), last[m], now_sum, year_sum, oldest, key, m))
             self._crm_set_tiers(c, t, rows)
 
     def _crm_tier_key(self) -> str:
@@ -466,7 +466,7 @@ class CrmStore:
                 continue
             now_sum, year_sum = int(st[1]) + step.now, int(st[2]) + step.year
             oldest = min([x for x in (st[3], step.oldest) if x is not None], default=None)
-            rows.append((_tier_of(move.prog, now_sum, year_sum), step.upto, now_sum, year_sum, oldest, move.key, m))
+            rows.append((tier_of(move.prog, now_sum, year_sum), step.upto, now_sum, year_sum, oldest, move.key, m))
         self._crm_set_tiers(c, t, rows)
         return slow
 
@@ -695,7 +695,7 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
 
 
-def _tier_of(prog: Program, now_sum: int, year_sum: int) -> str:
+def tier_of(prog: Program, now_sum: int, year_sum: int) -> str:
     """The tier id for the window sums, as `projections.tier_at` decides it."""
     tier = tier_for(prog, max(now_sum, 0))
     if prog.tiering.downgrade != "immediate" and tier is not prog.tiers[-1]:
