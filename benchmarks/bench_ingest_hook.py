@@ -34,7 +34,8 @@ from tillstamp.loyalty import events as ev
 from tillstamp.loyalty.events import Event, new_id
 
 T0 = dt.datetime(2026, 1, 5, 3, tzinfo=dt.UTC)
-PARTS = ("_crm_after_ingest", "_crm_apply", "_crm_tiers", "_crm_tiers_step", "_crm_figures", "_crm_days")
+PARTS = ("_crm_after_ingest", "_crm_apply", "_crm_upsert_members", "_crm_tiers", "_crm_tiers_step", "_crm_figures",
+         "_crm_days")
 
 
 def timed(store: Any, name: str, into: collections.Counter[str]) -> None:

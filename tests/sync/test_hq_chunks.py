@@ -15,7 +15,7 @@ from tillstamp.hq.store import QuarantineError, TerminalRow, open_hq_store
 from tillstamp.loyalty.events import Event, canonical, content_hash
 from tillstamp.sync.wire import LEDGER_TYPE, head_json
 
-from .conftest import Clock, program_source
+from .conftest import T0, Clock, program_source
 from .test_hq_contract import earn, enrol
 
 
@@ -122,3 +122,30 @@ def test_an_event_breaking_the_rules_in_a_later_chunk_is_quarantined_and_the_res
     again = hq.push_raw(t, *body(form, t, 1, evs, tip=False, e4_ref="R\x00X"))  # a resend: duplicates
     assert (again.acked, again.inserted, again.duplicates) == (6, 0, 6)
     assert hq.push_raw(t, *body(form, t, 7, [earn("M1", 1)], tip=False)).acked == 7
+
+
+def test_the_read_model_folded_chunk_by_chunk_equals_a_rebuild(hq: Hq, form: str) -> None:
+    """PostgreSQL folds each chunk for the read model in the decode thread (under the program
+    of the batch before): sales, refunds, consents, badges and tiers come out as a rebuild's."""
+    from tillstamp.loyalty import events as ev
+
+    from .test_crm_read_model import refund_event, sale_event
+
+    t = enrol(hq, "S1")
+    seq, prev = 1, ""
+    for round_ in range(3):  # the first batch of a process has no program read yet; the others do
+        evs = [earn("M1", 3), sale_event(f"R{round_}", "M1", [("KOPI", 2, 20000, "COFFEE"), ("ROTI", 1, 5000, None)]),
+               earn("M2", 40), Event(f"en{round_}", ev.ENROLLED, T0, "M3", 0, None, {"consent": {"email": True}}),
+               Event(f"mi{round_}", ev.MISSION, T0, "M2", 2, None, {"badge": f"b{round_}"}),
+               refund_event(f"R{round_}", "M1", {"KOPI": 1}, 20000), earn("M1", -1), earn("M3", 5)]
+        raw, kind = body(form, t, seq, evs, prev=prev)
+        placed = [e.with_position(seq=seq + i, terminal=t.id, store=t.store) for i, e in enumerate(evs)]
+        for e in placed:
+            prev = content_hash(e, prev)
+        assert hq.push_raw(t, raw, kind).inserted == len(evs)
+        seq += len(evs)
+    report = hq.store.verify_crm()
+    assert report.ok, report.to_dict()
+    m2 = hq.store.crm_member(member="M2")
+    assert m2 is not None and (m2["badges"], m2["balance"]) == ('["b0","b1","b2"]', 126)
+    assert hq.store.crm_member(member="M3")["consent_email"] == 1  # type: ignore[index]

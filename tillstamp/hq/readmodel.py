@@ -11,10 +11,11 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from ..loyalty import events as ev
+from ..loyalty.projections import add_months
 
 DEFAULT_ZONE = "Asia/Jakarta"
 MERGED = "member.merged"  # body {"into": SURVIVOR}; the event's member is the alias
@@ -81,7 +82,7 @@ class Refund:
     receipt: str | None
 
 
-@dataclass
+@dataclass(slots=True)  # one per member per batch: no __dict__ each (fewer objects for the GC)
 class MemberChange:
     """What a batch says about one member, folded in event order."""
 
@@ -129,9 +130,11 @@ SALE_LINE_COLS = ("sale", "line", "member", "store", "terminal", "receipt", "at_
                   "local_hour", "weekday", "sku", "name", "category", "qty", "amount", "voided")
 
 
-def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE) -> CrmBatch:
-    """Fold events (EVENT_COLS order, body as JSON text) into a CrmBatch, in order."""
-    out = CrmBatch()
+def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE, into: CrmBatch | None = None) -> CrmBatch:
+    """Fold events (EVENT_COLS order, body as JSON text) into a CrmBatch, in order; `into`
+    (the fold of the events before, extended in place) goes on from there, so a batch can be
+    folded chunk by chunk."""
+    out = CrmBatch() if into is None else into
     for e in events:
         eid, terminal, store, _seq, kind, member, at, stamps, ref, body_text = e[:10]
         mc = out.member(member) if member is not None else None
@@ -289,3 +292,85 @@ def days_from_lines(lines: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
         g[0].add(r[0])
         g[1][0] += r[15]
     return [(*k, len(sales), spend[0]) for k, (sales, spend) in sorted(groups.items())]
+
+
+class TierStep(NamedTuple):
+    """What a batch's own tier events add to a member's kept window sums (docs/HQ.md, "Tier"),
+    taken from the batch alone: valid when the kept sums end at or before `upto`.
+
+    `upto` is the batch's last tier event of the member, `since` the start of the window ending
+    there, `ystart` the start of that local year (all ISO UTC, compared as text like the stored
+    times); `now` the stamps inside the window, `year` those inside the window ending at the
+    year's start, `oldest` the oldest event inside the window (None: none)."""
+
+    upto: str
+    since: str
+    ystart: str
+    now: int
+    year: int
+    oldest: str | None
+
+
+TIER_KINDS = ev.EARNING_KINDS | {ev.REVERSED}
+
+
+TierEvents = dict[str, tuple[list[str], list[int]]]  # member -> (times, stamps), in event order
+
+
+def tier_events(events: Iterable[Sequence[Any]], into: TierEvents | None = None) -> TierEvents:
+    """Each member's times and stamps of the events that count for a tier earned on stamps
+    (`into` extended in place). Two lists a member rather than a tuple an event: fewer objects."""
+    out: TierEvents = {} if into is None else into
+    for f in events:  # EVENT_COLS order: kind 4, member 5, at 6, stamps 7
+        if f[5] is not None and f[7] and f[4] in TIER_KINDS:
+            got = out.get(f[5])
+            if got is None:
+                got = out[f[5]] = ([], [])
+            got[0].append(f[6])
+            got[1].append(int(f[7]))
+    return out
+
+
+def tier_steps(events: TierEvents, zone: ZoneInfo, window_months: int) -> dict[str, TierStep]:
+    """The TierStep of each member from their batch events (`tier_events`)."""
+    years: dict[int, tuple[str, str]] = {}  # local year -> (its window's start, its start), ISO UTC
+    dates: dict[str, str] = {}  # a date -> that date `window_months` earlier (clamped)
+    out = {}
+    for m, (ats, stamps) in events.items():
+        upto = max(ats)
+        since, year = _window_start(upto, zone, window_months, dates)
+        if year not in years:
+            start = dt.datetime(year, 1, 1, tzinfo=zone)
+            years[year] = (add_months(start, -window_months).astimezone(dt.UTC).isoformat(),
+                           start.astimezone(dt.UTC).isoformat())
+        ysince, ystart = years[year]
+        now = year_sum = 0
+        oldest = None
+        for at, n in zip(ats, stamps, strict=True):
+            if at > since:
+                now += n
+                if oldest is None or at < oldest:
+                    oldest = at
+            if ysince < at <= ystart:
+                year_sum += n
+        out[m] = TierStep(upto, since, ystart, now, year_sum, oldest)
+    return out
+
+
+def _window_start(at: str, zone: ZoneInfo, months: int, dates: dict[str, str]) -> tuple[str, int]:
+    """(`at` moved `months` earlier, as ISO UTC; `at`'s year in `zone`) for a stored UTC time.
+
+    Months move the date only (clamped like `add_months`), so the text keeps its time of day
+    and only its date changes: one date computation per distinct date of a batch rather than
+    a parse and two conversions per member (the batch's members mostly share a few dates)."""
+    if len(at) < 25 or not at.endswith("+00:00") or at[4] != "-" or at[10] != "T":  # not HQ's stored form
+        t = dt.datetime.fromisoformat(at)
+        return add_months(t, -months).astimezone(dt.UTC).isoformat(), t.astimezone(zone).year
+    day = at[:10]
+    earlier = dates.get(day)
+    if earlier is None:
+        earlier = dates[day] = add_months(dt.datetime.fromisoformat(day), -months).date().isoformat()
+    year = int(at[:4])
+    if at[5:10] in ("01-01", "12-31"):  # the zone's year may differ from UTC's only near New Year
+        year = dt.datetime.fromisoformat(at).astimezone(zone).year
+    return earlier + at[10:], year

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from ..loyalty.program import Program
 from ..sync.wire import Incoming, chain
 from .crm_store import PG_SCHEMA as CRM_ACCESS_SCHEMA
 from .readmodel import SALE_LINE_COLS
@@ -37,7 +38,7 @@ from .store import (
 from .store_flows import PG_SCHEMA as FLOWS_SCHEMA
 from .store_predict import HISTORY_FETCH
 from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
-from .store_readmodel import member_upsert
+from .store_readmodel import CrmPre, TierMove, crm_pre, member_upsert, tier_of
 from .store_tags import PG_SCHEMA as TAGS_SCHEMA
 from .web.store_daily import PG_SCHEMA as DAILY_SCHEMA
 from .web.store_web import PG_SCHEMA as WEB_SCHEMA
@@ -184,9 +185,11 @@ class _Chunk(NamedTuple):
     grants: list[str]
     claims: list[Incoming]
     events: list[Incoming]  # the events staged (refused ones left out), for the read model
+    crm: CrmPre | None  # the read model's fold of this chunk and the ones before (None: not taken)
 
     @classmethod
-    def of(cls, events: list[Incoming], prev: str) -> _Chunk:
+    def of(cls, events: list[Incoming], prev: str, crm: CrmPre | None = None,
+           program: tuple[int, Program | None] | None = None, last: bool = False) -> _Chunk:
         texts = []
         deltas: dict[str, int] = {}
         refused: list[tuple[Incoming, str]] = []
@@ -203,8 +206,10 @@ class _Chunk(NamedTuple):
                 if e.member is not None:
                     deltas[e.member] = deltas.get(e.member, 0) + e.stamps
         staged = [e for e in events if e.problem is None] if refused else events
+        if program is not None and program[1] is not None:  # the program HQ last read; the hook checks it
+            crm = crm_pre(crm, staged, (program[0], program[1]), last)
         return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas,
-                   {e.member for e in staged}, refused, grants_of(staged), claims_of(staged), staged)
+                   {e.member for e in staged}, refused, grants_of(staged), claims_of(staged), staged, crm)
 
 
 class PgHqStore(SqlHqStore):
@@ -290,17 +295,22 @@ class PgHqStore(SqlHqStore):
         row = c.execute("SELECT digest FROM positions WHERE terminal = %s AND seq = %s",
                         (terminal_id, first - 1)).fetchone()
 
-        def decode_prep(k: int, prev: str) -> _Chunk:
-            return _Chunk.of(decode_chunk(k), prev)
+        # The read model's fold of each chunk is taken beside the database's work too, under the
+        # program last read (none yet in a fresh process: the hook folds the first batch itself).
+        program = self._crm_prog
 
-        chunk = _Chunk.of(head, row[0] if row else "")
+        def decode_prep(k: int, prev: str, crm: CrmPre | None) -> _Chunk:
+            return _Chunk.of(decode_chunk(k), prev, crm, program, k == n_chunks - 1)
+
+        chunk = _Chunk.of(head, row[0] if row else "", None, program, n_chunks == 1)
         touched: set[str | None] = set()
         deltas: dict[str, int] = {}
         inserted = total = refused = 0
         claims: list[Incoming] = []
         stored: list[Incoming] = []
         for k in range(1, n_chunks + 1):
-            fut: Future[_Chunk] | None = _DECODER.submit(decode_prep, k, chunk.tip) if k < n_chunks else None
+            fut: Future[_Chunk] | None = (_DECODER.submit(decode_prep, k, chunk.tip, chunk.crm) if k < n_chunks
+                                          else None)
             try:
                 inserted += self._apply_chunk(c, chunk, deltas)
                 if chunk.refused:
@@ -338,9 +348,10 @@ class PgHqStore(SqlHqStore):
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
                      claims=claims)
+        pre = done.crm
         if inserted < total:
-            stored = self._own_events(c, terminal_id, stored)
-        self._crm_after_ingest(c, stored, result.adjustments, [m["id"] for m in members])
+            stored, pre = self._own_events(c, terminal_id, stored), None
+        self._crm_after_ingest(c, stored, result.adjustments, [m["id"] for m in members], pre=pre)
         return result
 
     def _apply_chunk(self, c: Any, chunk: _Chunk, deltas: dict[str, int]) -> int:
@@ -365,15 +376,79 @@ class PgHqStore(SqlHqStore):
         c.execute("DELETE FROM staging")
         return int(n)
 
-    def _crm_upsert_members(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _crm_upsert_members(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]],
+                            move: TierMove | None = None) -> set[str]:
+        if move is not None:
+            return self._crm_members_and_tiers(c, t, rows, move)
         # One statement for the batch's members rather than a statement each.
         if len(rows) < 20:
-            super()._crm_upsert_members(c, t, rows)
-            return
+            return super()._crm_upsert_members(c, t, rows)
         cols = [list(col) for col in zip(*rows, strict=True)]
         c.execute(f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance) "
                   "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[]) "
                   f"{member_upsert(t)}", cols)
+        return set()
+
+    def _crm_members_and_tiers(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]], move: TierMove) -> set[str]:
+        """The member upsert and the kept tier sums moved forward in one write of each row: new
+        members are inserted with the batch's own sums, then one UPDATE adds the balance
+        and, where `tier_step_fits` holds (the same test, in SQL), the batch's tier step; where
+        it does not, `tier_key` is cleared and the member returned for the query. Before, an
+        upsert, a read of the kept sums and a second UPDATE wrote every row twice per batch.
+        Rows are locked in no particular order here, but two pushes that share a member have
+        already met on that member's `balances` row (locked in member order): the second waits
+        there until the first commits."""
+        # A member without a row has no events before this batch (every event's ingest upserts
+        # its member), so its kept sums are the batch's own: the step from nothing.
+        firsts = [move.steps.get(r[0]) for r in rows]
+        cols = [list(col) for col in zip(*rows, strict=True)] + [
+            [None if s is None else tier_of(move.prog, s.now, s.year) for s in firsts],
+            [None if s is None else s.upto for s in firsts], [None if s is None else s.now for s in firsts],
+            [None if s is None else s.year for s in firsts], [None if s is None else s.oldest for s in firsts],
+            [None if s is None else move.key for s in firsts]]
+        new = {r[0] for r in c.execute(
+            f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance, tier, tier_upto, tier_sum, "
+            "tier_year_sum, tier_oldest, tier_key) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], "
+            "%b::int[], %b::bigint[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[]) "
+            "ON CONFLICT(member) DO NOTHING RETURNING member", cols).fetchall()}
+        slow: set[str] = set()
+        rest = [r for r in rows if r[0] not in new]
+        if not rest:
+            return slow
+        steps = [move.steps.get(r[0]) for r in rest]
+        params: dict[str, Any] = {
+            name: [r[i] for r in rest] for i, name in enumerate(("member", "store", "enrolled_at", "day", "balance"))}
+        for name in ("upto", "since", "ystart", "now", "year", "oldest"):
+            params[name] = [None if s is None else getattr(s, name) for s in steps]
+        params.update(key=move.key, held=move.prog.tiering.downgrade != "immediate",
+                      ids=[tier.id for tier in move.prog.tiers], ths=[tier.threshold for tier in move.prog.tiers])
+        m = t.members
+        fits = (f"({m}.tier_key = %(key)s AND {m}.tier_sum IS NOT NULL AND {m}.tier_year_sum IS NOT NULL "
+                f"AND {m}.tier_upto COLLATE \"C\" >= v.ystart AND {m}.tier_upto COLLATE \"C\" <= v.upto "
+                f"AND ({m}.tier_oldest IS NULL OR {m}.tier_oldest COLLATE \"C\" > v.since))")
+        measure = (f"greatest({m}.tier_sum + v.now, CASE WHEN %(held)s THEN {m}.tier_year_sum + v.year ELSE 0 END, 0)")
+        # tier_for over the program's tiers (sorted by threshold, the first at 0): the last one reached
+        tier = (f"(%(ids)b::text[])[(SELECT max(i) FROM unnest(%(ths)b::bigint[]) WITH ORDINALITY AS t(th, i) "
+                f"WHERE t.th <= {measure})]")
+        moved = f"v.upto IS NOT NULL AND {fits}"
+        sql = (f"WITH v AS (SELECT * FROM unnest(%(member)b::text[], %(store)b::text[], %(enrolled_at)b::text[], "
+               "%(day)b::int[], %(balance)b::bigint[], %(upto)b::text[], %(since)b::text[], %(ystart)b::text[], "
+               "%(now)b::bigint[], %(year)b::bigint[], %(oldest)b::text[]) "
+               "AS v(member, store, enrolled_at, day, balance, upto, since, ystart, now, year, oldest)), "
+               f"u AS (UPDATE {m} SET "
+               f"store = CASE WHEN {m}.enrolled_at IS NULL AND v.enrolled_at IS NOT NULL THEN v.store "
+               f"ELSE coalesce({m}.store, v.store) END, enrolled_at = coalesce({m}.enrolled_at, v.enrolled_at), "
+               f"enrolled_day = coalesce({m}.enrolled_day, v.day), balance = {m}.balance + v.balance, "
+               f"tier = CASE WHEN {moved} THEN {tier} ELSE {m}.tier END, "
+               f"tier_upto = CASE WHEN {moved} THEN v.upto ELSE {m}.tier_upto END, "
+               f"tier_sum = CASE WHEN {moved} THEN {m}.tier_sum + v.now ELSE {m}.tier_sum END, "
+               f"tier_year_sum = CASE WHEN {moved} THEN {m}.tier_year_sum + v.year ELSE {m}.tier_year_sum END, "
+               f"tier_oldest = CASE WHEN {moved} THEN least({m}.tier_oldest COLLATE \"C\", v.oldest) "
+               f"ELSE {m}.tier_oldest END, "
+               f"tier_key = CASE WHEN v.upto IS NULL OR {fits} THEN {m}.tier_key END "
+               f"FROM v WHERE {m}.member = v.member RETURNING {m}.member, v.upto IS NOT NULL AND {m}.tier_key IS NULL AS slow) "
+               "SELECT member FROM u WHERE slow")
+        return slow | {r[0] for r in c.execute(sql, params).fetchall()}
 
     def _crm_rows(self, flat: Sequence[Any], width: int) -> tuple[str, list[Any]]:
         # Arrays, one per column: a 1,000-row VALUES list is 5,000 parameters to parse and plan.

@@ -31,6 +31,40 @@ PII_COLS = ("phone", "name", "email", "birthday")
 _IN_CHUNK = 5000  # ids per IN (...) list: far below SQLite's bound on parameters
 
 
+class TierMove(NamedTuple):
+    """A batch's tier steps (`readmodel.tier_steps`) with what applying them needs: the
+    program and the key its kept sums must have been taken under."""
+
+    prog: Program
+    key: str
+    steps: dict[str, rm.TierStep]
+
+
+class CrmPre(NamedTuple):
+    """A batch's read-model fold and tier steps worked out before the hook runs (PostgreSQL:
+    chunk by chunk in the thread that decodes, while the database applies the chunk before),
+    under the program of version `version`."""
+
+    version: int
+    batch: CrmBatch
+    tier_events: rm.TierEvents
+    steps: dict[str, rm.TierStep] | None  # once the last chunk is folded (tiers on stamps)
+
+
+def crm_pre(before: CrmPre | None, events: Sequence[Sequence[Any]], program: tuple[int, Program],
+            last: bool) -> CrmPre:
+    """`before` (the earlier chunks) followed by `events`; with `last`, the tier steps too.
+    Pure work on the events: it may run in any thread. `before` is extended in place (a
+    chunk's fold goes on from the fold before it, as one fold of the batch would)."""
+    version, prog = program
+    batch = rm.digest(events, prog.timezone, None if before is None else before.batch)
+    tiers = rm.tier_events(events, None if before is None else before.tier_events)
+    steps = None
+    if last and prog.tiering.qualify_on == "stamps":
+        steps = rm.tier_steps(tiers, prog.zone, prog.tiering.window_months)
+    return CrmPre(version, batch, tiers, steps)
+
+
 class Tables(NamedTuple):
     """Where a read model lives: the live tables, or the ones a rebuild fills."""
 
@@ -95,19 +129,33 @@ class CrmStore:
     # -- the ingest hook -----------------------------------------------------------------
 
     def _crm_after_ingest(self, c: Any, events: Sequence[Sequence[Any]], adjustments: Sequence[Event],
-                          pii: Sequence[str], *, new_sales: bool = False) -> None:
+                          pii: Sequence[str], *, new_sales: bool = False, pre: CrmPre | None = None) -> None:
         """Maintain the read model for a batch just stored, in the ingest's transaction.
 
         `new_sales`: the caller knows none of the batch's sales is held yet (import), so the
-        figures of members with no lines before this batch come from the lines in memory."""
+        figures of members with no lines before this batch come from the lines in memory.
+        `pre`: `events` already folded (`crm_pre`); used when taken under the current program."""
         prog = self._crm_program(c)
-        facts = list(events) + [event_tuple(a) for a in adjustments]
-        batch = rm.digest(facts, prog.timezone if prog else rm.DEFAULT_ZONE)
+        if pre is not None and (adjustments or self._crm_prog is None or pre.version != self._crm_prog[0]):
+            pre = None  # HQ's own adjustments join the batch, or the program changed meanwhile
+        facts: list[Sequence[Any]] = []
+        if pre is None:
+            facts = list(events) + [event_tuple(a) for a in adjustments]
+        batch = pre.batch if pre is not None else rm.digest(facts, prog.timezone if prog else rm.DEFAULT_ZONE)
+        spend = prog is not None and prog.tiering.qualify_on != "stamps"
+        tiered = sorted(m for m, ch in batch.members.items() if (ch.spend_events if spend else ch.stamps_events))
+        move = None
+        if prog is not None and not spend and tiered:
+            steps = pre.steps if pre is not None else None
+            if steps is None:
+                steps = rm.tier_steps(rm.tier_events(facts or events), prog.zone, prog.tiering.window_months)
+            move = TierMove(prog, self._crm_tier_key(), steps)
         known = None
         if new_sales and batch.lines and not batch.refunds and not batch.merges:
             known = self._crm_with_lines(c, LIVE, sorted({r[2] for r in batch.lines if r[2] is not None}))
         whole: set[str] = set()
-        moved = self._crm_apply(c, batch, LIVE, prog, whole)
+        slow: set[str] = set()  # members whose kept tier sums the batch could not move forward
+        moved = self._crm_apply(c, batch, LIVE, prog, whole, move, slow)
         self._crm_pii(c, sorted(set(pii)), LIVE)
         if known is not None:
             fresh = rm.figures_from_lines(r for r in batch.lines if r[2] not in known)
@@ -118,9 +166,9 @@ class CrmStore:
         # New lines change only their own days; a refund or a merge refreshes the whole member.
         self._crm_days(c, LIVE, sorted(whole & moved), None)
         self._crm_days(c, LIVE, sorted(moved - whole), sorted({r[8] for r in batch.lines}))
-        spend = prog is not None and prog.tiering.qualify_on != "stamps"
-        self._crm_tiers(c, LIVE, prog, sorted(m for m, ch in batch.members.items()
-                                              if (ch.spend_events if spend else ch.stamps_events)), facts)
+        if move is not None:  # the others' sums were moved forward with their member row
+            tiered = sorted(slow | {m for m in tiered if m not in move.steps})
+        self._crm_tiers(c, LIVE, prog, tiered)
 
     def _crm_program(self, c: Any) -> Program | None:
         row = self._x(c, "SELECT version, source FROM programs ORDER BY version DESC LIMIT 1").fetchone()
@@ -131,10 +179,12 @@ class CrmStore:
         return self._crm_prog[1]
 
     def _crm_apply(self, c: Any, batch: CrmBatch, t: Tables, prog: Program | None,
-                   whole: set[str] | None = None) -> set[str]:
+                   whole: set[str] | None = None, move: TierMove | None = None,
+                   slow: set[str] | None = None) -> set[str]:
         """Write a batch's members, lines, refunds and merges; returns members whose lines moved.
 
-        `whole` receives the members whose older lines changed too (a refund or a merge)."""
+        `whole` receives the members whose older lines changed too (a refund or a merge);
+        `move`, tier steps to apply with the members, and then `slow` the members it could not."""
         whole = set() if whole is None else whole
         zone = prog.timezone if prog else rm.DEFAULT_ZONE
         rows = []
@@ -142,7 +192,9 @@ class CrmStore:
             store = ch.enrolled_store if ch.enrolled_at else ch.store
             day = rm.local_time(ch.enrolled_at, zone).day if ch.enrolled_at else None
             rows.append((m, store, ch.enrolled_at, day, ch.balance))
-        self._crm_upsert_members(c, t, rows)
+        stuck = self._crm_upsert_members(c, t, rows, move)
+        if slow is not None:
+            slow |= stuck
         for ch_name in ev.CHANNELS:
             self._many(c, f"UPDATE {t.members} SET consent_{ch_name} = ? WHERE member = ?",
                        [(int(ch.consent[ch_name]), m) for m, ch in sorted(batch.members.items())
@@ -178,12 +230,15 @@ class CrmStore:
             whole |= {alias_id, into}
         return moved
 
-    def _crm_upsert_members(self, c: Any, t: Tables, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Create or update members from (member, store, enrolled_at, enrolled_day, balance change).
+    def _crm_upsert_members(self, c: Any, t: Tables, rows: Sequence[tuple[Any, ...]],
+                            move: TierMove | None = None) -> set[str]:
+        """Create or update members from (member, store, enrolled_at, enrolled_day, balance change),
+        and move their kept tier sums forward by `move`; returns the members `move` could not.
 
         The store is where the member enrolled, else where they were first seen."""
         self._many(c, f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance) "
                       f"VALUES (?, ?, ?, ?, ?) {member_upsert(t)}", rows)
+        return set() if move is None else self._crm_tiers_step(c, t, move)
 
     def _crm_insert_lines(self, c: Any, t: Tables, lines: Sequence[tuple[Any, ...]]) -> None:
         """Insert sale lines (a sale already held keeps its lines)."""
@@ -319,8 +374,7 @@ class CrmStore:
             cats.setdefault(m, {})[cat] = (int(n), int(spend or 0))
         return rm.figures_of(visits, cats)
 
-    def _crm_tiers(self, c: Any, t: Tables, prog: Program | None, members: Sequence[str] | None,
-                   facts: Sequence[Sequence[Any]] | None = None) -> None:
+    def _crm_tiers(self, c: Any, t: Tables, prog: Program | None, members: Sequence[str] | None) -> None:
         """Each member's tier as of their last event that counts for tiers (`None`: every member).
 
         The same answer as `projections.tier_at` on those events: with tiers earned on stamps,
@@ -331,10 +385,6 @@ class CrmStore:
         if prog.tiering.qualify_on != "stamps":
             self._crm_tiers_folded(c, t, prog, members)
             return
-        if members is not None and facts is not None:
-            members = self._crm_tiers_step(c, t, prog, members, facts)
-            if not members:
-                return
         kcond, kparams = self._any("e.kind", sorted(ev.EARNING_KINDS | {ev.REVERSED}))
         x = self.BYTES
         last: dict[str, str] = {}
@@ -383,62 +433,40 @@ class CrmStore:
             rows = []
             for m in part:
                 now_sum, year_sum, oldest = sums.get(m, (0, 0, None))
-                rows.append((_tier_of(prog, now_sum, year_sum), last[m], now_sum, year_sum, oldest, key, m))
+                rows.append((tier_of(prog, now_sum, year_sum), last[m], now_sum, year_sum, oldest, key, m))
             self._crm_set_tiers(c, t, rows)
 
     def _crm_tier_key(self) -> str:
         """Which program the kept window sums were taken under (its version)."""
         return str(self._crm_prog[0]) if self._crm_prog else ""
 
-    def _crm_tiers_step(self, c: Any, t: Tables, prog: Program, members: Sequence[str],
-                        facts: Sequence[Sequence[Any]]) -> list[str]:
+    def _crm_tiers_step(self, c: Any, t: Tables, move: TierMove) -> set[str]:
         """Move the kept window sums forward by a batch's events, without reading older events;
         returns the members this cannot do (no sums kept under this program, a window that now
-        leaves an older event behind, a new year, an event older than the window's last one
-        mixed in), for the query.
+        leaves an older event behind, a new year, a batch event older than the kept last one),
+        for the query. PostgreSQL does the same in the statement that updates the member row.
 
         Each member keeps the last event's time (`tier_upto`), the two sums and the oldest
         event inside the window: while the window's start stays before that oldest event,
         no event leaves the window, so the new sums are the old ones plus the batch's events
         that fall in the windows (an event is stored once and folded once)."""
-        kinds = ev.EARNING_KINDS | {ev.REVERSED}
-        new: dict[str, list[tuple[str, int]]] = {}
-        for f in facts:  # EVENT_COLS order: kind 4, member 5, at 6, stamps 7
-            if f[5] is not None and f[7] and f[4] in kinds:
-                new.setdefault(f[5], []).append((f[6], int(f[7])))
-        key = self._crm_tier_key()
+        members = sorted(move.steps)
         kept: dict[str, tuple[Any, ...]] = {}
         for part in _chunks(members):
             cond, params = self._any("member", part)
             kept.update((r[0], tuple(r[1:])) for r in self._x(
                 c, f"SELECT member, tier_upto, tier_sum, tier_year_sum, tier_oldest, tier_key FROM {t.members} "
                    f"WHERE {cond}", params).fetchall())
-        zone, window = prog.zone, prog.tiering.window_months
-        years: dict[int, tuple[str, str]] = {}  # local year -> (year window start, year start), ISO UTC
-        slow: list[str] = []
+        slow: set[str] = set()
         rows = []
         for m in members:
-            got, st = new.get(m), kept.get(m)
-            if not got or st is None or st[0] is None or st[4] != key:
-                slow.append(m)
+            step, st = move.steps[m], kept.get(m)
+            if st is None or not tier_step_fits(st, step, move.key):
+                slow.add(m)
                 continue
-            old_upto, now_sum, year_sum, oldest = st[0], int(st[1]), int(st[2]), st[3]
-            upto_raw = max(old_upto, *(at for at, _ in got))
-            upto = _at(upto_raw)
-            since, upto_s = _iso(add_months(upto, -window)), _iso(upto)
-            year = upto.astimezone(zone).year
-            if (oldest is not None and oldest <= since) or year != _at(old_upto).astimezone(zone).year:
-                slow.append(m)
-                continue
-            if year not in years:
-                ystart = dt.datetime(year, 1, 1, tzinfo=zone)
-                years[year] = (_iso(add_months(ystart, -window)), _iso(ystart))
-            ysince, ystart_s = years[year]
-            inside = [at for at, _ in got if since < at <= upto_s]
-            now_sum += sum(n for at, n in got if since < at <= upto_s)
-            year_sum += sum(n for at, n in got if ysince < at <= ystart_s)
-            oldest = min([*inside, *([oldest] if oldest is not None else [])], default=None)
-            rows.append((_tier_of(prog, now_sum, year_sum), upto_raw, now_sum, year_sum, oldest, key, m))
+            now_sum, year_sum = int(st[1]) + step.now, int(st[2]) + step.year
+            oldest = min([x for x in (st[3], step.oldest) if x is not None], default=None)
+            rows.append((tier_of(move.prog, now_sum, year_sum), step.upto, now_sum, year_sum, oldest, move.key, m))
         self._crm_set_tiers(c, t, rows)
         return slow
 
@@ -667,13 +695,22 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat()
 
 
-def _tier_of(prog: Program, now_sum: int, year_sum: int) -> str:
+def tier_of(prog: Program, now_sum: int, year_sum: int) -> str:
     """The tier id for the window sums, as `projections.tier_at` decides it."""
     tier = tier_for(prog, max(now_sum, 0))
     if prog.tiering.downgrade != "immediate" and tier is not prog.tiers[-1]:
         held = tier_for(prog, max(year_sum, 0))
         tier = held if held.threshold > tier.threshold else tier
     return tier.id
+
+
+def tier_step_fits(kept: Sequence[Any], step: rm.TierStep, key: str) -> bool:
+    """Whether a member's kept tier state (upto, sum, year sum, oldest, key) can be moved
+    forward by `step` alone: sums kept under this program, ending at or before the batch's
+    last event and in its local year, with no kept event leaving the new window."""
+    upto, now_sum, year_sum, oldest, got_key = kept
+    return (got_key == key and upto is not None and now_sum is not None and year_sum is not None
+            and step.ystart <= upto <= step.upto and (oldest is None or oldest > step.since))
 
 
 def member_upsert(t: Tables) -> str:
