@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Sequence
-from itertools import chain
 
 from . import events as ev
 from . import projections as pj
@@ -137,19 +136,7 @@ class MemberState:
                 open_lots.append(lot)
                 self._lots_by_id.setdefault(e.id, []).append(lot)
             return
-        need = -e.stamps
-        pool: Sequence[pj.Lot] | chain[pj.Lot] = open_lots
-        if e.kind == ev.EXPIRED:
-            lid = e.body.get("lot")
-            targets = self._lots_by_id.get(lid, []) if isinstance(lid, str) else []
-            pool = chain(targets, (lot for lot in open_lots if lot.event_id != lid))
-        for lot in pool:
-            take = min(lot.remaining, need)
-            lot.remaining -= take
-            need -= take
-            if not need:
-                break
-        self._debt += need
+        self._debt += pj.spend_lots(open_lots, self._lots_by_id, e, -e.stamps)
         k = 0
         while k < len(open_lots) and not open_lots[k].remaining:
             k += 1

@@ -54,6 +54,22 @@ def lots(program: Program, events: Iterable[Event]) -> tuple[list[Lot], int]:
     return open_lots, debt
 
 
+
+def spend_lots(open_lots: Sequence[Lot], by_id: dict[str, list[Lot]], e: Event, need: int) -> int:
+    """Take `need` stamps from the lots for event `e`; what the lots could not cover (debt)."""
+    pool: Iterable[Lot] = open_lots  # oldest stamps are used first
+    if e.kind == ev.EXPIRED:  # the written-off lot first, then the oldest
+        lid = e.body.get("lot")
+        targets = by_id.get(lid, []) if isinstance(lid, str) else []
+        pool = chain(targets, (lot for lot in open_lots if lot.event_id != lid))
+    for lot in pool:
+        take = min(lot.remaining, need)
+        lot.remaining -= take
+        need -= take
+        if not need:
+            break
+    return need
+
 def _open_lots(events: Iterable[Event]) -> tuple[list[Lot], int]:
     """`lots` without their expiry dates, which only the lots left open need."""
     # A long history (a busy member: a thousand visits, hundreds of expiries) must stay linear:
@@ -74,19 +90,7 @@ def _open_lots(events: Iterable[Event]) -> tuple[list[Lot], int]:
                 open_lots.append(lot)
                 by_id.setdefault(e.id, []).append(lot)
         elif e.stamps < 0:
-            need = -e.stamps
-            pool: Iterable[Lot] = open_lots  # oldest stamps are used first
-            if e.kind == ev.EXPIRED:  # the written-off lot first, then the oldest
-                lid = e.body.get("lot")
-                targets = by_id.get(lid, []) if isinstance(lid, str) else []
-                pool = chain(targets, (lot for lot in open_lots if lot.event_id != lid))
-            for lot in pool:
-                take = min(lot.remaining, need)
-                lot.remaining -= take
-                need -= take
-                if not need:
-                    break
-            debt += need
+            debt += spend_lots(open_lots, by_id, e, -e.stamps)
             # Spent lots are at the front (oldest first); one written off elsewhere stays, empty,
             # until it reaches the front or the end.
             k = 0
