@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -555,34 +554,6 @@ class CrmStore:
             self._crm_pii(c, sorted(m for m, _ in new if m not in erased), LIVE)
         ids.update((x, m) for m, x in new)
         return ids, len(new)
-
-    def import_sales(self, events: Sequence[tuple[Any, ...]], now: dt.datetime) -> int:
-        """Store imported sale events (EVENT_COLS order, seq 0, body a dict, optionally followed
-        by the body's canonical JSON) not held yet, with their read model, in one transaction;
-        returns how many were new."""
-        with self._tx() as c:
-            held: set[str] = set()
-            for part in _chunks([e[0] for e in events]):
-                cond, params = self._any("id", part)
-                held |= {r[0] for r in self._x(c, f"SELECT id FROM events WHERE {cond}", params).fetchall()}
-            new = [e for e in events if e[0] not in held]
-            if not new:
-                return 0
-            self._x(c, "INSERT INTO counters(name, value) VALUES ('import', 0) ON CONFLICT DO NOTHING")
-            top = int(self._x(c, "UPDATE counters SET value = value + ? WHERE name = 'import' RETURNING value",
-                              (len(new),)).fetchone()[0])
-            rows = []
-            placed = []
-            for i, e in enumerate(new):
-                seq = top - len(new) + i + 1
-                head = dict(zip(_WIRE[:9], (*e[:3], seq, *e[4:9]), strict=True))
-                body = e[10].encode() if len(e) > 10 else canonical(e[9])
-                digest = hashlib.sha256(canonical(head) + b"\x1f" + body).hexdigest()
-                rows.append((*e[:3], seq, *e[4:9], body.decode(), digest))
-                placed.append((*e[:3], seq, *e[4:10]))
-            self._import_events(c, rows)
-            self._crm_after_ingest(c, placed, [], [], new_sales=True)
-        return len(new)
 
     def _import_events(self, c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert whole event rows (EVENT_COLS order)."""
