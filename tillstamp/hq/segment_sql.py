@@ -129,6 +129,16 @@ class _Compiler:
             bound.append(self.asof.day - within)
         return self.join(sql + extra + " GROUP BY member", [*bound, *params])
 
+    def total(self, alias: str, r: Range) -> str:
+        """A joined count or sum (missing means 0) within a range. When the range leaves 0 out
+        a member without rows cannot match, and saying `v IS NOT NULL` lets the database join
+        only the members with rows (an inner join, the range tested as the aggregate is
+        built) instead of every member with `coalesce`: a fifth less work for a year of
+        spend at 200,000 members (docs/BENCHMARKS.md). Never NULL either way, so `not` holds."""
+        if r.min is not None and r.min > 0:
+            return f"({alias}.v IS NOT NULL AND {self.bounds(f'{alias}.v', r)})"
+        return self.bounds(f"coalesce({alias}.v, 0)", r)
+
     def bounds(self, expr: str, r: Range) -> str:
         conds = []
         if r.min is not None:
@@ -156,14 +166,13 @@ class _Compiler:
                 last = Range(None if r.max is None else d - r.max, None if r.min is None else d - r.min)
                 return f"({a}.v IS NOT NULL AND {self.bounds(f'{a}.v', last)})"
             case Visits(r, within):
-                return self.bounds(f"coalesce({self.days('sum(visits) AS v', within)}.v, 0)", r)
+                return self.total(self.days("sum(visits) AS v", within), r)
             case Spend(r, within):
-                return self.bounds(f"coalesce({self.days('sum(spend) AS v', within)}.v, 0)", r)
+                return self.total(self.days("sum(spend) AS v", within), r)
             case Bought(sku, cat, times, within):
                 extra = " AND qty > 0 AND " + ("sku = ?" if sku is not None else "category = ?")
                 a = self.lines("count(DISTINCT sale) AS v", within, extra, [sku if sku is not None else cat])
-                self.bind(times)
-                return f"coalesce({a}.v, 0) >= ?"
+                return self.total(a, Range(times, None))
             case InStore(stores):
                 store_params: list[Any] = []
                 where = self.inlist("store", stores, store_params)
