@@ -3,11 +3,14 @@ loopback ESC/POS printer that can be unplugged, and a pty scanner."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import os
 import pty
+import re
 import socket
+import tempfile
 import threading
 import time
 import tty
@@ -25,9 +28,27 @@ from tillstamp.pos_plugin.client import TillClient
 from tillstamp.pos_plugin.server import BackgroundServer
 
 
+def _steady_program() -> Path:
+    """The example program without its clock-dependent bonuses (weekday happy hour, weekend
+    1.5x), so the tests that count stamps give the same answer whatever day and hour they run
+    on. The bonuses themselves are tested in tests/loyalty with fixed times."""
+    text = EXAMPLE_PROGRAM.read_text(encoding="utf-8")
+    steady, n = re.subn(r"^\[\[earn\.bonus\]\]\n(?:[^\n]+\n)*", "", text, flags=re.MULTILINE)
+    assert n == 2, "the example program's bonuses changed: update the test kit"
+    fd, name = tempfile.mkstemp(prefix="tillstamp-steady-", suffix=".toml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(steady)
+    atexit.register(os.unlink, name)
+    return Path(name)
+
+
+STEADY_PROGRAM = _steady_program()
+
+
 def make_till(data: Path, **devices: str) -> Path:
-    """A fresh till folder; keyword arguments set [devices]/[api] fields (camera, scanner, printer...)."""
-    init_till(data, store="JKT-01", terminal="T1", program=EXAMPLE_PROGRAM, store_name="Kopi Senja",
+    """A fresh till folder with the example program less its clock-dependent bonuses; keyword
+    arguments set [devices]/[api] fields (camera, scanner, printer...)."""
+    init_till(data, store="JKT-01", terminal="T1", program=STEADY_PROGRAM, store_name="Kopi Senja",
               printer=devices.pop("printer", f"file://{data / 'receipts.bin'}"))
     cfg = replace(load_config(data), **devices)
     (data / CONFIG_NAME).write_text(render_config(cfg), encoding="utf-8")
@@ -82,12 +103,8 @@ JAKARTA = dt.timezone(dt.timedelta(hours=7))
 
 
 def sale_time() -> dt.datetime:
-    """Now in Jakarta, or 13:30 today during the example program's happy hour (14:00-16:00 on
-    weekdays doubles stamps), so tests that count stamps do not depend on the hour they run."""
-    now = dt.datetime.now(JAKARTA)
-    if dt.time(13, 59) <= now.time() <= dt.time(16, 1):
-        return now.replace(hour=13, minute=30)
-    return now
+    """Now in Jakarta (the kit's program has no bonus that depends on the day or the hour)."""
+    return dt.datetime.now(JAKARTA)
 
 
 # One time for every sale of a run: a POS retrying a sale sends the same `at`, and another
