@@ -90,6 +90,7 @@ ATTEMPTS: dict[str, Attempt] = {
     "e: 60 own candidates": Attempt(candidates={"per_member": 60}),
     "e: no popular candidates": Attempt(candidates={"popular": 0}),
     "e: 50 popular candidates": Attempt(candidates={"popular": 50}),
+    "c: neighbours (k 50) in the usual store and overall": Attempt(columns=("knn",)),
     "b+c: quantity + store": Attempt(columns=("qty", "store")),
     "a+b+c: trend + quantity + store": Attempt(columns=("trend", "qty", "store")),
     "b+c+e: price + quantity + store": Attempt(columns=("price", "qty", "store")),
@@ -264,6 +265,34 @@ def extra_columns(
             num = np.bincount(gg[consec], minlength=len(gkey)).astype(np.float64)
             den = np.bincount(gg[jj > 0], minlength=len(gkey)).astype(np.float64)
             cols["s2s"] = lookup(gkey, (num + 0.2) / (den + 1), ck)
+    if "knn" in names:
+        # Members like them: the k most similar (cosine of decayed basket vectors), among those
+        # with the same usual store, and among all; the neighbours' mean decayed frequency.
+        U = B.basket_vectors(m, d.astype("datetime64[D]"), it, n_members, n_items, 0.9).tocsr()
+        norms = np.sqrt(np.asarray(U.multiply(U).sum(axis=1)).ravel())
+        Un = U.multiply(1.0 / np.maximum(norms, 1e-12)[:, None]).tocsr()
+        sim = (Un @ Un.T).toarray()
+        np.fill_diagonal(sim, -np.inf)
+        home = home_store(bm, j, bstore, n_members)
+        for name, mask in (("knn_all", None), ("knn_store", home[:, None] != home[None, :])):
+            s = sim if mask is None else np.where(mask, -np.inf, sim)
+            k = 50
+            nb_idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            ok_nb = np.isfinite(np.take_along_axis(s, nb_idx, axis=1))
+            score = np.zeros(len(c.member))
+            Ud = U.tocsc()
+            for lo in range(0, n_members, 256):
+                rows = np.arange(lo, min(lo + 256, n_members))
+                w = ok_nb[rows] / np.maximum(ok_nb[rows].sum(axis=1, keepdims=True), 1)
+                sel = np.isin(c.member, rows)
+                cm, ci = c.member[sel], c.item[sel]
+                # neighbours' mean vector at the candidate items only
+                mean = np.zeros(len(cm))
+                for q in range(k):
+                    nbr = nb_idx[rows, q][cm - lo]
+                    mean += w[cm - lo, q] * np.asarray(U[nbr, ci]).ravel()
+                score[sel] = mean
+            cols[name] = np.log(score + 1e-4)
     if "tdec" in names:
         age = (cut_day - bday).astype(np.float64)
         for tau in (14, 45, 120):
