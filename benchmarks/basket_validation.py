@@ -280,7 +280,6 @@ def extra_columns(
             nb_idx = np.argpartition(-s, k - 1, axis=1)[:, :k]
             ok_nb = np.isfinite(np.take_along_axis(s, nb_idx, axis=1))
             score = np.zeros(len(c.member))
-            Ud = U.tocsc()
             for lo in range(0, n_members, 256):
                 rows = np.arange(lo, min(lo + 256, n_members))
                 w = ok_nb[rows] / np.maximum(ok_nb[rows].sum(axis=1, keepdims=True), 1)
