@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import tillstamp.insight.basket as B
 from tillstamp.insight.history import History, unique_int
 
+LIBRARY_CANDIDATES = B.candidates  # the library's, whatever an attempt swaps in
+
 SPLITS = {"1": dt.date(2017, 10, 9), "2": dt.date(2017, 9, 11)}
 WINDOW_DAYS = 28
 WEEK2 = int(np.datetime64("2017-01-02", "D").astype(np.int64))  # CJ's week 2 starts Monday 2 Jan
@@ -51,6 +53,7 @@ class Lines:
     store: np.ndarray  # CJ's store per line (not in History)
     amount: np.ndarray
     promo: dict[str, np.ndarray]  # week, store, item (code), display, mailer
+    group: np.ndarray | None = None  # each SKU's category code
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ ATTEMPTS: dict[str, Attempt] = {
     "e: no popular candidates": Attempt(candidates={"popular": 0}),
     "e: 50 popular candidates": Attempt(candidates={"popular": 50}),
     "c: neighbours (k 50) in the usual store and overall": Attempt(columns=("knn",)),
+    "e: the category's own due ratio, hazard and frequency": Attempt(columns=("category",)),
     "b+c: quantity + store": Attempt(columns=("qty", "store")),
     "a+b+c: trend + quantity + store": Attempt(columns=("trend", "qty", "store")),
     "b+c+e: price + quantity + store": Attempt(columns=("price", "qty", "store")),
@@ -292,6 +296,27 @@ def extra_columns(
                     mean += w[cm - lo, q] * np.asarray(U[nbr, ci]).ravel()
                 score[sel] = mean
             cols[name] = np.log(score + 1e-4)
+    if "category" in names and lines.group is not None:
+        # The SKU's category as an item of its own: its due ratio, hazard, decayed frequency
+        # and last-basket flag at category level (a member who alternates brands of milk buys
+        # milk on a regular cycle that no single SKU shows), and the SKU's share of the
+        # member's purchases of its category.
+        grp = lines.group
+        n_groups = int(grp.max(initial=-1)) + 1
+        gi = np.where(item >= 0, grp[np.maximum(item, 0)], -1)
+        cc = LIBRARY_CANDIDATES(member, day, gi, n_members, n_groups, cut, 10_000, 0)
+        ckey = cc.member * n_groups + cc.item
+        o = np.argsort(ckey)
+        ckey = ckey[o]
+        cg = grp[c.item]
+        q = c.member * n_groups + np.maximum(cg, 0)
+        f = B.RANKER_FEATURES.index
+        for feat in ("log_days_due_ratio", "hazard_next_visit", "decay_95", "in_last_basket"):
+            v = lookup(ckey, cc.X[o, f(feat)].astype(np.float64), q)
+            cols[f"cat_{feat}"] = np.where(cg >= 0, v, 0.0)
+        cnt_c = lookup(ckey, np.expm1(cc.X[o, f("log_count")].astype(np.float64)), q)
+        own = np.expm1(c.X[:, f("log_count")].astype(np.float64))
+        cols["sku_share_of_cat"] = np.where(cnt_c > 0, own / np.maximum(cnt_c, 1), 0.0)
     if "tdec" in names:
         age = (cut_day - bday).astype(np.float64)
         for tau in (14, 45, 120):
@@ -537,6 +562,7 @@ def main() -> int:
             store=extra["store"][keep],
             amount=hb.amount,
             promo=promotions(data, hb, [week - 4 * k for k in range(5)]),
+            group=sku_group(hb),
         )
         n, n_items = len(hb.members), len(hb.skus)
         group = sku_group(hb)
