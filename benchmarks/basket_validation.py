@@ -95,6 +95,7 @@ ATTEMPTS: dict[str, Attempt] = {
     "e: 50 popular candidates": Attempt(candidates={"popular": 50}),
     "c: neighbours (k 50) in the usual store and overall": Attempt(columns=("knn",)),
     "e: the category's own due ratio, hazard and frequency": Attempt(columns=("category",)),
+    "e: the weekday of the next basket and the item's share on it": Attempt(columns=("weekday",)),
     "b+c: quantity + store": Attempt(columns=("qty", "store")),
     "a+b+c: trend + quantity + store": Attempt(columns=("trend", "qty", "store")),
     "b+c+e: price + quantity + store": Attempt(columns=("price", "qty", "store")),
@@ -317,6 +318,26 @@ def extra_columns(
         cnt_c = lookup(ckey, np.expm1(cc.X[o, f("log_count")].astype(np.float64)), q)
         own = np.expm1(c.X[:, f("log_count")].astype(np.float64))
         cols["sku_share_of_cat"] = np.where(cnt_c > 0, own / np.maximum(cnt_c, 1), 0.0)
+    if "weekday" in names:
+        # The weekday of the next basket: the member's chance that their first basket of a week
+        # (counted from the cut's weekday) falls on each day, and the item's decayed share of
+        # their baskets on that day (shrunk to its share of all their baskets by one basket).
+        wd = (bday - cut_day) % 7  # 0 = the cut's weekday
+        period = (bday - cut_day) // 7
+        firsts = np.r_[True, (bm[1:] != bm[:-1]) | (period[1:] != period[:-1])]
+        pw = np.bincount(bm[firsts] * 7 + wd[firsts], minlength=n_members * 7).reshape(-1, 7)
+        pw = (pw + 0.5) / (pw.sum(axis=1, keepdims=True) + 3.5)
+        w = 0.9 ** j.astype(np.float64)
+        per_day = np.bincount(bm * 7 + wd, weights=w, minlength=n_members * 7).reshape(-1, 7)
+        g_day = np.bincount(g_of * 7 + wd[pb], weights=w[pb], minlength=len(gkey) * 7).reshape(
+            -1, 7
+        )
+        gm = gkey // n_items
+        total = g_day.sum(axis=1) / np.maximum(per_day.sum(axis=1)[gm], 1e-12)
+        shrunk = (g_day + total[:, None]) / (per_day[gm] + 1.0)
+        expected = (pw[gm] * shrunk).sum(axis=1)
+        cols["weekday_share"] = lookup(gkey, expected, ck)
+        cols["weekday_ratio"] = lookup(gkey, np.log((expected + 1e-3) / (total + 1e-3)), ck)
     if "tdec" in names:
         age = (cut_day - bday).astype(np.float64)
         for tau in (14, 45, 120):
