@@ -3,6 +3,7 @@ it was."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,9 +12,16 @@ import pytest
 
 import tillstamp.insight.basket as B
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import basket_validation as V
+# Loaded from its file rather than by putting benchmarks/ on sys.path, where its scripts'
+# names (run, gen_crm, ...) could shadow other modules for the rest of the test session.
+_spec = importlib.util.spec_from_file_location(
+    "basket_validation",
+    Path(__file__).resolve().parents[2] / "benchmarks" / "basket_validation.py",
+)
+assert _spec is not None and _spec.loader is not None
+V = importlib.util.module_from_spec(_spec)
+sys.modules["basket_validation"] = V  # dataclasses look their module up there
+_spec.loader.exec_module(V)
 
 D0 = np.datetime64("2026-01-01", "D")
 
