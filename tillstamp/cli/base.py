@@ -51,10 +51,8 @@ def wants_json(args: argparse.Namespace) -> bool:
 
 
 # One encoder for the process: json.dumps with options builds a new one per call, which costs
-# more than encoding a result line (`sale record` prints one per sale). Results are plain
-# values built by the command, never cyclic, so the encoder does not keep a memo of every
-# container it enters to detect a cycle (a third of the time of encoding a sale's result).
-_JSON = json.JSONEncoder(ensure_ascii=False, default=str, check_circular=False)
+# more than encoding a result line (`sale record` prints one per sale).
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 def _answer(text: str) -> None:
