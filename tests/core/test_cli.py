@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sqlite3
@@ -175,3 +176,35 @@ def test_building_the_command_tree_imports_no_library_code():
     heavy = {"sqlite_utils", "numpy", "fastapi", "requests", "cryptography", "tillstamp.hq.service",
              "tillstamp.agent.store", "tillstamp.tap.server", "tillstamp.pos_plugin.server"}
     assert not heavy & loaded
+
+
+class _Recorder:
+    """A stdout that keeps each write and each flush, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(("write", text, gc.get_freeze_count()))
+        return len(text)
+
+    def flush(self) -> None:
+        self.calls.append(("flush", "", gc.get_freeze_count()))
+
+
+def test_each_answer_is_one_whole_line_flushed_and_the_collector_is_given_back(data, tmp_path, monkeypatch):
+    # A POS reads an answer per sale: one write of the whole line, then a flush (one system call
+    # on a pipe), while start-up's objects are kept out of the collector's walks; afterwards a
+    # program that called main() in its own process has its collector as before.
+    stream = tmp_path / "two.jsonl"
+    stream.write_text(json.dumps(sale_dict("R-1")) + "\n{oops\n" + json.dumps(sale_dict("R-2")) + "\n")
+    out = _Recorder()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert gc.get_freeze_count() == 0
+    assert main(["sale", "record", "--json", str(stream)]) == 2
+    assert [kind for kind, _, _ in out.calls] == ["write", "flush"] * 3
+    lines = [text for kind, text, _ in out.calls if kind == "write"]
+    assert all(text.endswith("\n") and text.count("\n") == 1 for text in lines)
+    assert [json.loads(text).get("receipt") for text in lines] == ["R-1", None, "R-2"]
+    assert all(frozen > 0 for _, _, frozen in out.calls)
+    assert gc.get_freeze_count() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 
 import pytest
@@ -205,3 +206,25 @@ def test_a_member_sale_commits_few_pages(tmp_path, program, keys, clock):
     # Before m005 a member's sale wrote 9-10 pages and a guest's 6-7.
     assert sum(frames[True]) / len(frames[True]) <= 7
     assert sum(frames[False]) / len(frames[False]) <= 5
+
+
+def test_the_wal_is_written_again_from_its_start_after_about_a_thousand_pages(tmp_path, program, keys, clock):
+    """Commits that grow the WAL file wait on the file system's journal as well (docs/AGENT.md
+    "The sale loop"), so the WAL stops growing at about 1,000 pages and is written over again."""
+    from tillstamp.agent.service import Service
+
+    store = open_store(tmp_path / "till.db")
+    store.conn.execute("PRAGMA synchronous=OFF")  # the WAL's size does not depend on the fsync
+    svc = Service(store, program, keys, store_id="JKT-01", terminal_id="T1", clock=clock)
+    members = [svc.enroll(f"0812{i:08d}").id for i in range(40)]
+    wal = tmp_path / "till.db-wal"
+    page = store.conn.execute("PRAGMA page_size").fetchone()[0]
+    sizes = []
+    for i in range(500):  # about 2,500 pages written
+        member = members[i % 40] if i % 3 else None
+        svc.record_sale(parse_sale(sale_dict(f"R-{i}", member=member), now=clock()))
+        sizes.append(wal.stat().st_size)
+    store.close()
+    grew = sum(b > a for a, b in itertools.pairwise(sizes))
+    assert max(sizes) <= 32 + 1020 * (page + 24)  # 1,000 pages and the commit that crossed them
+    assert grew < 250, grew  # the rest were written over frames already on disk

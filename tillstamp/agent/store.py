@@ -239,9 +239,14 @@ def connect(path: str | Path) -> sqlite3.Connection:
     # Deleted or overwritten content (an erased member's name and phone) is zeroed on disk,
     # not left in free space; set here because the default depends on how SQLite was built.
     conn.execute("PRAGMA secure_delete=ON")
-    # A checkpoint runs inside whichever commit crosses the threshold; a till writes several
-    # pages per sale, so a larger WAL (about 16 MiB) keeps that pause off most sales.
-    conn.execute("PRAGMA wal_autocheckpoint=4000")
+    # A checkpoint runs inside whichever commit crosses the threshold, and then the WAL is
+    # written again from its start. Until then every commit appends to the file, and an fsync
+    # that grows a file also commits the file system's journal: on ext4 about twice the wait of
+    # one that overwrites (docs/AGENT.md "The sale loop"). SQLite's usual 1,000 pages (4 MiB)
+    # keep that growing phase to the first ~190 sales after the WAL is made (each process
+    # starts one), where 4,000 stretched it over ~750; the checkpoints, four times as many,
+    # are each a quarter of the size.
+    conn.execute("PRAGMA wal_autocheckpoint=1000")
     return conn
 
 

@@ -55,19 +55,23 @@ def wants_json(args: argparse.Namespace) -> bool:
 _JSON = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
+def _answer(text: str) -> None:
+    # One write per answer, flushed: the reader (a POS waiting on each sale's result) sees the
+    # line as soon as it is whole. print() writes the text and the newline apart, and with an
+    # unbuffered stdout (PYTHONUNBUFFERED) each is a system call the reader wakes for.
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
     """Print a result: JSON with --json, else a readable rendering."""
-    if wants_json(args):
-        print(_JSON.encode(data))
-    else:
-        print(human(data))
-    sys.stdout.flush()
+    _answer(_JSON.encode(data) if wants_json(args) else human(data))
 
 
 def item_failed(args: argparse.Namespace, message: str, **data: Any) -> None:
     """One item of a stream failed: a JSON line on stdout with --json, and a line on stderr."""
     if wants_json(args):
-        print(_JSON.encode({**data, "message": message}), flush=True)
+        _answer(_JSON.encode({**data, "message": message}))
     print(f"tillstamp: {message}", file=sys.stderr, flush=True)
 
 
