@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -41,13 +41,9 @@ Written = Callable[[int], None]  # file rows written so far in this call
 
 
 def bulk_fits(store: SqlHqStore, lines: int) -> bool:
-    """Whether to import in one transaction: SQLite holding fewer sale lines than `lines`."""
-    from .store_sqlite import SqliteHqStore
-
-    if not isinstance(store, SqliteHqStore):
-        return False
+    """Whether to import in one transaction: the database holds fewer sale lines than `lines`."""
     with store._tx(write=False) as c:
-        held = store._x(c, "SELECT count(*) FROM (SELECT 1 FROM sale_lines LIMIT ?)", (lines,)).fetchone()[0]
+        held = store._x(c, "SELECT count(*) FROM (SELECT 1 FROM sale_lines LIMIT ?) s", (lines,)).fetchone()[0]
     return int(held) < lines
 
 
@@ -66,9 +62,16 @@ def write_chunk(store: SqlHqStore, chunk: ReceiptChunk, now: dt.datetime) -> int
 
 def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], members: Sequence[str], now: dt.datetime,
                written: Written | None = None) -> tuple[int, int]:
-    """Store every receipt not held yet in one SQLite transaction, the read model computed
+    """Store every receipt not held yet in one transaction, the indexes and read model built
     after the lines are in; `members` are all the import's member ids. Returns (receipts,
     new receipts)."""
+    from .store_pg import PgHqStore
+
+    if isinstance(store, PgHqStore):
+        from .store_import_pg import PgBulk
+
+        with store._tx() as c:
+            return _bulk(store, c, chunks, members, written, PgBulk(store, c))
     # A rollback journal writes each new page once, where WAL writes it to the log and then
     # again into the database; it is as atomic. It cannot be set while another connection
     # has the database open in WAL mode: the import then runs in WAL.
@@ -77,11 +80,53 @@ def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], members: Seque
     cache = _pragma(store, "cache_size", str(-_CACHE_KIB))
     try:
         with store._tx() as c:
-            return _bulk(store, c, chunks, members, written)
+            return _bulk(store, c, chunks, members, written, _SqliteBulk(store, c))
     finally:
         _pragma(store, "cache_size", cache)
         _pragma(store, "threads", threads)
         _journal(store, journal)
+
+
+class _Bulk(Protocol):
+    """What differs between the backends in a bulk import (`store_import_pg.PgBulk` for PostgreSQL)."""
+
+    def begin(self) -> None: ...
+    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int) -> None: ...
+    def build(self, tables: Sequence[str]) -> None: ...
+    def end(self) -> None: ...
+
+
+class _SqliteBulk:
+    """SQLite's part of a bulk import: secondary indexes dropped and built again from
+    `sqlite_master`, rows inserted with executemany."""
+
+    def __init__(self, store: SqlHqStore, c: Any):
+        self.store = store
+        self.c = c
+        self.indexes: list[tuple[str, str]] = []
+
+    def begin(self) -> None:
+        """Drop the secondary indexes of the imported tables (kept to build again)."""
+        store, c = self.store, self.c
+        self.indexes = store._x(c, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                                   f"AND tbl_name IN ({', '.join('?' * len(_IMPORTED))}) ORDER BY name",
+                                _IMPORTED).fetchall()
+        for name, _sql in self.indexes:
+            store._x(c, f'DROP INDEX "{name}"')
+
+    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int) -> None:
+        """Insert the receipts `new` of a chunk and their lines."""
+        self.store._import_events(self.c, chunk.events(new, first_seq))
+        self.store._crm_insert_lines(self.c, LIVE, sorted(chunk.lines(new, owner)))  # primary-key order
+
+    def build(self, tables: Sequence[str]) -> None:
+        """Build every dropped index again (all at once: the figures' SQL reads them)."""
+        for _name, sql in self.indexes:
+            self.store._x(self.c, sql)
+        self.indexes = []
+
+    def end(self) -> None:
+        """Nothing left: the indexes are built."""
 
 
 def _pragma(store: SqlHqStore, name: str, value: str) -> str:
@@ -117,7 +162,7 @@ def _journal(store: SqlHqStore, mode: str) -> str:
 
 
 def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Sequence[str],
-          written: Written | None) -> tuple[int, int]:
+          written: Written | None, writer: _Bulk) -> tuple[int, int]:
     sales = new_sales = rows = 0
     firsts: dict[str, str] = {}  # member -> store of their first receipt stored here
     visits = Visits()
@@ -126,27 +171,22 @@ def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Se
     alias = store._crm_aliases(c, LIVE, members)
     owners = sorted({alias.get(m, m) for m in members})
     known = store._crm_with_lines(c, LIVE, owners)
-    indexes = store._x(c, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                          f"AND tbl_name IN ({', '.join('?' * len(_IMPORTED))}) ORDER BY name", _IMPORTED).fetchall()
-    for name, _sql in indexes:
-        store._x(c, f'DROP INDEX "{name}"')
+    writer.begin()
     for chunk in chunks:
         sales += len(chunk)
         rows += chunk.rows
         new = _new(store, c, chunk)
         if len(new):
             new_sales += len(new)
-            _insert_events(store, c, chunk, new)
             owner = _survivors(chunk.members, alias)
-            store._crm_insert_lines(c, LIVE, sorted(chunk.lines(new, owner)))  # primary-key order
+            writer.write(chunk, new, owner, _number(store, c, len(new)))
             visits.add(chunk, new, owner)
             for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
                 if m is not None and m not in firsts:
                     firsts[m] = s
         if written is not None:
             written(rows)
-    for _name, sql in indexes:
-        store._x(c, sql)
+    writer.build(("events", "sale_lines"))  # what the figures' SQL reads
     store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
     touched = {alias.get(m, m) for m in firsts}
     figures, days = visits.figures(touched - known)
@@ -155,6 +195,7 @@ def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Se
     store._crm_figures(c, LIVE, sorted(touched & known))
     store._crm_days(c, LIVE, sorted(touched & known), None)
     _tiers(store, c, sorted(firsts))
+    writer.end()
     return sales, new_sales
 
 
@@ -176,13 +217,17 @@ def _new(store: SqlHqStore, c: Any, chunk: ReceiptChunk) -> np.ndarray:
     return np.array([i for i, x in enumerate(chunk.ids.tolist()) if x not in held], dtype=np.int64)
 
 
-def _insert_events(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> None:
-    """The new receipts' `sale.recorded` events, numbered under the import terminal."""
+def _number(store: SqlHqStore, c: Any, n: int) -> int:
+    """Take `n` sequence numbers under the import terminal; returns the first."""
     store._x(c, "INSERT INTO counters(name, value) VALUES ('import', 0) ON CONFLICT DO NOTHING")
     top = int(store._x(c, "UPDATE counters SET value = value + ? WHERE name = 'import' RETURNING value",
-                       (len(new),)).fetchone()[0])
-    rows = chunk.events(new, top - len(new) + 1)
-    store._import_events(c, rows)
+                       (n,)).fetchone()[0])
+    return top - n + 1
+
+
+def _insert_events(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> None:
+    """The new receipts' `sale.recorded` events, numbered under the import terminal."""
+    store._import_events(c, chunk.events(new, _number(store, c, len(new))))
 
 
 def _lines(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
