@@ -401,12 +401,17 @@ def test_copy_text_is_read_back_as_written(pg_server: Any) -> None:
     texts = ["plain", "back\\slash", "tab\there", "line\nfeed", "carriage\rreturn", "\\N", "", None,
              "\u00e9\u2603 \"quoted\"", "\\t literally"]
     numbers = list(range(-3, len(texts) - 3))
-    columns = [pa.array(texts, pa.string()), pa.array(numbers, pa.int64()), "shared\tvalue", None, 7]
+    shared = ["r\\1", None, "r\t2"]  # a receipt's values repeated on its lines: a dictionary array
+    picks = [i % 3 for i in range(len(texts))]
+    columns = [pa.chunked_array([pa.array(texts[:4], pa.string()), pa.array(texts[4:], pa.string())]),
+               pa.array(numbers, pa.int64()), "shared\tvalue", None, 7,
+               pa.DictionaryArray.from_arrays(pa.array(picks, pa.int64()), pa.array(shared, pa.string()))]
     with psycopg.connect(str(pg_server.url()), autocommit=True) as conn:
-        conn.execute("CREATE TABLE t (a TEXT, n BIGINT, s TEXT, z TEXT, k INTEGER)")
-        with conn.cursor() as c, c.copy("COPY t (a, n, s, z, k) FROM STDIN") as copy:
+        conn.execute("CREATE TABLE t (a TEXT, n BIGINT, s TEXT, z TEXT, k INTEGER, d TEXT)")
+        with conn.cursor() as c, c.copy("COPY t (a, n, s, z, k, d) FROM STDIN") as copy:
             copy.write(copy_text(columns, len(texts)))
-        got = conn.execute("SELECT a, n, s, z, k FROM t ORDER BY n").fetchall()
-    assert got == [(t, n, "shared\tvalue", None, 7) for t, n in zip(texts, numbers, strict=True)]
+        got = conn.execute("SELECT a, n, s, z, k, d FROM t ORDER BY n").fetchall()
+    assert got == [(t, n, "shared\tvalue", None, 7, shared[p])
+                   for t, n, p in zip(texts, numbers, picks, strict=True)]
     assert bytes(copy_text(columns, 0)) == b""
     assert bytes(copy_text(["a\tb", None, 1], 2)) == b"a\\tb\t\\N\t1\n" * 2  # no array: every row the same

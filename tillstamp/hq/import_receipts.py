@@ -63,6 +63,7 @@ class ReceiptChunk:
     qty: np.ndarray
     amount: np.ndarray
     rows: int
+    texts: pa.Table  # sku, name, category per line, as pyarrow read them (`line_columns` takes them as they are)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -124,22 +125,24 @@ class ReceiptChunk:
                         self.category[idx].tolist(), self.qty[idx].tolist(), self.amount[idx].tolist(), repeat(0)))
 
     def line_columns(self, keep: np.ndarray, members: np.ndarray) -> list[Any]:
-        """The same rows as `lines`, as columns (SALE_LINE_COLS order): arrays, or one value for all."""
+        """The same rows as `lines`, as columns (SALE_LINE_COLS order): pyarrow arrays, a
+        receipt's values once per line, or one value for all."""
         import pyarrow as pa
 
         idx, rec = self.line_index(keep)
-        take = pa.array(rec)
         text = pa.string()
+        each = pa.array(rec)
 
         def per_receipt(values: np.ndarray) -> pa.Array:
-            return pa.array(values.tolist(), text).take(take)
+            return pa.DictionaryArray.from_arrays(each, pa.array(values.tolist(), text))
 
+        texts = self.texts.take(pa.array(idx))
         line = idx - self.first[rec]
         return [per_receipt(self.ids), pa.array(line), per_receipt(members), per_receipt(self.stores),
                 IMPORT_TERMINAL, per_receipt(self.receipts), per_receipt(self.at), per_receipt(self.local_date),
                 pa.array(self.day[rec]), pa.array(self.hour[rec]), pa.array(self.weekday[rec]),
-                pa.array(self.sku[idx].tolist(), text), pa.array(self.name[idx].tolist(), text),
-                pa.array(self.category[idx].tolist(), text), pa.array(self.qty[idx]), pa.array(self.amount[idx]), 0]
+                texts.column("sku"), texts.column("name"), texts.column("category"), pa.array(self.qty[idx]),
+                pa.array(self.amount[idx]), 0]
 
 
 def derived_ids(prefix: Sequence[str], stores: Sequence[str], receipts: Sequence[str]) -> np.ndarray:
@@ -359,7 +362,7 @@ def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, 
         local_date=local_date, day=day, hour=hour, weekday=weekday, totals=totals, first=first,
         sku=np.array(col["sku"].to_pylist(), dtype=object), name=np.array(col["name"].to_pylist(), dtype=object),
         category=np.array(col["category"].to_pylist(), dtype=object), qty=qty.to_numpy(), amount=amounts,
-        rows=int(first[-1]))
+        rows=int(first[-1]), texts=pa.table({"sku": col["sku"], "name": col["name"], "category": col["category"]}))
 
 
 class Visits:

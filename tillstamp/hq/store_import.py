@@ -92,6 +92,7 @@ class _Bulk(Protocol):
 
     def begin(self) -> None: ...
     def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int) -> None: ...
+    def days(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
     def build(self, tables: Sequence[str]) -> None: ...
     def end(self) -> None: ...
 
@@ -118,6 +119,10 @@ class _SqliteBulk:
         """Insert the receipts `new` of a chunk and their lines."""
         self.store._import_events(self.c, chunk.events(new, first_seq))
         self.store._crm_insert_lines(self.c, LIVE, sorted(chunk.lines(new, owner)))  # primary-key order
+
+    def days(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rollup rows computed in memory."""
+        self.store._crm_insert_days(self.c, LIVE, rows)
 
     def build(self, tables: Sequence[str]) -> None:
         """Build every dropped index again (all at once: the figures' SQL reads them)."""
@@ -191,7 +196,7 @@ def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Se
     touched = {alias.get(m, m) for m in firsts}
     figures, days = visits.figures(touched - known)
     store._crm_write_figures(c, LIVE, figures)
-    store._crm_insert_days(c, LIVE, days)
+    writer.days(days)
     store._crm_figures(c, LIVE, sorted(touched & known))
     store._crm_days(c, LIVE, sorted(touched & known), None)
     _tiers(store, c, sorted(firsts))

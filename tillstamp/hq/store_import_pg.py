@@ -32,6 +32,7 @@ import numpy as np
 from .import_receipts import IMPORT_TERMINAL
 from .readmodel import SALE_LINE_COLS
 from .store import EVENT_COLS
+from .store_readmodel import DAY_COLS
 from .web import store_daily
 
 if TYPE_CHECKING:
@@ -41,9 +42,11 @@ if TYPE_CHECKING:
     from .store_pg import PgHqStore
 
 IMPORTED = ("events", "sale_lines", "member_days")  # tables whose secondary indexes are built once
+KEYED = ("sale_lines",)  # tables whose primary key is dropped and added again (no new line can conflict)
 _MAINTENANCE_MEM = "256MB"  # sorts of the index builds: the lines' biggest index fits in it
 # COPY's text format: a backslash, tab, line feed or carriage return inside a value is escaped.
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+_SPECIAL = "[\\\\\t\n\r]"  # any of them (a regular expression)
 
 
 class PgBulk:
@@ -70,6 +73,13 @@ class PgBulk:
         for table, name, sql in rows:
             self.indexes.setdefault(table, []).append((name, sql))
             c.execute(f'DROP INDEX "{name}"')
+        # The lines' primary key too: kept while a million random sale ids go in, it made the
+        # COPY three times slower than the same COPY without it, and built once it costs a sort.
+        for table, name, sql in c.execute(
+                "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = ANY(%s::regclass[]) AND contype = 'p' ORDER BY conname", (list(KEYED),)).fetchall():
+            self.indexes.setdefault(table, []).insert(0, (name, f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {sql}'))
+            c.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         for trigger in store_daily.PG_INSERT_TRIGGERS:
             c.execute(f'ALTER TABLE sale_lines DISABLE TRIGGER "{trigger}"')
 
@@ -88,6 +98,12 @@ class PgBulk:
             "member": np.array([m is not None for m in owner[new].tolist()], dtype=np.int64),
             "amount": chunk.totals[new]}))
 
+    def days(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """COPY rollup rows computed in memory into `member_days` (its secondary indexes are off)."""
+        with self.c.copy(f"COPY member_days ({', '.join(DAY_COLS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def build(self, tables: Sequence[str]) -> None:
         """Create the dropped indexes of `tables` again."""
         for table in tables:
@@ -105,7 +121,7 @@ class PgBulk:
             sums = pa.concat_tables(self._totals).group_by(["store", "day"], use_threads=False).aggregate(
                 [("amount", "count"), ("member", "sum"), ("amount", "sum")])
             stores, days = sums.column("store").to_pylist(), sums.column("day").to_pylist()
-            store_daily.add_totals(self.store, self.c, list(zip(
+            store_daily.add_totals(self.c, list(zip(
                 stores, days, [IMPORT_TERMINAL] * len(stores), sums.column("amount_count").to_pylist(),
                 sums.column("member_sum").to_pylist(), sums.column("amount_sum").to_pylist(), strict=True)))
         for trigger in store_daily.PG_INSERT_TRIGGERS:
@@ -131,18 +147,22 @@ def copy_text(columns: Sequence[Any], n: int) -> memoryview:
 
 
 def _field(col: Any) -> Any:
-    """One column as COPY text: an array of text, or a scalar for a value every row shares."""
+    """One column as COPY text: an array of text, or a scalar for a value every row shares. A
+    dictionary array (a receipt's values repeated on its lines) is escaped once per value."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if not isinstance(col, pa.Array | pa.ChunkedArray):
         return pa.scalar("\\N" if col is None else _escape(str(col)))
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if isinstance(col, pa.DictionaryArray):
+        return pc.take(_field(col.dictionary), col.indices)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         col = pc.cast(col, pa.string())
-    else:
+    elif pc.any(pc.match_substring_regex(col, _SPECIAL)).as_py():
         for ch, escaped in _ESCAPES:
-            if pc.any(pc.match_substring(col, ch)).as_py():
-                col = pc.replace_substring(col, ch, escaped)
+            col = pc.replace_substring(col, ch, escaped)
     return pc.fill_null(col, "\\N")
 
 

@@ -108,14 +108,15 @@ END $do$""",
 PG_INSERT_TRIGGERS = ("dash_days_insert",)
 
 
-def add_totals(store: Any, c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+def add_totals(c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
     """Add (store, day, terminal, visits, member visits, sales) to the totals, one row per key:
     what the insert trigger adds for lines it did not see (PostgreSQL, in the writer's transaction)."""
     if not rows:
         return
     cols = [list(col) for col in zip(*rows, strict=True)]
-    store._x(c, _UPSERT.format(values="SELECT * FROM unnest(?::text[], ?::int[], ?::text[], ?::int[], ?::int[], "
-                                      "?::bigint[])"), cols)
+    # binary parameters: text arrays in text form are escaped element by element
+    c.execute(_UPSERT.format(values="SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::int[], %b::int[], "
+                                    "%b::bigint[])"), cols)
 
 
 def _sqlite(store: Any) -> bool:
