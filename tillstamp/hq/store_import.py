@@ -22,9 +22,11 @@ holds it equal to a rebuild); imported sales move no stamps and make no feed ent
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Callable, Generator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -38,6 +40,7 @@ _IMPORTED = ("events", "sale_lines", "member_days")  # tables whose secondary in
 _CACHE_KIB = 262_144  # page cache while a bulk import runs: its indexes' working set stays in memory
 
 Written = Callable[[int], None]  # file rows written so far in this call
+T = TypeVar("T")
 
 
 def bulk_fits(store: SqlHqStore, lines: int) -> bool:
@@ -91,7 +94,9 @@ class _Bulk(Protocol):
     """What differs between the backends in a bulk import (`store_import_pg.PgBulk` for PostgreSQL)."""
 
     def begin(self) -> None: ...
-    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int) -> None: ...
+    def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> Any: ...
+    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int,
+              prepared: Any) -> None: ...
     def days(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
     def build(self, tables: Sequence[str]) -> None: ...
     def end(self) -> None: ...
@@ -115,10 +120,17 @@ class _SqliteBulk:
         for name, _sql in self.indexes:
             store._x(c, f'DROP INDEX "{name}"')
 
-    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int) -> None:
-        """Insert the receipts `new` of a chunk and their lines."""
-        self.store._import_events(self.c, chunk.events(new, first_seq))
-        self.store._crm_insert_lines(self.c, LIVE, sorted(chunk.lines(new, owner)))  # primary-key order
+    def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> Any:
+        """The rows of every receipt of the chunk, numbered from `first_seq` (no database)."""
+        every = np.arange(len(chunk))
+        return chunk.events(every, first_seq), sorted(chunk.lines(every, owner))  # lines in primary-key order
+
+    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int,
+              prepared: Any) -> None:
+        """Insert the receipts `new` of a chunk and their lines (`prepared` when they are all of it)."""
+        events, lines = prepared or (chunk.events(new, first_seq), sorted(chunk.lines(new, owner)))
+        self.store._import_events(self.c, events)
+        self.store._crm_insert_lines(self.c, LIVE, lines)
 
     def days(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert rollup rows computed in memory."""
@@ -177,20 +189,29 @@ def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Se
     owners = sorted({alias.get(m, m) for m in members})
     known = store._crm_with_lines(c, LIVE, owners)
     writer.begin()
-    for chunk in chunks:
-        sales += len(chunk)
-        rows += chunk.rows
-        new = _new(store, c, chunk)
-        if len(new):
-            new_sales += len(new)
-            owner = _survivors(chunk.members, alias)
-            writer.write(chunk, new, owner, _number(store, c, len(new)))
-            visits.add(chunk, new, owner)
-            for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
-                if m is not None and m not in firsts:
-                    firsts[m] = s
-        if written is not None:
-            written(rows)
+
+    def prepare(chunk: ReceiptChunk, first_seq: int) -> tuple[np.ndarray, Any]:  # in the helper thread
+        owner = _survivors(chunk.members, alias)
+        return owner, writer.prepare(chunk, owner, first_seq)
+
+    with contextlib.closing(_ahead(chunks, prepare, _last_number(store, c) + 1)) as stream:
+        for chunk, guess, (owner, prepared) in stream:
+            sales += len(chunk)
+            rows += chunk.rows
+            new = _new(store, c, chunk)
+            if len(new):
+                new_sales += len(new)
+                first = _number(store, c, len(new))
+                # made for every receipt of the chunk numbered from `guess`: usable as it is
+                # when they are all new and numbered so (a new head office: always)
+                fits = len(new) == len(chunk) and first == guess
+                writer.write(chunk, new, owner, first, prepared if fits else None)
+                visits.add(chunk, new, owner)
+                for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
+                    if m is not None and m not in firsts:
+                        firsts[m] = s
+            if written is not None:
+                written(rows)
     writer.build(("events", "sale_lines"))  # what the figures' SQL reads
     store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
     touched = {alias.get(m, m) for m in firsts}
@@ -202,6 +223,25 @@ def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Se
     _tiers(store, c, sorted(firsts))
     writer.end()
     return sales, new_sales
+
+
+def _ahead(chunks: Iterable[ReceiptChunk], prepare: Callable[[ReceiptChunk, int], T],
+           first_seq: int) -> Generator[tuple[ReceiptChunk, int, T], None, None]:
+    """Each chunk with the first number it gets if every receipt before it is new, and what
+    `prepare` made of it; the next chunk is made and prepared in a helper thread while the
+    caller writes this one (the database works without holding the GIL, and so does most of
+    pyarrow's and numpy's work)."""
+    it = iter(chunks)
+
+    def make(first: int) -> tuple[ReceiptChunk, int, T] | None:
+        chunk = next(it, None)
+        return None if chunk is None else (chunk, first, prepare(chunk, first))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hq-import") as pool:
+        fut = pool.submit(make, first_seq)
+        while (got := fut.result()) is not None:
+            fut = pool.submit(make, got[1] + len(got[0]))
+            yield got
 
 
 def _survivors(members: np.ndarray, alias: dict[str, str]) -> np.ndarray:
@@ -220,6 +260,12 @@ def _new(store: SqlHqStore, c: Any, chunk: ReceiptChunk) -> np.ndarray:
     if not held:
         return np.arange(len(chunk))
     return np.array([i for i, x in enumerate(chunk.ids.tolist()) if x not in held], dtype=np.int64)
+
+
+def _last_number(store: SqlHqStore, c: Any) -> int:
+    """The last sequence number taken under the import terminal."""
+    row = store._x(c, "SELECT value FROM counters WHERE name = 'import'").fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _number(store: SqlHqStore, c: Any, n: int) -> int:

@@ -83,20 +83,33 @@ class PgBulk:
         for trigger in store_daily.PG_INSERT_TRIGGERS:
             c.execute(f'ALTER TABLE sale_lines DISABLE TRIGGER "{trigger}"')
 
-    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int) -> None:
-        """COPY the receipts `new` of a chunk into `events` and their lines into `sale_lines`."""
+    def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> tuple[Any, ...]:
+        """The COPY texts of every receipt of the chunk, numbered from `first_seq`, and their
+        daily totals (no database: it runs beside the COPY of the chunk before)."""
+
+        return self._texts(chunk, np.arange(len(chunk)), owner, first_seq)
+
+    @staticmethod
+    def _texts(chunk: ReceiptChunk, keep: np.ndarray, owner: np.ndarray, first_seq: int) -> tuple[Any, ...]:
         import pyarrow as pa
 
-        c = self.c
-        with c.copy(f"COPY events ({', '.join(EVENT_COLS)}) FROM STDIN") as copy:
-            copy.write(copy_text(chunk.event_columns(new, first_seq), len(new)))
-        columns = chunk.line_columns(new, owner)
-        with c.copy(f"COPY sale_lines ({', '.join(SALE_LINE_COLS)}) FROM STDIN") as copy:
-            copy.write(copy_text(columns, len(columns[0])))
-        self._totals.append(pa.table({
-            "store": pa.array(chunk.stores[new].tolist(), pa.string()), "day": chunk.day[new],
-            "member": np.array([m is not None for m in owner[new].tolist()], dtype=np.int64),
-            "amount": chunk.totals[new]}))
+        lines = chunk.line_columns(keep, owner)
+        totals = pa.table({
+            "store": pa.array(chunk.stores[keep].tolist(), pa.string()), "day": chunk.day[keep],
+            "member": np.array([m is not None for m in owner[keep].tolist()], dtype=np.int64),
+            "amount": chunk.totals[keep]})
+        return copy_text(chunk.event_columns(keep, first_seq), len(keep)), copy_text(lines, len(lines[0])), totals
+
+    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int,
+              prepared: tuple[Any, ...] | None) -> None:
+        """COPY the receipts `new` of a chunk into `events` and their lines into `sale_lines`
+        (`prepared` when they are all of it)."""
+        events, lines_text, totals = prepared or self._texts(chunk, new, owner, first_seq)
+        with self.c.copy(f"COPY events ({', '.join(EVENT_COLS)}) FROM STDIN") as copy:
+            copy.write(events)
+        with self.c.copy(f"COPY sale_lines ({', '.join(SALE_LINE_COLS)}) FROM STDIN") as copy:
+            copy.write(lines_text)
+        self._totals.append(totals)
 
     def days(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """COPY rollup rows computed in memory into `member_days` (its secondary indexes are off)."""
