@@ -2,19 +2,21 @@
 
 Two ways to write, chosen by `bulk_fits`:
 
-- **In chunks** (PostgreSQL; SQLite holding more lines than the import brings): each chunk of
+- **In chunks** (a database holding more lines than the import brings): each chunk of
   receipts is one transaction with its read model, like ingest; a crash between chunks leaves
   whole receipts, and a second run completes the import.
-- **In one transaction** (SQLite holding fewer lines than the import brings, an empty database
+- **In one transaction** (a database holding fewer lines than the import brings, an empty one
   first of all): the secondary indexes of `events`, `sale_lines` and `member_days` are dropped,
-  every receipt and line inserted, the indexes built again from their definitions, members'
+  every receipt and line written, the indexes built again from their definitions, members'
   figures and day rollup written (grouped from the import's own receipts for members new to
   the lines, by grouped SQL over all their lines for the others), and only then is it
-  committed. A crash leaves the database as it was before the import (SQLite's DDL is
+  committed. A crash leaves the database as it was before the import (both backends' DDL is
   transactional), never lines without their indexes or figures. Dropping an index and
   building it again sorts once, where a million inserts into it would each walk the B-tree.
-  While it runs the connection uses a rollback journal (each new page written once, not to
-  the WAL and again into the database) when no other connection has the database open.
+  On SQLite the connection uses a rollback journal while it runs (each new page written once,
+  not to the WAL and again into the database) when no other connection has the database open;
+  PostgreSQL's part (COPY, the lines' primary key, the dashboard trigger, the exclusive lock)
+  is `store_import_pg`. The next chunk is made and prepared in a helper thread meanwhile.
 
 The read model written is the one `_crm_after_ingest` writes for the same events (`hq verify`
 holds it equal to a rebuild); imported sales move no stamps and make no feed entries.
@@ -94,6 +96,7 @@ class _Bulk(Protocol):
     """What differs between the backends in a bulk import (`store_import_pg.PgBulk` for PostgreSQL)."""
 
     def begin(self) -> None: ...
+    def new(self, chunk: ReceiptChunk) -> np.ndarray: ...
     def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> Any: ...
     def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int,
               prepared: Any) -> None: ...
@@ -119,6 +122,10 @@ class _SqliteBulk:
                                 _IMPORTED).fetchall()
         for name, _sql in self.indexes:
             store._x(c, f'DROP INDEX "{name}"')
+
+    def new(self, chunk: ReceiptChunk) -> np.ndarray:
+        """Indexes of the chunk's receipts whose event is not held yet."""
+        return _new(self.store, self.c, chunk)
 
     def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> Any:
         """The rows of every receipt of the chunk, numbered from `first_seq` (no database)."""
@@ -198,7 +205,7 @@ def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Se
         for chunk, guess, (owner, prepared) in stream:
             sales += len(chunk)
             rows += chunk.rows
-            new = _new(store, c, chunk)
+            new = writer.new(chunk)
             if len(new):
                 new_sales += len(new)
                 first = _number(store, c, len(new))
