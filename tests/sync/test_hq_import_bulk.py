@@ -443,3 +443,62 @@ def test_copy_text_is_read_back_as_written(pg_server: Any) -> None:
                    for t, n, p in zip(texts, numbers, picks, strict=True)]
     assert bytes(copy_text(columns, 0)) == b""
     assert bytes(copy_text(["a\tb", None, 1], 2)) == b"a\\tb\t\\N\t1\n" * 2  # no array: every row the same
+
+
+def test_a_push_during_a_postgresql_bulk_import_waits_for_it_then_lands(tmp_path: Path, pg_server: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk import holds `events`, `sale_lines` and `member_days` exclusively until it
+    commits: a till's push waits for it (no deadlock), then lands with its lines and totals."""
+    import threading
+
+    from tillstamp.hq.service import Hq
+
+    from .conftest import Clock, program_source
+    from .test_crm_read_model import push, sale_event
+    from .test_hq_contract import enrol
+
+    url = str(pg_server.url())
+    hq = Hq(open_hq_store(url), clock=Clock())
+    hq.publish_program(program_source())
+    till = enrol(hq, "S1")
+    importing = open_hq_store(url)
+    inside, go_on = threading.Event(), threading.Event()
+    real = store_import.Visits.figures
+
+    def paused(self: Any, members: Any) -> Any:  # every line written, nothing committed
+        inside.set()
+        go_on.wait(120)  # a bound, so that a broken test ends
+        return real(self, members)
+
+    monkeypatch.setattr(store_import.Visits, "figures", paused)
+    done: dict[str, Any] = {}
+    src = write_csv(tmp_path / "pos.csv", random_rows(random.Random(8), 120))
+    importer_thread = threading.Thread(target=lambda: done.update(got=run_import(importing, opts(src), now=NOW)))
+    pusher = threading.Thread(target=lambda: done.update(pushed=push(
+        hq, till, 1, [sale_event("R1", None, [("KOPI", 1, 20000, "COFFEE")])])))
+    tables = "('events', 'sale_lines', 'member_days')"
+    try:
+        importer_thread.start()
+        assert inside.wait(120)
+        held = q(hq.store, "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                           f"WHERE l.mode = 'AccessExclusiveLock' AND l.granted AND c.relname IN {tables}")
+        assert sorted(r[0] for r in held) == ["events", "member_days", "sale_lines"]
+        pusher.start()
+        waiting = f"SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE NOT l.granted " \
+                  f"AND c.relname IN {tables}"
+        for _ in range(2400):  # until PostgreSQL shows the push waiting for the import's lock
+            if q(hq.store, waiting)[0][0]:
+                break
+            threading.Event().wait(0.05)
+        assert q(hq.store, waiting)[0][0] > 0 and "pushed" not in done
+    finally:
+        go_on.set()
+        importer_thread.join()
+        pusher.join()
+    try:
+        assert done["got"].new_sales > 0 and done["pushed"] == 2
+        assert q(hq.store, f"SELECT count(*) FROM sale_lines WHERE terminal = '{till.id}'") == [(1,)]
+        assert hq.store.verify_crm().ok and store_daily.check(hq.store) == []
+    finally:
+        importing.close()
+        hq.store.close()
