@@ -235,8 +235,8 @@ def test_a_failure_inside_the_one_transaction_leaves_the_database_as_it_was(
         def boom(*_a: Any, **_k: Any) -> Any:
             raise RuntimeError("power cut")
 
-        # after every line is in and the indexes of events and lines are built again, before
-        # the figures (on PostgreSQL the rollup's indexes are still dropped, the trigger off)
+        # after every line is in, while the indexes are built again, before the figures are
+        # written (on PostgreSQL the rollup's indexes are still dropped, the trigger off)
         with monkeypatch.context() as m:
             m.setattr(store_import.Visits, "figures", boom)
             with pytest.raises(RuntimeError, match="power cut"):
@@ -261,7 +261,7 @@ from tillstamp.hq.importer import FIELDS, ImportOptions, parse_map, run_import
 from tillstamp.hq.store import open_hq_store
 
 def die(*_a, **_k):
-    os.kill(os.getpid(), signal.SIGKILL)  # every line and index written, nothing committed
+    os.kill(os.getpid(), signal.SIGKILL)  # every line written, the indexes being built, nothing committed
 
 import_receipts.Visits.figures = die
 store = open_hq_store(sys.argv[1])

@@ -219,10 +219,13 @@ def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Se
                         firsts[m] = s
             if written is not None:
                 written(rows)
-    writer.build(("events", "sale_lines"))  # what the figures' SQL reads
-    store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
     touched = {alias.get(m, m) for m in firsts}
-    figures, days = visits.figures(touched - known)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hq-import") as pool:
+        # the import's own figures are grouped beside the index builds (pyarrow, no database)
+        grouped = pool.submit(visits.figures, touched - known)
+        writer.build(("events", "sale_lines"))  # what the figures' SQL reads
+        store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
+        figures, days = grouped.result()
     store._crm_write_figures(c, LIVE, figures)
     writer.days(days)
     store._crm_figures(c, LIVE, sorted(touched & known))
