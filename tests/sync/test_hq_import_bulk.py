@@ -431,7 +431,7 @@ def test_copy_text_is_read_back_as_written(pg_server: Any) -> None:
     numbers = list(range(-3, len(texts) - 3))
     shared = ["r\\1", None, "r\t2"]  # a receipt's values repeated on its lines: a dictionary array
     picks = [i % 3 for i in range(len(texts))]
-    columns = [pa.chunked_array([pa.array(texts[:4], pa.string()), pa.array(texts[4:], pa.string())]),
+    columns = [pa.chunked_array([pa.array(texts[:4], pa.large_string()), pa.array(texts[4:], pa.large_string())]),
                pa.array(numbers, pa.int64()), "shared\tvalue", None, 7,
                pa.DictionaryArray.from_arrays(pa.array(picks, pa.int64()), pa.array(shared, pa.string()))]
     with psycopg.connect(str(pg_server.url()), autocommit=True) as conn:

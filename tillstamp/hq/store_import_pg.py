@@ -95,7 +95,6 @@ class PgBulk:
     def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> tuple[Any, ...]:
         """The COPY texts of every receipt of the chunk, numbered from `first_seq`, and their
         daily totals (no database: it runs beside the COPY of the chunk before)."""
-
         return self._texts(chunk, np.arange(len(chunk)), owner, first_seq)
 
     @staticmethod
@@ -181,8 +180,9 @@ def _field(col: Any) -> Any:
     if isinstance(col, pa.DictionaryArray):
         return pc.take(_field(col.dictionary), col.indices)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        col = pc.cast(col, pa.string())
-    elif pc.any(pc.match_substring_regex(col, _SPECIAL)).as_py():
+        return pc.fill_null(pc.cast(col, pa.string()), "\\N")  # numbers: nothing to escape
+    col = pc.cast(col, pa.string())  # large text too: the join takes one type (a chunk is small)
+    if pc.any(pc.match_substring_regex(col, _SPECIAL)).as_py():
         for ch, escaped in _ESCAPES:
             col = pc.replace_substring(col, ch, escaped)
     return pc.fill_null(col, "\\N")
