@@ -63,14 +63,31 @@ class ReceiptChunk:
     qty: np.ndarray
     amount: np.ndarray
     rows: int
+    texts: pa.Table  # sku, name, category per line, as pyarrow read them (`line_columns` takes them as they are)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def events(self, keep: np.ndarray, first_seq: int) -> list[tuple[Any, ...]]:
         """`events` rows (EVENT_COLS order: the digest last) of the receipts `keep`, numbered
-        from `first_seq` under the import terminal. The digest is `loyalty.events.head_json`
-        and the body hashed as ingest hashes them, the head written for all rows at once."""
+        from `first_seq` under the import terminal."""
+        ids, stores, members, at, refs, seqs, bodies, digests = self._event_parts(keep, first_seq)
+        return list(zip(ids, repeat(IMPORT_TERMINAL), stores, seqs, repeat(ev.SALE), members, at, repeat(0), refs,
+                        bodies.to_pylist(), digests, strict=False))
+
+    def event_columns(self, keep: np.ndarray, first_seq: int) -> list[Any]:
+        """The same rows as `events`, as columns (EVENT_COLS order): arrays, or one value for all."""
+        import pyarrow as pa
+
+        ids, stores, members, at, refs, seqs, bodies, digests = self._event_parts(keep, first_seq)
+        text = pa.string()
+        return [pa.array(ids, text), IMPORT_TERMINAL, pa.array(stores, text), pa.array(seqs, pa.int64()), ev.SALE,
+                pa.array(members, text), pa.array(at, text), 0, pa.array(refs, text), bodies, pa.array(digests, text)]
+
+    def _event_parts(self, keep: np.ndarray, first_seq: int) -> tuple[Any, ...]:
+        """ids, stores, members, times, refs, seqs (lists), bodies (array) and digests of the
+        receipts `keep`. The digest is `loyalty.events.head_json` and the body hashed as
+        ingest hashes them, the head written for all rows at once."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -88,8 +105,7 @@ class ReceiptChunk:
             f',"terminal":{encode_basestring(IMPORT_TERMINAL)}}}\x1f', bodies, "")
         sha = hashlib.sha256
         digests = [sha(h.encode()).hexdigest() for h in heads.to_pylist()]
-        return list(zip(ids, repeat(IMPORT_TERMINAL), stores, seqs, repeat(ev.SALE), members, at, repeat(0), refs,
-                        bodies.to_pylist(), digests, strict=False))
+        return ids, stores, members, at, refs, seqs, bodies, digests
 
     def line_index(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For the receipts `keep`: each of their lines' index in the line columns, and its receipt."""
@@ -107,6 +123,26 @@ class ReceiptChunk:
                         self.local_date[rec].tolist(), self.day[rec].tolist(), self.hour[rec].tolist(),
                         self.weekday[rec].tolist(), self.sku[idx].tolist(), self.name[idx].tolist(),
                         self.category[idx].tolist(), self.qty[idx].tolist(), self.amount[idx].tolist(), repeat(0)))
+
+    def line_columns(self, keep: np.ndarray, members: np.ndarray) -> list[Any]:
+        """The same rows as `lines`, as columns (SALE_LINE_COLS order): pyarrow arrays, a
+        receipt's values once per line, or one value for all."""
+        import pyarrow as pa
+
+        idx, rec = self.line_index(keep)
+        text = pa.string()
+        each = pa.array(rec)
+
+        def per_receipt(values: np.ndarray) -> pa.Array:
+            return pa.DictionaryArray.from_arrays(each, pa.array(values.tolist(), text))
+
+        texts = self.texts.take(pa.array(idx))
+        line = idx - self.first[rec]
+        return [per_receipt(self.ids), pa.array(line), per_receipt(members), per_receipt(self.stores),
+                IMPORT_TERMINAL, per_receipt(self.receipts), per_receipt(self.at), per_receipt(self.local_date),
+                pa.array(self.day[rec]), pa.array(self.hour[rec]), pa.array(self.weekday[rec]),
+                texts.column("sku"), texts.column("name"), texts.column("category"), pa.array(self.qty[idx]),
+                pa.array(self.amount[idx]), 0]
 
 
 def derived_ids(prefix: Sequence[str], stores: Sequence[str], receipts: Sequence[str]) -> np.ndarray:
@@ -326,7 +362,7 @@ def _chunk(part: pa.Table, first: np.ndarray, members: np.ndarray, source: str, 
         local_date=local_date, day=day, hour=hour, weekday=weekday, totals=totals, first=first,
         sku=np.array(col["sku"].to_pylist(), dtype=object), name=np.array(col["name"].to_pylist(), dtype=object),
         category=np.array(col["category"].to_pylist(), dtype=object), qty=qty.to_numpy(), amount=amounts,
-        rows=int(first[-1]))
+        rows=int(first[-1]), texts=pa.table({"sku": col["sku"], "name": col["name"], "category": col["category"]}))
 
 
 class Visits:

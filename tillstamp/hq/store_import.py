@@ -2,19 +2,21 @@
 
 Two ways to write, chosen by `bulk_fits`:
 
-- **In chunks** (PostgreSQL; SQLite holding more lines than the import brings): each chunk of
+- **In chunks** (a database holding more lines than the import brings): each chunk of
   receipts is one transaction with its read model, like ingest; a crash between chunks leaves
   whole receipts, and a second run completes the import.
-- **In one transaction** (SQLite holding fewer lines than the import brings, an empty database
+- **In one transaction** (a database holding fewer lines than the import brings, an empty one
   first of all): the secondary indexes of `events`, `sale_lines` and `member_days` are dropped,
-  every receipt and line inserted, the indexes built again from their definitions, members'
+  every receipt and line written, the indexes built again from their definitions, members'
   figures and day rollup written (grouped from the import's own receipts for members new to
   the lines, by grouped SQL over all their lines for the others), and only then is it
-  committed. A crash leaves the database as it was before the import (SQLite's DDL is
+  committed. A crash leaves the database as it was before the import (both backends' DDL is
   transactional), never lines without their indexes or figures. Dropping an index and
   building it again sorts once, where a million inserts into it would each walk the B-tree.
-  While it runs the connection uses a rollback journal (each new page written once, not to
-  the WAL and again into the database) when no other connection has the database open.
+  On SQLite the connection uses a rollback journal while it runs (each new page written once,
+  not to the WAL and again into the database) when no other connection has the database open;
+  PostgreSQL's part (COPY, the lines' primary key, the dashboard trigger, the exclusive lock)
+  is `store_import_pg`. The next chunk is made and prepared in a helper thread meanwhile.
 
 The read model written is the one `_crm_after_ingest` writes for the same events (`hq verify`
 holds it equal to a rebuild); imported sales move no stamps and make no feed entries.
@@ -22,9 +24,11 @@ holds it equal to a rebuild); imported sales move no stamps and make no feed ent
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Generator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -38,16 +42,13 @@ _IMPORTED = ("events", "sale_lines", "member_days")  # tables whose secondary in
 _CACHE_KIB = 262_144  # page cache while a bulk import runs: its indexes' working set stays in memory
 
 Written = Callable[[int], None]  # file rows written so far in this call
+T = TypeVar("T")
 
 
 def bulk_fits(store: SqlHqStore, lines: int) -> bool:
-    """Whether to import in one transaction: SQLite holding fewer sale lines than `lines`."""
-    from .store_sqlite import SqliteHqStore
-
-    if not isinstance(store, SqliteHqStore):
-        return False
+    """Whether to import in one transaction: the database holds fewer sale lines than `lines`."""
     with store._tx(write=False) as c:
-        held = store._x(c, "SELECT count(*) FROM (SELECT 1 FROM sale_lines LIMIT ?)", (lines,)).fetchone()[0]
+        held = store._x(c, "SELECT count(*) FROM (SELECT 1 FROM sale_lines LIMIT ?) s", (lines,)).fetchone()[0]
     return int(held) < lines
 
 
@@ -66,9 +67,16 @@ def write_chunk(store: SqlHqStore, chunk: ReceiptChunk, now: dt.datetime) -> int
 
 def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], members: Sequence[str], now: dt.datetime,
                written: Written | None = None) -> tuple[int, int]:
-    """Store every receipt not held yet in one SQLite transaction, the read model computed
+    """Store every receipt not held yet in one transaction, the indexes and read model built
     after the lines are in; `members` are all the import's member ids. Returns (receipts,
     new receipts)."""
+    from .store_pg import PgHqStore
+
+    if isinstance(store, PgHqStore):
+        from .store_import_pg import PgBulk
+
+        with store._tx() as c:
+            return _bulk(store, c, chunks, members, written, PgBulk(store, c))
     # A rollback journal writes each new page once, where WAL writes it to the log and then
     # again into the database; it is as atomic. It cannot be set while another connection
     # has the database open in WAL mode: the import then runs in WAL.
@@ -77,11 +85,72 @@ def write_bulk(store: SqlHqStore, chunks: Iterable[ReceiptChunk], members: Seque
     cache = _pragma(store, "cache_size", str(-_CACHE_KIB))
     try:
         with store._tx() as c:
-            return _bulk(store, c, chunks, members, written)
+            return _bulk(store, c, chunks, members, written, _SqliteBulk(store, c))
     finally:
         _pragma(store, "cache_size", cache)
         _pragma(store, "threads", threads)
         _journal(store, journal)
+
+
+class _Bulk(Protocol):
+    """What differs between the backends in a bulk import (`store_import_pg.PgBulk` for PostgreSQL)."""
+
+    def begin(self) -> None: ...
+    def new(self, chunk: ReceiptChunk) -> np.ndarray: ...
+    def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> Any: ...
+    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int,
+              prepared: Any) -> None: ...
+    def days(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    def build(self, tables: Sequence[str]) -> None: ...
+    def end(self) -> None: ...
+
+
+class _SqliteBulk:
+    """SQLite's part of a bulk import: secondary indexes dropped and built again from
+    `sqlite_master`, rows inserted with executemany."""
+
+    def __init__(self, store: SqlHqStore, c: Any):
+        self.store = store
+        self.c = c
+        self.indexes: list[tuple[str, str]] = []
+
+    def begin(self) -> None:
+        """Drop the secondary indexes of the imported tables (kept to build again)."""
+        store, c = self.store, self.c
+        self.indexes = store._x(c, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                                   f"AND tbl_name IN ({', '.join('?' * len(_IMPORTED))}) ORDER BY name",
+                                _IMPORTED).fetchall()
+        for name, _sql in self.indexes:
+            store._x(c, f'DROP INDEX "{name}"')
+
+    def new(self, chunk: ReceiptChunk) -> np.ndarray:
+        """Indexes of the chunk's receipts whose event is not held yet."""
+        return _new(self.store, self.c, chunk)
+
+    def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> Any:
+        """The rows of every receipt of the chunk, numbered from `first_seq` (no database)."""
+        every = np.arange(len(chunk))
+        return chunk.events(every, first_seq), sorted(chunk.lines(every, owner))  # lines in primary-key order
+
+    def write(self, chunk: ReceiptChunk, new: np.ndarray, owner: np.ndarray, first_seq: int,
+              prepared: Any) -> None:
+        """Insert the receipts `new` of a chunk and their lines (`prepared` when they are all of it)."""
+        events, lines = prepared or (chunk.events(new, first_seq), sorted(chunk.lines(new, owner)))
+        self.store._import_events(self.c, events)
+        self.store._crm_insert_lines(self.c, LIVE, lines)
+
+    def days(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rollup rows computed in memory."""
+        self.store._crm_insert_days(self.c, LIVE, rows)
+
+    def build(self, tables: Sequence[str]) -> None:
+        """Build every dropped index again (all at once: the figures' SQL reads them)."""
+        for _name, sql in self.indexes:
+            self.store._x(self.c, sql)
+        self.indexes = []
+
+    def end(self) -> None:
+        """Nothing left: the indexes are built."""
 
 
 def _pragma(store: SqlHqStore, name: str, value: str) -> str:
@@ -117,7 +186,7 @@ def _journal(store: SqlHqStore, mode: str) -> str:
 
 
 def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Sequence[str],
-          written: Written | None) -> tuple[int, int]:
+          written: Written | None, writer: _Bulk) -> tuple[int, int]:
     sales = new_sales = rows = 0
     firsts: dict[str, str] = {}  # member -> store of their first receipt stored here
     visits = Visits()
@@ -126,36 +195,63 @@ def _bulk(store: SqlHqStore, c: Any, chunks: Iterable[ReceiptChunk], members: Se
     alias = store._crm_aliases(c, LIVE, members)
     owners = sorted({alias.get(m, m) for m in members})
     known = store._crm_with_lines(c, LIVE, owners)
-    indexes = store._x(c, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-                          f"AND tbl_name IN ({', '.join('?' * len(_IMPORTED))}) ORDER BY name", _IMPORTED).fetchall()
-    for name, _sql in indexes:
-        store._x(c, f'DROP INDEX "{name}"')
-    for chunk in chunks:
-        sales += len(chunk)
-        rows += chunk.rows
-        new = _new(store, c, chunk)
-        if len(new):
-            new_sales += len(new)
-            _insert_events(store, c, chunk, new)
-            owner = _survivors(chunk.members, alias)
-            store._crm_insert_lines(c, LIVE, sorted(chunk.lines(new, owner)))  # primary-key order
-            visits.add(chunk, new, owner)
-            for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
-                if m is not None and m not in firsts:
-                    firsts[m] = s
-        if written is not None:
-            written(rows)
-    for _name, sql in indexes:
-        store._x(c, sql)
-    store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
+    writer.begin()
+
+    def prepare(chunk: ReceiptChunk, first_seq: int) -> tuple[np.ndarray, Any]:  # in the helper thread
+        owner = _survivors(chunk.members, alias)
+        return owner, writer.prepare(chunk, owner, first_seq)
+
+    with contextlib.closing(_ahead(chunks, prepare, _last_number(store, c) + 1)) as stream:
+        for chunk, guess, (owner, prepared) in stream:
+            sales += len(chunk)
+            rows += chunk.rows
+            new = writer.new(chunk)
+            if len(new):
+                new_sales += len(new)
+                first = _number(store, c, len(new))
+                # made for every receipt of the chunk numbered from `guess`: usable as it is
+                # when they are all new and numbered so (a new head office: always)
+                fits = len(new) == len(chunk) and first == guess
+                writer.write(chunk, new, owner, first, prepared if fits else None)
+                visits.add(chunk, new, owner)
+                for m, s in zip(chunk.members[new].tolist(), chunk.stores[new].tolist(), strict=True):
+                    if m is not None and m not in firsts:
+                        firsts[m] = s
+            if written is not None:
+                written(rows)
     touched = {alias.get(m, m) for m in firsts}
-    figures, days = visits.figures(touched - known)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hq-import") as pool:
+        # the import's own figures are grouped beside the index builds (pyarrow, no database)
+        grouped = pool.submit(visits.figures, touched - known)
+        writer.build(("events", "sale_lines"))  # what the figures' SQL reads
+        store._crm_upsert_members(c, LIVE, [(m, s, None, None, 0) for m, s in sorted(firsts.items())])
+        figures, days = grouped.result()
     store._crm_write_figures(c, LIVE, figures)
-    store._crm_insert_days(c, LIVE, days)
+    writer.days(days)
     store._crm_figures(c, LIVE, sorted(touched & known))
     store._crm_days(c, LIVE, sorted(touched & known), None)
     _tiers(store, c, sorted(firsts))
+    writer.end()
     return sales, new_sales
+
+
+def _ahead(chunks: Iterable[ReceiptChunk], prepare: Callable[[ReceiptChunk, int], T],
+           first_seq: int) -> Generator[tuple[ReceiptChunk, int, T], None, None]:
+    """Each chunk with the first number it gets if every receipt before it is new, and what
+    `prepare` made of it; the next chunk is made and prepared in a helper thread while the
+    caller writes this one (the database works without holding the GIL, and so does most of
+    pyarrow's and numpy's work)."""
+    it = iter(chunks)
+
+    def make(first: int) -> tuple[ReceiptChunk, int, T] | None:
+        chunk = next(it, None)
+        return None if chunk is None else (chunk, first, prepare(chunk, first))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hq-import") as pool:
+        fut = pool.submit(make, first_seq)
+        while (got := fut.result()) is not None:
+            fut = pool.submit(make, got[1] + len(got[0]))
+            yield got
 
 
 def _survivors(members: np.ndarray, alias: dict[str, str]) -> np.ndarray:
@@ -176,13 +272,23 @@ def _new(store: SqlHqStore, c: Any, chunk: ReceiptChunk) -> np.ndarray:
     return np.array([i for i, x in enumerate(chunk.ids.tolist()) if x not in held], dtype=np.int64)
 
 
-def _insert_events(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> None:
-    """The new receipts' `sale.recorded` events, numbered under the import terminal."""
+def _last_number(store: SqlHqStore, c: Any) -> int:
+    """The last sequence number taken under the import terminal."""
+    row = store._x(c, "SELECT value FROM counters WHERE name = 'import'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _number(store: SqlHqStore, c: Any, n: int) -> int:
+    """Take `n` sequence numbers under the import terminal; returns the first."""
     store._x(c, "INSERT INTO counters(name, value) VALUES ('import', 0) ON CONFLICT DO NOTHING")
     top = int(store._x(c, "UPDATE counters SET value = value + ? WHERE name = 'import' RETURNING value",
-                       (len(new),)).fetchone()[0])
-    rows = chunk.events(new, top - len(new) + 1)
-    store._import_events(c, rows)
+                       (n,)).fetchone()[0])
+    return top - n + 1
+
+
+def _insert_events(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> None:
+    """The new receipts' `sale.recorded` events, numbered under the import terminal."""
+    store._import_events(c, chunk.events(new, _number(store, c, len(new))))
 
 
 def _lines(store: SqlHqStore, c: Any, chunk: ReceiptChunk, new: np.ndarray) -> tuple[np.ndarray, list[tuple[Any, ...]]]:

@@ -21,6 +21,7 @@ recomputes them (`hq rebuild`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 _TABLE = ("CREATE TABLE dash_days (store TEXT NOT NULL, day INTEGER NOT NULL, terminal TEXT NOT NULL, "
@@ -101,6 +102,21 @@ END $do$""",
     ("CREATE OR REPLACE TRIGGER dash_days_delete AFTER DELETE ON sale_lines REFERENCING OLD TABLE AS old_lines "
      "FOR EACH STATEMENT EXECUTE FUNCTION dash_days_apply()"),
 )
+
+# The insert trigger a bulk writer (`hq import` into PostgreSQL) may disable inside its
+# transaction, adding the totals of its lines itself with `add_totals`.
+PG_INSERT_TRIGGERS = ("dash_days_insert",)
+
+
+def add_totals(c: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add (store, day, terminal, visits, member visits, sales) to the totals, one row per key:
+    what the insert trigger adds for lines it did not see (PostgreSQL, in the writer's transaction)."""
+    if not rows:
+        return
+    cols = [list(col) for col in zip(*rows, strict=True)]
+    # binary parameters: text arrays in text form are escaped element by element
+    c.execute(_UPSERT.format(values="SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::int[], %b::int[], "
+                                    "%b::bigint[])"), cols)
 
 
 def _sqlite(store: Any) -> bool:
