@@ -60,7 +60,10 @@ SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS events (gseq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE,
         terminal TEXT NOT NULL, store TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, member TEXT,
         at TEXT NOT NULL, stamps BIGINT NOT NULL, ref TEXT, body TEXT NOT NULL, digest TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS events_member ON events(member, gseq)",
+    # A member's events in order, covering what the tier's window sums, the expiring leaf and
+    # the tags read (kind, time, stamps): one index instead of three (docs/SYNC.md, "Fewer
+    # index entries per event").
+    "CREATE INDEX IF NOT EXISTS events_by_member ON events(member, gseq) INCLUDE (kind, at, stamps)",
     # Room on each page for the next version of a row: a balance update is then a HOT update
     # (no index entry), about 30% cheaper for the once-per-batch upsert of every member touched.
     "CREATE TABLE IF NOT EXISTS balances (member TEXT PRIMARY KEY, balance BIGINT NOT NULL) WITH (fillfactor = 70)",
@@ -115,7 +118,6 @@ SCHEMA = (
     "ALTER TABLE members ADD COLUMN IF NOT EXISTS external_id TEXT",
     "CREATE INDEX IF NOT EXISTS members_external ON members(external_id)",
     "CREATE INDEX IF NOT EXISTS events_sale_ref ON events(store, ref) WHERE kind = 'sale.recorded'",
-    "CREATE INDEX IF NOT EXISTS events_tier ON events(member, kind, at, stamps) WHERE stamps <> 0",
     *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
       for sql in SCHEMA if "crm_members" in sql or "sale_lines" in sql),
 )
@@ -142,15 +144,19 @@ SCHEMA = (
      "GROUP BY member, day, store"),
 )
 
-# Query-side indexes of segment previews. Stamp events by time, and earning events by member,
-# for the `stamps_expiring_within_days` leaf (as `m013_stamps_at` on SQLite; docs/HQ.md,
-# "Stamps expiring").
+# Query-side indexes of segment previews and the dashboard. Stamp events by time, for the
+# `stamps_expiring_within_days` leaf (as `m013_stamps_at` on SQLite; docs/HQ.md, "Stamps
+# expiring") and the dashboard's stamp totals of a period; earning events by member are read from
+# `events_by_member`. Every index on `events` costs each pushed event an entry: these two once
+# were five (`events_member`, `events_tier`, `events_earned`, `events_stamps_at`,
+# `events_kind_at`), which made the sync drain a third slower (docs/SYNC.md). A database made
+# before gets the new ones once and loses the old ones.
 SCHEMA = (
     *SCHEMA,
-    ("CREATE INDEX IF NOT EXISTS events_stamps_at ON events(at) INCLUDE (member, gseq, stamps) "
-     "WHERE stamps <> 0 AND member IS NOT NULL"),
-    ("CREATE INDEX IF NOT EXISTS events_earned ON events(member, gseq) INCLUDE (at, stamps) "
-     "WHERE stamps > 0 AND member IS NOT NULL"),
+    ("CREATE INDEX IF NOT EXISTS events_stamps_by_at ON events(at) INCLUDE (member, gseq, stamps, kind, store) "
+     "WHERE stamps <> 0"),
+    *(f"DROP INDEX IF EXISTS {old}" for old in ("events_member", "events_tier", "events_earned",
+                                                "events_stamps_at", "events_kind_at")),
     # A preview's first 20 members come from a merge join in member order of the population and
     # a leaf's aggregate: both read index-only from these (docs/HQ.md, "The compiler").
     "CREATE INDEX IF NOT EXISTS member_days_member ON member_days(member, day) INCLUDE (visits, spend)",
@@ -375,6 +381,14 @@ class PgHqStore(SqlHqStore):
                       "WHERE s.member IS NOT NULL")
         c.execute("DELETE FROM staging")
         return int(n)
+
+    def _crm_after_ingest(self, c: Any, events: Sequence[Sequence[Any]], adjustments: Sequence[Any],
+                          pii: Sequence[str], *, new_sales: bool = False, pre: CrmPre | None = None) -> None:
+        # No JIT for the rest of this transaction: the tier query's correlated sub-selects over
+        # a batch's members are estimated dear (1,000 loops) but run in milliseconds, and
+        # compiling them took 0.3-0.8 s per statement (docs/SYNC.md).
+        c.execute("SET LOCAL jit = off")
+        super()._crm_after_ingest(c, events, adjustments, pii, new_sales=new_sales, pre=pre)
 
     def _crm_upsert_members(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]],
                             move: TierMove | None = None) -> set[str]:
