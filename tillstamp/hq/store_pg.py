@@ -341,10 +341,12 @@ class PgHqStore(SqlHqStore):
         if tip is not None and done.tip != tip:
             raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{done.last})")
         # Balances once for the batch, from what the chunks really inserted: overdrafts are
-        # judged on the balances after the whole batch, as for a batch applied at once.
+        # judged on the balances after the whole batch, as for a batch applied at once. Arrays
+        # go binary (%b): in text form psycopg escapes each element with a regular expression,
+        # ~0.15 s of this thread per 50,000-event drain for this statement and `touched`.
         names = sorted(deltas)
         negative = [r[0] for r in c.execute(
-            "WITH d(member, stamps) AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+            "WITH d(member, stamps) AS (SELECT * FROM unnest(%b::text[], %b::bigint[]) "
             "UNION ALL SELECT member, stamps FROM pending), "
             "bal AS (INSERT INTO balances(member, balance) SELECT member, sum(stamps) FROM d "
             "GROUP BY member ORDER BY member "
@@ -353,7 +355,7 @@ class PgHqStore(SqlHqStore):
             (names, [deltas[m] for m in names])).fetchall()]
         c.execute("DELETE FROM pending")
         c.execute("DELETE FROM touched")
-        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m",
+        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%b::text[]) m",
                   (sorted(m for m in touched if m is not None),))
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
