@@ -111,6 +111,33 @@ def _hwm_kib(pid: int) -> int:
         return 0
 
 
+def _cpu_s(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system) of a process, all its threads; with `children`, also those of
+    its children it has reaped (a PostgreSQL backend's, once its connection closed)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(x) for x in fields[11:15 if children else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def pg_cpu_s(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server: the postmaster, its live processes and those it reaped."""
+    total = _cpu_s(postmaster, children=True)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            if ppid == postmaster:
+                total += _cpu_s(int(d))
+    return total
+
+
 def drain(data: Path, batch: int | None) -> tuple[float, float, int]:
     """Seconds the push took (as it reports), seconds of the whole command, its peak RSS in KiB."""
     start = time.perf_counter()
@@ -173,20 +200,26 @@ def ceiling(url: str, rows: list[tuple[object, ...]], batch: int) -> float:
         return time.perf_counter() - start
 
 
-def run(name: str, url_factory: object, n: int, batch: int | None, root: Path) -> dict[str, float]:
+def run(name: str, url_factory: object, n: int, batch: int | None, root: Path,
+        postmaster: int | None = None) -> dict[str, float]:
     url = url_factory()  # type: ignore[operator]
     code = prepare_hq(url)
     proc, base = serve(url)
     try:
         data = make_till(root / name, base, code, n)
+        hq0, pg0 = _cpu_s(proc.pid), pg_cpu_s(postmaster) if postmaster else 0.0
         took, wall, rss = drain(data, batch)
+        hq_cpu, pg_cpu = _cpu_s(proc.pid) - hq0, pg_cpu_s(postmaster) - pg0 if postmaster else 0.0
     finally:
         proc.terminate()
         proc.wait(10)
     raw = ceiling(url_factory(), ledger_rows(data), batch or MAX_EVENTS)  # type: ignore[operator]
     shutil.rmtree(root / name, ignore_errors=True)
-    print(f"{name}: end to end {n / took:,.0f} ev/s, ceiling {n / raw:,.0f} ev/s", file=sys.stderr, flush=True)
-    return {"e2e": n / took, "wall": n / wall, "raw": n / raw, "rss_mib": rss / 1024}
+    load = os.getloadavg()[0]
+    print(f"{name}: end to end {n / took:,.0f} ev/s, ceiling {n / raw:,.0f} ev/s, HQ CPU {hq_cpu:.2f} s, "
+          f"PostgreSQL CPU {pg_cpu:.2f} s, load {load:.1f}", file=sys.stderr, flush=True)
+    return {"e2e": n / took, "wall": n / wall, "raw": n / raw, "rss_mib": rss / 1024, "hq_cpu": hq_cpu,
+            "pg_cpu": pg_cpu}
 
 
 def run_pg(n: int, batch: int | None, root: Path) -> dict[str, float]:
@@ -194,7 +227,8 @@ def run_pg(n: int, batch: int | None, root: Path) -> dict[str, float]:
     checkpoint or autovacuum."""
     server = PgServer(fsync=True)
     try:
-        return run("postgresql", server.url, n, batch, root)
+        pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        return run("postgresql", server.url, n, batch, root, pid)
     finally:
         server.stop()
 
@@ -211,7 +245,8 @@ def summary(name: str, n: int, runs: list[dict[str, float]]) -> dict[str, object
         r["ratio"] = r["raw"] / r["e2e"]
     return {"hq": name, "events": n, "runs": len(runs), "e2e": med("e2e"), "e2e_span": span("e2e"),
             "wall": med("wall"), "raw": med("raw"), "raw_span": span("raw"), "ratio": med("ratio"),
-            "ratio_span": span("ratio", ".2f"), "rss_mib": max(r["rss_mib"] for r in runs)}
+            "ratio_span": span("ratio", ".2f"), "rss_mib": max(r["rss_mib"] for r in runs),
+            "hq_cpu": med("hq_cpu"), "pg_cpu": med("pg_cpu")}
 
 
 def main() -> None:
@@ -239,11 +274,12 @@ def main() -> None:
           f"(range) — {dt.date.today()}, nproc {os.cpu_count()}, {platform.machine()}, "
           f"Python {platform.python_version()}\n")
     print("| HQ storage | events | end to end, drain (ev/s) | whole command (ev/s) | raw ceiling (ev/s) "
-          "| ceiling / e2e | till peak RSS |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| ceiling / e2e | till peak RSS | HQ CPU, s | PostgreSQL CPU, s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['hq']} | {r['events']} | {r['e2e']:,.0f} ({r['e2e_span']}) | {r['wall']:,.0f} | "
-              f"{r['raw']:,.0f} ({r['raw_span']}) | {r['ratio']:.2f}x ({r['ratio_span']}) | {r['rss_mib']:.0f} MiB |")
+              f"{r['raw']:,.0f} ({r['raw_span']}) | {r['ratio']:.2f}x ({r['ratio_span']}) | {r['rss_mib']:.0f} MiB | "
+              f"{r['hq_cpu']:.2f} | {r['pg_cpu']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,10 @@ SCHEMA: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS events (gseq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE,
         terminal TEXT NOT NULL, store TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL, member TEXT,
         at TEXT NOT NULL, stamps BIGINT NOT NULL, ref TEXT, body TEXT NOT NULL, digest TEXT NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS events_member ON events(member, gseq)",
+    # A member's events in order, covering what the tier's window sums, the expiring leaf and
+    # the tags read (kind, time, stamps): one index instead of three (docs/SYNC.md, "Fewer
+    # index entries per event").
+    "CREATE INDEX IF NOT EXISTS events_by_member ON events(member, gseq) INCLUDE (kind, at, stamps)",
     # Room on each page for the next version of a row: a balance update is then a HOT update
     # (no index entry), about 30% cheaper for the once-per-batch upsert of every member touched.
     "CREATE TABLE IF NOT EXISTS balances (member TEXT PRIMARY KEY, balance BIGINT NOT NULL) WITH (fillfactor = 70)",
@@ -115,7 +118,6 @@ SCHEMA = (
     "ALTER TABLE members ADD COLUMN IF NOT EXISTS external_id TEXT",
     "CREATE INDEX IF NOT EXISTS members_external ON members(external_id)",
     "CREATE INDEX IF NOT EXISTS events_sale_ref ON events(store, ref) WHERE kind = 'sale.recorded'",
-    "CREATE INDEX IF NOT EXISTS events_tier ON events(member, kind, at, stamps) WHERE stamps <> 0",
     *(sql.replace("crm_members", "crm_members_rebuild").replace("sale_lines", "sale_lines_rebuild")
       for sql in SCHEMA if "crm_members" in sql or "sale_lines" in sql),
 )
@@ -132,6 +134,10 @@ SCHEMA = (
     *(sql.replace("member_days", "member_days_rebuild") for sql in _DAYS[:1]),
     ("CREATE INDEX IF NOT EXISTS sale_lines_bought ON sale_lines(category, day, member, sale) "
      "WHERE voided = 0 AND qty > 0 AND member IS NOT NULL"),
+    # Room on each page for the next version of a member row, as for `balances`: ingest updates
+    # every member a batch touches, and with room the update is HOT (no entry in the table's four
+    # indexes; the benchmark's UPDATE of 2,000 rows read 8,300 buffers instead of 24,200).
+    "ALTER TABLE crm_members SET (fillfactor = 70)",
     # each member's kept tier window sums (docs/HQ.md, "Tier"): ingest moves them forward
     *(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col}" for table in ("crm_members", "crm_members_rebuild")
       for col in ("tier_upto TEXT", "tier_sum BIGINT", "tier_year_sum BIGINT", "tier_oldest TEXT", "tier_key TEXT")),
@@ -142,15 +148,19 @@ SCHEMA = (
      "GROUP BY member, day, store"),
 )
 
-# Query-side indexes of segment previews. Stamp events by time, and earning events by member,
-# for the `stamps_expiring_within_days` leaf (as `m013_stamps_at` on SQLite; docs/HQ.md,
-# "Stamps expiring").
+# Query-side indexes of segment previews and the dashboard. Stamp events by time, for the
+# `stamps_expiring_within_days` leaf (as `m013_stamps_at` on SQLite; docs/HQ.md, "Stamps
+# expiring") and the dashboard's stamp totals of a period; earning events by member are read from
+# `events_by_member`. Every index on `events` costs each pushed event an entry: these two once
+# were five (`events_member`, `events_tier`, `events_earned`, `events_stamps_at`,
+# `events_kind_at`), which made the sync drain a third slower (docs/SYNC.md). A database made
+# before gets the new ones once and loses the old ones.
 SCHEMA = (
     *SCHEMA,
-    ("CREATE INDEX IF NOT EXISTS events_stamps_at ON events(at) INCLUDE (member, gseq, stamps) "
-     "WHERE stamps <> 0 AND member IS NOT NULL"),
-    ("CREATE INDEX IF NOT EXISTS events_earned ON events(member, gseq) INCLUDE (at, stamps) "
-     "WHERE stamps > 0 AND member IS NOT NULL"),
+    ("CREATE INDEX IF NOT EXISTS events_stamps_by_at ON events(at) INCLUDE (member, gseq, stamps, kind, store) "
+     "WHERE stamps <> 0"),
+    *(f"DROP INDEX IF EXISTS {old}" for old in ("events_member", "events_tier", "events_earned",
+                                                "events_stamps_at", "events_kind_at")),
     # A preview's first 20 members come from a merge join in member order of the population and
     # a leaf's aggregate: both read index-only from these (docs/HQ.md, "The compiler").
     "CREATE INDEX IF NOT EXISTS member_days_member ON member_days(member, day) INCLUDE (visits, spend)",
@@ -331,10 +341,12 @@ class PgHqStore(SqlHqStore):
         if tip is not None and done.tip != tip:
             raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{done.last})")
         # Balances once for the batch, from what the chunks really inserted: overdrafts are
-        # judged on the balances after the whole batch, as for a batch applied at once.
+        # judged on the balances after the whole batch, as for a batch applied at once. Arrays
+        # go binary (%b): in text form psycopg escapes each element with a regular expression,
+        # ~0.15 s of this thread per 50,000-event drain for this statement and `touched`.
         names = sorted(deltas)
         negative = [r[0] for r in c.execute(
-            "WITH d(member, stamps) AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) "
+            "WITH d(member, stamps) AS (SELECT * FROM unnest(%b::text[], %b::bigint[]) "
             "UNION ALL SELECT member, stamps FROM pending), "
             "bal AS (INSERT INTO balances(member, balance) SELECT member, sum(stamps) FROM d "
             "GROUP BY member ORDER BY member "
@@ -343,7 +355,7 @@ class PgHqStore(SqlHqStore):
             (names, [deltas[m] for m in names])).fetchall()]
         c.execute("DELETE FROM pending")
         c.execute("DELETE FROM touched")
-        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%s::text[]) m",
+        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%b::text[]) m",
                   (sorted(m for m in touched if m is not None),))
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
@@ -376,6 +388,14 @@ class PgHqStore(SqlHqStore):
         c.execute("DELETE FROM staging")
         return int(n)
 
+    def _crm_after_ingest(self, c: Any, events: Sequence[Sequence[Any]], adjustments: Sequence[Any],
+                          pii: Sequence[str], *, new_sales: bool = False, pre: CrmPre | None = None) -> None:
+        # No JIT for the rest of this transaction: the tier query's correlated sub-selects over
+        # a batch's members are estimated dear (1,000 loops) but run in milliseconds, and
+        # compiling them took 0.3-0.8 s per statement (docs/SYNC.md).
+        c.execute("SET LOCAL jit = off")
+        super()._crm_after_ingest(c, events, adjustments, pii, new_sales=new_sales, pre=pre)
+
     def _crm_upsert_members(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]],
                             move: TierMove | None = None) -> set[str]:
         if move is not None:
@@ -390,39 +410,58 @@ class PgHqStore(SqlHqStore):
         return set()
 
     def _crm_members_and_tiers(self, c: Any, t: Any, rows: Sequence[tuple[Any, ...]], move: TierMove) -> set[str]:
-        """The member upsert and the kept tier sums moved forward in one write of each row: new
-        members are inserted with the batch's own sums, then one UPDATE adds the balance
-        and, where `tier_step_fits` holds (the same test, in SQL), the batch's tier step; where
-        it does not, `tier_key` is cleared and the member returned for the query. Before, an
-        upsert, a read of the kept sums and a second UPDATE wrote every row twice per batch.
-        Rows are locked in no particular order here, but two pushes that share a member have
-        already met on that member's `balances` row (locked in member order): the second waits
-        there until the first commits."""
+        """The member upsert and the kept tier sums moved forward in one statement, one write of
+        each row: new members are inserted with the batch's own sums; the others get one UPDATE
+        that adds the balance and, where `tier_step_fits` holds (the same test, in SQL), the
+        batch's tier step; where it does not, `tier_key` is cleared and the member returned for
+        the query. Before, an upsert, a read of the kept sums and a second UPDATE wrote every
+        row twice per batch. Rows are locked in no particular order here, but two pushes that
+        share a member have already met on that member's `balances` row (locked in member
+        order): the second waits there until the first commits."""
+        steps = [move.steps.get(r[0]) for r in rows]
+        params = self._crm_member_params(rows, steps, move)
         # A member without a row has no events before this batch (every event's ingest upserts
         # its member), so its kept sums are the batch's own: the step from nothing.
-        firsts = [move.steps.get(r[0]) for r in rows]
-        cols = [list(col) for col in zip(*rows, strict=True)] + [
-            [None if s is None else tier_of(move.prog, s.now, s.year) for s in firsts],
-            [None if s is None else s.upto for s in firsts], [None if s is None else s.now for s in firsts],
-            [None if s is None else s.year for s in firsts], [None if s is None else s.oldest for s in firsts],
-            [None if s is None else move.key for s in firsts]]
-        new = {r[0] for r in c.execute(
-            f"INSERT INTO {t.members}(member, store, enrolled_at, enrolled_day, balance, tier, tier_upto, tier_sum, "
-            "tier_year_sum, tier_oldest, tier_key) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], "
-            "%b::int[], %b::bigint[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[], %b::text[]) "
-            "ON CONFLICT(member) DO NOTHING RETURNING member", cols).fetchall()}
-        slow: set[str] = set()
-        rest = [r for r in rows if r[0] not in new]
-        if not rest:
-            return slow
-        steps = [move.steps.get(r[0]) for r in rest]
+        params["first"] = [None if s is None else tier_of(move.prog, s.now, s.year) for s in steps]
+        m = t.members
+        # The INSERT and the UPDATE share the statement's snapshot: the UPDATE cannot see the rows
+        # the INSERT adds, so each member is written once, by one of them. A member whose row
+        # another push committed after that snapshot is neither (the INSERT conflicts, the UPDATE
+        # does not see it): those go again in a statement of their own, which sees the row.
+        sql = (f"WITH {self._CRM_V}, ins AS (INSERT INTO {m}(member, store, enrolled_at, enrolled_day, balance, "
+               "tier, tier_upto, tier_sum, tier_year_sum, tier_oldest, tier_key) SELECT member, store, enrolled_at, "
+               "day, balance, first, upto, now, year, oldest, CASE WHEN upto IS NOT NULL THEN %(key)s END FROM v "
+               f"ON CONFLICT(member) DO NOTHING RETURNING member), u AS ({self._crm_tier_update(m)}) "
+               "SELECT member, false FROM ins UNION ALL SELECT member, slow FROM u")
+        done = dict(c.execute(sql, params).fetchall())
+        slow = {member for member, is_slow in done.items() if is_slow}
+        late = [r for r in rows if r[0] not in done]
+        if late:  # rare: the same statement again, with a snapshot in which their rows are visible
+            slow |= self._crm_members_and_tiers(c, t, late, move)
+        return slow
+
+    # The batch's member rows and tier steps as one row source `v` (binary arrays: text arrays in
+    # text form are escaped element by element, a regex each).
+    _CRM_V = ("v AS (SELECT * FROM unnest(%(member)b::text[], %(store)b::text[], %(enrolled_at)b::text[], "
+              "%(day)b::int[], %(balance)b::bigint[], %(upto)b::text[], %(since)b::text[], %(ystart)b::text[], "
+              "%(now)b::bigint[], %(year)b::bigint[], %(oldest)b::text[], %(first)b::text[]) "
+              "AS v(member, store, enrolled_at, day, balance, upto, since, ystart, now, year, oldest, first))")
+
+    @staticmethod
+    def _crm_member_params(rows: Sequence[tuple[Any, ...]], steps: Sequence[Any], move: TierMove) -> dict[str, Any]:
+        """The named parameters of `_CRM_V` and `_crm_tier_update`, but `first`."""
         params: dict[str, Any] = {
-            name: [r[i] for r in rest] for i, name in enumerate(("member", "store", "enrolled_at", "day", "balance"))}
+            name: [r[i] for r in rows] for i, name in enumerate(("member", "store", "enrolled_at", "day", "balance"))}
         for name in ("upto", "since", "ystart", "now", "year", "oldest"):
             params[name] = [None if s is None else getattr(s, name) for s in steps]
         params.update(key=move.key, held=move.prog.tiering.downgrade != "immediate",
                       ids=[tier.id for tier in move.prog.tiers], ths=[tier.threshold for tier in move.prog.tiers])
-        m = t.members
+        return params
+
+    @staticmethod
+    def _crm_tier_update(m: str) -> str:
+        """UPDATE of existing member rows from `v`: the balance added, the tier step applied where
+        it fits; RETURNING each member and whether it needs the tier query."""
         fits = (f"({m}.tier_key = %(key)s AND {m}.tier_sum IS NOT NULL AND {m}.tier_year_sum IS NOT NULL "
                 f"AND {m}.tier_upto COLLATE \"C\" >= v.ystart AND {m}.tier_upto COLLATE \"C\" <= v.upto "
                 f"AND ({m}.tier_oldest IS NULL OR {m}.tier_oldest COLLATE \"C\" > v.since))")
@@ -431,24 +470,19 @@ class PgHqStore(SqlHqStore):
         tier = (f"(%(ids)b::text[])[(SELECT max(i) FROM unnest(%(ths)b::bigint[]) WITH ORDINALITY AS t(th, i) "
                 f"WHERE t.th <= {measure})]")
         moved = f"v.upto IS NOT NULL AND {fits}"
-        sql = (f"WITH v AS (SELECT * FROM unnest(%(member)b::text[], %(store)b::text[], %(enrolled_at)b::text[], "
-               "%(day)b::int[], %(balance)b::bigint[], %(upto)b::text[], %(since)b::text[], %(ystart)b::text[], "
-               "%(now)b::bigint[], %(year)b::bigint[], %(oldest)b::text[]) "
-               "AS v(member, store, enrolled_at, day, balance, upto, since, ystart, now, year, oldest)), "
-               f"u AS (UPDATE {m} SET "
-               f"store = CASE WHEN {m}.enrolled_at IS NULL AND v.enrolled_at IS NOT NULL THEN v.store "
-               f"ELSE coalesce({m}.store, v.store) END, enrolled_at = coalesce({m}.enrolled_at, v.enrolled_at), "
-               f"enrolled_day = coalesce({m}.enrolled_day, v.day), balance = {m}.balance + v.balance, "
-               f"tier = CASE WHEN {moved} THEN {tier} ELSE {m}.tier END, "
-               f"tier_upto = CASE WHEN {moved} THEN v.upto ELSE {m}.tier_upto END, "
-               f"tier_sum = CASE WHEN {moved} THEN {m}.tier_sum + v.now ELSE {m}.tier_sum END, "
-               f"tier_year_sum = CASE WHEN {moved} THEN {m}.tier_year_sum + v.year ELSE {m}.tier_year_sum END, "
-               f"tier_oldest = CASE WHEN {moved} THEN least({m}.tier_oldest COLLATE \"C\", v.oldest) "
-               f"ELSE {m}.tier_oldest END, "
-               f"tier_key = CASE WHEN v.upto IS NULL OR {fits} THEN {m}.tier_key END "
-               f"FROM v WHERE {m}.member = v.member RETURNING {m}.member, v.upto IS NOT NULL AND {m}.tier_key IS NULL AS slow) "
-               "SELECT member FROM u WHERE slow")
-        return slow | {r[0] for r in c.execute(sql, params).fetchall()}
+        return (f"UPDATE {m} SET "
+                f"store = CASE WHEN {m}.enrolled_at IS NULL AND v.enrolled_at IS NOT NULL THEN v.store "
+                f"ELSE coalesce({m}.store, v.store) END, enrolled_at = coalesce({m}.enrolled_at, v.enrolled_at), "
+                f"enrolled_day = coalesce({m}.enrolled_day, v.day), balance = {m}.balance + v.balance, "
+                f"tier = CASE WHEN {moved} THEN {tier} ELSE {m}.tier END, "
+                f"tier_upto = CASE WHEN {moved} THEN v.upto ELSE {m}.tier_upto END, "
+                f"tier_sum = CASE WHEN {moved} THEN {m}.tier_sum + v.now ELSE {m}.tier_sum END, "
+                f"tier_year_sum = CASE WHEN {moved} THEN {m}.tier_year_sum + v.year ELSE {m}.tier_year_sum END, "
+                f"tier_oldest = CASE WHEN {moved} THEN least({m}.tier_oldest COLLATE \"C\", v.oldest) "
+                f"ELSE {m}.tier_oldest END, "
+                f"tier_key = CASE WHEN v.upto IS NULL OR {fits} THEN {m}.tier_key END "
+                f"FROM v WHERE {m}.member = v.member RETURNING {m}.member, v.upto IS NOT NULL AND {m}.tier_key IS NULL "
+                "AS slow")
 
     def _crm_rows(self, flat: Sequence[Any], width: int) -> tuple[str, list[Any]]:
         # Arrays, one per column: a 1,000-row VALUES list is 5,000 parameters to parse and plan.

@@ -391,8 +391,9 @@ class CrmStore:
             last.update(self._x(c, f"SELECT e.member, max(e.at{x}) FROM events e WHERE e.member IS NOT NULL "
                                    f"AND e.stamps <> 0 AND {kcond} GROUP BY e.member", kparams).fetchall())
         # A batch's members (ingest): a correlated sub-select per member walks that member's
-        # entries of `events_tier`. A join grouped over the events let PostgreSQL scan and sort
-        # every tier event of the chunk's kinds, twice per 2,000 members (a third of ingest).
+        # entries of `events_by_member` (PostgreSQL; `events_tier` on SQLite). A join grouped
+        # over the events let PostgreSQL scan and sort every tier event of the chunk's kinds,
+        # twice per 2,000 members (a third of ingest).
         for part in [] if members is None else list(_chunks(members, 1000)):
             rows_sql, rows_params = self._crm_rows(list(part), 1)
             last.update((m, at) for m, at in self._x(
