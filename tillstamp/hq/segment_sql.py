@@ -257,13 +257,15 @@ class _Compiler:
         # has the fewest stamps after it, so a member matches when that lot is open. Three cheap
         # reads instead of a running sum over every stamp event (docs/HQ.md, "Stamps expiring"):
         # - the candidates: each member's last earning event in the window, from the covering
-        #   index `events_stamps_at` (the window is a few days of events);
+        #   index of stamp events by time (`events_stamps_by_at` on PostgreSQL,
+        #   `events_stamps_at` on SQLite; the window is a few days of events);
         # - the balance before D: the kept `m.balance` (the sum of all the member's stamps)
         #   less their stamps at or after D 00:00 (the same index; today's few events);
         # - the stamps earned after the candidate lot, at most `balance` events of them (every
         #   earning event holds at least one stamp, so that many already make up the balance),
-        #   from the covering index `events_earned`. SQLite cannot bind a LIMIT to a column of
-        #   the outer row, so it sums them all.
+        #   from the covering index of a member's events (`events_by_member`; `events_earned`
+        #   on SQLite). SQLite cannot bind a LIMIT to a column of the outer row, so it sums
+        #   them all.
         self.small_join = True
         a = self.join(
             "SELECT c.member AS member, c.g AS g, coalesce(t.s, 0) AS later FROM (SELECT member, max(gseq) AS g "
