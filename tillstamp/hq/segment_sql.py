@@ -285,8 +285,14 @@ class _Compiler:
         pairs = sorted({p for c in cells for p in RFM_CELLS[c]})
         rec = {s: (lo, hi) for s, lo, hi in RECENCY_BUCKETS}
         freq = {s: (lo, hi) for s, lo, hi in FREQUENCY_BUCKETS}
-        a = self.days("max(day) AS v, sum(CASE WHEN day >= ? THEN visits ELSE 0 END) AS f", None,
-                      select_params=[d - FREQUENCY_DAYS])
+        # When every chosen cell has a recency of at most a year, a member's last day before D
+        # matters only if it falls in the frequency year: a later last day is the same within
+        # that window, an earlier one matches no cell either way (NULL here, out of range
+        # there). The aggregate then reads a year of the rollup, not all of it (half the rows
+        # on three years of data; docs/BENCHMARKS.md).
+        year = all((hi := rec[r][1]) is not None and hi <= FREQUENCY_DAYS for r, _f in pairs)
+        a = self.days("max(day) AS v, sum(CASE WHEN day >= ? THEN visits ELSE 0 END) AS f",
+                      FREQUENCY_DAYS if year else None, select_params=[d - FREQUENCY_DAYS])
         ors = []
         for r, f in pairs:
             rlo, rhi = rec[r]
