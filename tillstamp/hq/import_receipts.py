@@ -107,6 +107,12 @@ class ReceiptChunk:
         digests = [sha(h.encode()).hexdigest() for h in heads.to_pylist()]
         return ids, stores, members, at, refs, seqs, bodies, digests
 
+    def not_held(self, held: set[str]) -> np.ndarray:
+        """Indexes of the receipts whose event id is not in `held`."""
+        if not held:
+            return np.arange(len(self))
+        return np.array([i for i, x in enumerate(self.ids.tolist()) if x not in held], dtype=np.int64)
+
     def line_index(self, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For the receipts `keep`: each of their lines' index in the line columns, and its receipt."""
         counts = np.diff(self.first)[keep]

@@ -267,9 +267,7 @@ def _new(store: SqlHqStore, c: Any, chunk: ReceiptChunk) -> np.ndarray:
     for part in _chunks(chunk.ids.tolist()):
         cond, params = store._any("id", part)
         held |= {r[0] for r in store._x(c, f"SELECT id FROM events WHERE {cond}", params).fetchall()}
-    if not held:
-        return np.arange(len(chunk))
-    return np.array([i for i, x in enumerate(chunk.ids.tolist()) if x not in held], dtype=np.int64)
+    return chunk.not_held(held)
 
 
 def _last_number(store: SqlHqStore, c: Any) -> int:

@@ -86,11 +86,8 @@ class PgBulk:
     def new(self, chunk: ReceiptChunk) -> np.ndarray:
         """Indexes of the chunk's receipts whose event is not held yet (the ids as a binary
         parameter: a text array in text form is escaped element by element)."""
-        held = {r[0] for r in self.c.execute("SELECT id FROM events WHERE id = ANY(%b::text[])",
-                                             (chunk.ids.tolist(),)).fetchall()}
-        if not held:
-            return np.arange(len(chunk))
-        return np.array([i for i, x in enumerate(chunk.ids.tolist()) if x not in held], dtype=np.int64)
+        return chunk.not_held({r[0] for r in self.c.execute("SELECT id FROM events WHERE id = ANY(%b::text[])",
+                                                            (chunk.ids.tolist(),)).fetchall()})
 
     def prepare(self, chunk: ReceiptChunk, owner: np.ndarray, first_seq: int) -> tuple[Any, ...]:
         """The COPY texts of every receipt of the chunk, numbered from `first_seq`, and their
