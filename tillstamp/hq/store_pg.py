@@ -306,7 +306,10 @@ class PgHqStore(SqlHqStore):
                         (terminal_id, first - 1)).fetchone()
 
         # The read model's fold of each chunk is taken beside the database's work too, under the
-        # program last read (none yet in a fresh process: the hook folds the first batch itself).
+        # program last read (the hook checks it is still the current one). A fresh process reads
+        # it here, so that its first batch is folded beside the database's work as well.
+        if self._crm_prog is None:
+            self._crm_program(c)
         program = self._crm_prog
 
         def decode_prep(k: int, prev: str, crm: CrmPre | None) -> _Chunk:

@@ -56,8 +56,8 @@ def crm_pre(before: CrmPre | None, events: Sequence[Sequence[Any]], program: tup
     Pure work on the events: it may run in any thread. `before` is extended in place (a
     chunk's fold goes on from the fold before it, as one fold of the batch would)."""
     version, prog = program
-    batch = rm.digest(events, prog.timezone, None if before is None else before.batch)
-    tiers = rm.tier_events(events, None if before is None else before.tier_events)
+    tiers: rm.TierEvents = {} if before is None else before.tier_events
+    batch = rm.digest(events, prog.timezone, None if before is None else before.batch, tiers)
     steps = None
     if last and prog.tiering.qualify_on == "stamps":
         steps = rm.tier_steps(tiers, prog.zone, prog.tiering.window_months)
