@@ -38,7 +38,7 @@ from .store import (
 from .store_flows import PG_SCHEMA as FLOWS_SCHEMA
 from .store_predict import HISTORY_FETCH
 from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
-from .store_readmodel import CrmPre, TierMove, crm_pre, member_upsert, tier_of
+from .store_readmodel import CrmPre, TierMove, crm_pre, member_upsert
 from .store_tags import PG_SCHEMA as TAGS_SCHEMA
 from .web.store_daily import PG_SCHEMA as DAILY_SCHEMA
 from .web.store_web import PG_SCHEMA as WEB_SCHEMA
@@ -423,9 +423,6 @@ class PgHqStore(SqlHqStore):
         order): the second waits there until the first commits."""
         steps = [move.steps.get(r[0]) for r in rows]
         params = self._crm_member_params(rows, steps, move)
-        # A member without a row has no events before this batch (every event's ingest upserts
-        # its member), so its kept sums are the batch's own: the step from nothing.
-        params["first"] = [None if s is None else tier_of(move.prog, s.now, s.year) for s in steps]
         m = t.members
         # The UPDATE first, then the INSERT of only the members it did not find: nearly every
         # member of a batch has a row already, and an INSERT ... ON CONFLICT DO NOTHING of those
@@ -435,8 +432,9 @@ class PgHqStore(SqlHqStore):
         # conflicts): those go again in a statement of their own, which sees the row.
         sql = (f"WITH {self._CRM_V}, u AS ({self._crm_tier_update(m)}), ins AS (INSERT INTO {m}(member, store, "
                "enrolled_at, enrolled_day, balance, tier, tier_upto, tier_sum, tier_year_sum, tier_oldest, tier_key) "
-               "SELECT member, store, enrolled_at, day, balance, first, upto, now, year, oldest, "
-               "CASE WHEN upto IS NOT NULL THEN %(key)s END FROM v WHERE v.member NOT IN (SELECT member FROM u) "
+               f"SELECT member, store, enrolled_at, day, balance, CASE WHEN upto IS NOT NULL THEN {self._TIER_NEW} END, "
+               "upto, now, year, oldest, CASE WHEN upto IS NOT NULL THEN %(key)s END FROM v "
+               "WHERE v.member NOT IN (SELECT member FROM u) "
                f"ON CONFLICT(member) DO NOTHING RETURNING member) "
                "SELECT member, slow FROM u UNION ALL SELECT member, false FROM ins")
         done = dict(c.execute(sql, params).fetchall())
@@ -450,16 +448,25 @@ class PgHqStore(SqlHqStore):
     # text form are escaped element by element, a regex each).
     _CRM_V = ("v AS (SELECT * FROM unnest(%(member)b::text[], %(store)b::text[], %(enrolled_at)b::text[], "
               "%(day)b::int[], %(balance)b::bigint[], %(upto)b::text[], %(since)b::text[], %(ystart)b::text[], "
-              "%(now)b::bigint[], %(year)b::bigint[], %(oldest)b::text[], %(first)b::text[]) "
-              "AS v(member, store, enrolled_at, day, balance, upto, since, ystart, now, year, oldest, first))")
+              "%(now)b::bigint[], %(year)b::bigint[], %(oldest)b::text[]) "
+              "AS v(member, store, enrolled_at, day, balance, upto, since, ystart, now, year, oldest))")
+    # A member without a row has no events before this batch (every event's ingest writes its
+    # member's row), so its kept sums are the batch's own: the step from nothing, and its tier is
+    # `tier_of` those sums (as in `_crm_tier_update`, from the sums alone).
+    _TIER_NEW = ("(%(ids)b::text[])[width_bucket(greatest(v.now, CASE WHEN %(held)s THEN v.year ELSE 0 END, 0), "
+                 "%(ths)b::bigint[])]")
 
     @staticmethod
     def _crm_member_params(rows: Sequence[tuple[Any, ...]], steps: Sequence[Any], move: TierMove) -> dict[str, Any]:
-        """The named parameters of `_CRM_V` and `_crm_tier_update`, but `first`."""
-        params: dict[str, Any] = {
-            name: [r[i] for r in rows] for i, name in enumerate(("member", "store", "enrolled_at", "day", "balance"))}
-        for name in ("upto", "since", "ystart", "now", "year", "oldest"):
-            params[name] = [None if s is None else getattr(s, name) for s in steps]
+        """The named parameters of `_CRM_V` and `_crm_tier_update`."""
+        cols = [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(5)]
+        params: dict[str, Any] = dict(zip(("member", "store", "enrolled_at", "day", "balance"), cols, strict=True))
+        names = ("upto", "since", "ystart", "now", "year", "oldest")  # TierStep's fields, in order
+        if not steps or None in steps:
+            for i, name in enumerate(names):
+                params[name] = [None if s is None else s[i] for s in steps]
+        else:  # every member moved stamps (the usual batch): one transposition
+            params.update(zip(names, map(list, zip(*steps, strict=True)), strict=True))
         params.update(key=move.key, held=move.prog.tiering.downgrade != "immediate",
                       ids=[tier.id for tier in move.prog.tiers], ths=[tier.threshold for tier in move.prog.tiers])
         return params
