@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from ..loyalty.events import CLAIMED, REDEEMED, REFUNDED
 from ..loyalty.program import Program
 from ..sync.wire import Incoming, chain
 from .crm_store import PG_SCHEMA as CRM_ACCESS_SCHEMA
@@ -180,6 +181,9 @@ _STAGING = (
 )
 
 
+_GRANTS_OR_CLAIMS = frozenset({REDEEMED, CLAIMED, REFUNDED})  # the kinds `grants_of` and `claims_of` look at
+
+
 class _Chunk(NamedTuple):
     """A decoded chunk ready for `staging`: COPY text, how many events it stages, last seq, the
     chain's digest after it, the stamps per member it carries, the members it names, and the
@@ -213,13 +217,17 @@ class _Chunk(NamedTuple):
                 part, digests = [part[i] for i in kept], [digests[i] for i in kept]
             texts.append(copy_text(part, digests))
             for e in part:
-                if e.member is not None:
-                    deltas[e.member] = deltas.get(e.member, 0) + e.stamps
+                m = e.member
+                if m is not None:
+                    deltas[m] = deltas.get(m, 0) + e.stamps
         staged = [e for e in events if e.problem is None] if refused else events
         if program is not None and program[1] is not None:  # the program HQ last read; the hook checks it
             crm = crm_pre(crm, staged, (program[0], program[1]), last)
+        # grants and claims are looked for among the few events of their kinds (one pass, not two);
+        # the members named are the keys of `deltas` (every member of a staged event has one)
+        few = [e for e in staged if e.kind in _GRANTS_OR_CLAIMS]
         return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas,
-                   {e.member for e in staged}, refused, grants_of(staged), claims_of(staged), staged, crm)
+                   set(deltas), refused, grants_of(few), claims_of(few), staged, crm)
 
 
 class PgHqStore(SqlHqStore):
