@@ -135,10 +135,13 @@ SCHEMA = (
     *(sql.replace("member_days", "member_days_rebuild") for sql in _DAYS[:1]),
     ("CREATE INDEX IF NOT EXISTS sale_lines_bought ON sale_lines(category, day, member, sale) "
      "WHERE voided = 0 AND qty > 0 AND member IS NOT NULL"),
-    # Room on each page for the next version of a member row, as for `balances`: ingest updates
-    # every member a batch touches, and with room the update is HOT (no entry in the table's four
-    # indexes; the benchmark's UPDATE of 2,000 rows read 8,300 buffers instead of 24,200).
-    "ALTER TABLE crm_members SET (fillfactor = 70)",
+    # Room on each page for the next version of every member row on it: ingest updates every
+    # member a batch touches, and with room the update is HOT (no entry in the table's indexes).
+    # At 70 % a batch that updated most rows of a page (the members of one store sit together,
+    # in the order they enrolled) found room for about 60 % of them; at 50 % every update of the
+    # benchmark is HOT and its member statement reads 37,500 buffers a drain instead of 64,300
+    # (docs/SYNC.md). The price: the heap takes 1.4x the pages it took at 70 %.
+    "ALTER TABLE crm_members SET (fillfactor = 50)",
     # each member's kept tier window sums (docs/HQ.md, "Tier"): ingest moves them forward
     *(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col}" for table in ("crm_members", "crm_members_rebuild")
       for col in ("tier_upto TEXT", "tier_sum BIGINT", "tier_year_sum BIGINT", "tier_oldest TEXT", "tier_key TEXT")),
