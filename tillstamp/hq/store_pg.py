@@ -618,7 +618,13 @@ def joined_column(values: Sequence[Any]) -> str | None:
     the same (a value that is an empty text or holds the separator)."""
     if "" in values:
         return None
-    text = _SEP.join(["" if v is None else str(v) for v in values])
+    if None in values:
+        text = _SEP.join(["" if v is None else str(v) for v in values])
+    else:  # no NULL (the usual column): joined in C, without a Python step per value
+        try:
+            text = _SEP.join(values)
+        except TypeError:  # numbers
+            text = _SEP.join(map(str, values))
     return text if text.count(_SEP) == max(len(values) - 1, 0) else None
 
 
