@@ -77,6 +77,7 @@ def test_the_fold_chunk_by_chunk_is_the_fold_of_the_batch(spec: list[tuple[str, 
         assert not rows
         return
     assert pre.batch == whole
+    assert pre.tier_events == rm.tier_events(rows)  # taken in the fold's own pass
     want = rm.tier_steps(rm.tier_events(rows), prog.zone, prog.tiering.window_months)
     assert pre.steps == want
 

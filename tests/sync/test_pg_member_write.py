@@ -4,6 +4,7 @@ seen by neither: it must be written again, never lost."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from typing import Any
@@ -71,4 +72,33 @@ def test_a_member_row_committed_meanwhile_is_updated_not_lost(pg_server: Any) ->
     assert got == {"m-new": 3, "m-raced": 8}
     assert sums == (8, move.key)  # the batch's step was added to the kept sums, once
     assert out["slow"] == set()
+    store.close()
+
+
+def test_a_batch_that_updates_every_member_row_keeps_each_row_on_its_page(pg_server: Any) -> None:
+    """`crm_members` leaves room on each page for the next version of every row on it, so the
+    per-batch update of every member a batch touches stays on the row's page (a HOT update: no
+    index entry), even when the batch touches every row of the page (docs/SYNC.md)."""
+    from tillstamp.loyalty import events as ev
+    from tillstamp.loyalty.events import Event, new_id
+
+    from .test_hq_contract import batch, enrol
+
+    url = pg_server.url()
+    store = open_hq_store(url)
+    hq = Hq(store)
+    hq.publish_program(program_source())
+    t = enrol(hq, "S1")
+    members = sorted(new_id() for _ in range(300))
+    at = dt.datetime(2026, 3, 2, 3, tzinfo=dt.UTC)
+    seq = 1
+    pages = []
+    for _round in range(3):
+        events = [Event(new_id(), ev.EARNED, at, m, 1, "r", {}) for m in members]
+        hq.push_raw(t, batch(t, seq, events).model_dump_json().encode(), "application/json")
+        seq += len(events)
+        with psycopg.connect(url) as c:
+            pages.append(dict(c.execute("SELECT member, (ctid::text::point)[0] FROM crm_members").fetchall()))
+    assert len(pages[0]) == len(members)
+    assert pages[1] == pages[0] and pages[2] == pages[0]  # every new version on its row's page
     store.close()

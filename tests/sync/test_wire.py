@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,30 @@ def test_whatever_a_mangled_line_decodes_to_is_exactly_canonical(at: int, insert
     assert head + "\x1f" + got.body == line and got.content == line.encode()
     if got.problem is None:
         assert isinstance(json.loads(got.body), dict)
+
+
+json_ish = st.lists(st.sampled_from(list('{}[]",:-0123456789.eE aflnrstu\\\x00\x1f\x7f\u00e9') + ["\\u0000", "NaN"]),
+                    max_size=24).map("".join)
+hostile_bodies = st.one_of(
+    st.builds(lambda d: json.dumps(d, separators=(",", ":")), bodies),  # the usual: one object
+    st.builds(lambda t: "{" + t + "}", json_ish),  # braces around anything
+    st.builds(lambda d, t: json.dumps(d) + t + "}", bodies, json_ish),  # an object, then anything
+    st.builds(lambda n: "{" + '"a":[' * n + "1" + "]" * n + "}", st.integers(0, 1200)),  # deep nesting
+)
+
+
+@given(kind=st.sampled_from([ev.EARNED, ev.SALE, ev.REDEEMED, ev.ADJUSTED]), body=hostile_bodies)
+def test_the_fast_path_decodes_any_body_as_the_general_rules_do(kind: str, body: str) -> None:
+    """`decode_lines` checks the usual line in one expression and the body of any kind but a
+    sale inline; `_decode_line` takes every field by the general rules: both say the same."""
+    line = _line(kind=kind).split("\x1f")[0] + "\x1f" + body
+    try:
+        want = _decode_line(line, 0)
+    except WireError as e:
+        with pytest.raises(WireError, match=re.escape(str(e))):
+            decode_lines([line])
+        return
+    assert decode_lines([line]) == [want]
 
 
 @pytest.mark.parametrize(("raw", "message"), [

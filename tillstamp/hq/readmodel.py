@@ -22,6 +22,9 @@ MERGED = "member.merged"  # body {"into": SURVIVOR}; the event's member is the a
 EPOCH = dt.date(1970, 1, 1).toordinal()
 # Kinds whose body the read model reads; the others only move balances.
 _READ = frozenset({ev.SALE, ev.REFUNDED, ev.ENROLLED, ev.CONSENT, ev.MISSION, MERGED})
+# Kinds whose stamps count for a tier earned on stamps.
+TIER_KINDS = ev.EARNING_KINDS | {ev.REVERSED}
+TierEvents = dict[str, tuple[list[str], list[int]]]  # member -> (times, stamps), in event order
 
 
 def epoch_day(d: dt.date) -> int:
@@ -92,7 +95,6 @@ class MemberChange:
     consent: dict[str, bool] = field(default_factory=dict)
     badges: list[str] = field(default_factory=list)
     balance: int = 0
-    last_at: str | None = None
     stamps_events: bool = False  # moved stamps: a tier earned on stamps may change
     spend_events: bool = False  # a sale, claim or refund: a tier earned on spend may change
 
@@ -130,24 +132,34 @@ SALE_LINE_COLS = ("sale", "line", "member", "store", "terminal", "receipt", "at_
                   "local_hour", "weekday", "sku", "name", "category", "qty", "amount", "voided")
 
 
-def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE, into: CrmBatch | None = None) -> CrmBatch:
+def digest(events: Iterable[Sequence[Any]], zone: str = DEFAULT_ZONE, into: CrmBatch | None = None,
+           tiers: TierEvents | None = None) -> CrmBatch:
     """Fold events (EVENT_COLS order, body as JSON text) into a CrmBatch, in order; `into`
     (the fold of the events before, extended in place) goes on from there, so a batch can be
-    folded chunk by chunk."""
+    folded chunk by chunk. `tiers`, when given, is extended as `tier_events` would extend it, in
+    the same pass (one walk over the events instead of two)."""
     out = CrmBatch() if into is None else into
+    members = out.members
     for e in events:
         eid, terminal, store, _seq, kind, member, at, stamps, ref, body_text = e[:10]
-        mc = out.member(member) if member is not None else None
-        if mc is not None:
-            if kind == ev.CLAIMED:
-                mc.spend_events = True
-            if mc.store is None:
+        mc = None
+        if member is not None:
+            mc = members.get(member)
+            if mc is None:
+                mc = members[member] = MemberChange(store)
+            elif mc.store is None:
                 mc.store = store
             if stamps:
                 mc.balance += int(stamps)
                 mc.stamps_events = True
-            if mc.last_at is None or at > mc.last_at:
-                mc.last_at = at
+                if tiers is not None and kind in TIER_KINDS:
+                    got = tiers.get(member)
+                    if got is None:
+                        got = tiers[member] = ([], [])
+                    got[0].append(at)
+                    got[1].append(int(stamps))
+            if kind == ev.CLAIMED:
+                mc.spend_events = True
         if kind not in _READ:
             continue
         body = json.loads(body_text) if isinstance(body_text, str) else dict(body_text)
@@ -311,10 +323,6 @@ class TierStep(NamedTuple):
     oldest: str | None
 
 
-TIER_KINDS = ev.EARNING_KINDS | {ev.REVERSED}
-
-
-TierEvents = dict[str, tuple[list[str], list[int]]]  # member -> (times, stamps), in event order
 
 
 def tier_events(events: Iterable[Sequence[Any]], into: TierEvents | None = None) -> TierEvents:

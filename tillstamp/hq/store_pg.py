@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from ..loyalty.events import CLAIMED, REDEEMED, REFUNDED
 from ..loyalty.program import Program
 from ..sync.wire import Incoming, chain
 from .crm_store import PG_SCHEMA as CRM_ACCESS_SCHEMA
@@ -38,7 +39,7 @@ from .store import (
 from .store_flows import PG_SCHEMA as FLOWS_SCHEMA
 from .store_predict import HISTORY_FETCH
 from .store_predict import PG_SCHEMA as PREDICT_SCHEMA
-from .store_readmodel import CrmPre, TierMove, crm_pre, member_upsert, tier_of
+from .store_readmodel import CrmPre, TierMove, crm_pre, member_upsert
 from .store_tags import PG_SCHEMA as TAGS_SCHEMA
 from .web.store_daily import PG_SCHEMA as DAILY_SCHEMA
 from .web.store_web import PG_SCHEMA as WEB_SCHEMA
@@ -134,10 +135,13 @@ SCHEMA = (
     *(sql.replace("member_days", "member_days_rebuild") for sql in _DAYS[:1]),
     ("CREATE INDEX IF NOT EXISTS sale_lines_bought ON sale_lines(category, day, member, sale) "
      "WHERE voided = 0 AND qty > 0 AND member IS NOT NULL"),
-    # Room on each page for the next version of a member row, as for `balances`: ingest updates
-    # every member a batch touches, and with room the update is HOT (no entry in the table's four
-    # indexes; the benchmark's UPDATE of 2,000 rows read 8,300 buffers instead of 24,200).
-    "ALTER TABLE crm_members SET (fillfactor = 70)",
+    # Room on each page for the next version of every member row on it: ingest updates every
+    # member a batch touches, and with room the update is HOT (no entry in the table's indexes).
+    # At 70 % a batch that updated most rows of a page (the members of one store sit together,
+    # in the order they enrolled) found room for about 60 % of them; at 50 % every update of the
+    # benchmark is HOT and its member statement reads 37,500 buffers a drain instead of 64,300
+    # (docs/SYNC.md). The price: the heap takes 1.4x the pages it took at 70 %.
+    "ALTER TABLE crm_members SET (fillfactor = 50)",
     # each member's kept tier window sums (docs/HQ.md, "Tier"): ingest moves them forward
     *(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {col}" for table in ("crm_members", "crm_members_rebuild")
       for col in ("tier_upto TEXT", "tier_sum BIGINT", "tier_year_sum BIGINT", "tier_oldest TEXT", "tier_key TEXT")),
@@ -180,6 +184,9 @@ _STAGING = (
 )
 
 
+_GRANTS_OR_CLAIMS = frozenset({REDEEMED, CLAIMED, REFUNDED})  # the kinds `grants_of` and `claims_of` look at
+
+
 class _Chunk(NamedTuple):
     """A decoded chunk ready for `staging`: COPY text, how many events it stages, last seq, the
     chain's digest after it, the stamps per member it carries, the members it names, and the
@@ -213,13 +220,17 @@ class _Chunk(NamedTuple):
                 part, digests = [part[i] for i in kept], [digests[i] for i in kept]
             texts.append(copy_text(part, digests))
             for e in part:
-                if e.member is not None:
-                    deltas[e.member] = deltas.get(e.member, 0) + e.stamps
+                m = e.member
+                if m is not None:
+                    deltas[m] = deltas.get(m, 0) + e.stamps
         staged = [e for e in events if e.problem is None] if refused else events
         if program is not None and program[1] is not None:  # the program HQ last read; the hook checks it
             crm = crm_pre(crm, staged, (program[0], program[1]), last)
+        # grants and claims are looked for among the few events of their kinds (one pass, not two);
+        # the members named are the keys of `deltas` (every member of a staged event has one)
+        few = [e for e in staged if e.kind in _GRANTS_OR_CLAIMS]
         return cls("".join(texts), len(events) - len(refused), events[-1].seq, prev, deltas,
-                   {e.member for e in staged}, refused, grants_of(staged), claims_of(staged), staged, crm)
+                   set(deltas), refused, grants_of(few), claims_of(few), staged, crm)
 
 
 class PgHqStore(SqlHqStore):
@@ -306,7 +317,10 @@ class PgHqStore(SqlHqStore):
                         (terminal_id, first - 1)).fetchone()
 
         # The read model's fold of each chunk is taken beside the database's work too, under the
-        # program last read (none yet in a fresh process: the hook folds the first batch itself).
+        # program last read (the hook checks it is still the current one). A fresh process reads
+        # it here, so that its first batch is folded beside the database's work as well.
+        if self._crm_prog is None:
+            self._crm_program(c)
         program = self._crm_prog
 
         def decode_prep(k: int, prev: str, crm: CrmPre | None) -> _Chunk:
@@ -341,22 +355,22 @@ class PgHqStore(SqlHqStore):
         if tip is not None and done.tip != tip:
             raise BadChain(f"the events do not hash to the till's ledger (seq {first}..{done.last})")
         # Balances once for the batch, from what the chunks really inserted: overdrafts are
-        # judged on the balances after the whole batch, as for a batch applied at once. Arrays
-        # go binary (%b): in text form psycopg escapes each element with a regular expression,
-        # ~0.15 s of this thread per 50,000-event drain for this statement and `touched`.
+        # judged on the balances after the whole batch, as for a batch applied at once. The
+        # columns go as joined texts (`_row_source`).
         names = sorted(deltas)
+        params: dict[str, Any] = {"member": names, "stamps": [deltas[m] for m in names]}
         negative = [r[0] for r in c.execute(
-            "WITH d(member, stamps) AS (SELECT * FROM unnest(%b::text[], %b::bigint[]) "
-            "UNION ALL SELECT member, stamps FROM pending), "
-            "bal AS (INSERT INTO balances(member, balance) SELECT member, sum(stamps) FROM d "
+            f"WITH {_row_source(params, 'd', (('member', 'text'), ('stamps', 'bigint')))}, "
+            "b AS (SELECT member, stamps FROM d UNION ALL SELECT member, stamps FROM pending), "
+            "bal AS (INSERT INTO balances(member, balance) SELECT member, sum(stamps) FROM b "
             "GROUP BY member ORDER BY member "
             "ON CONFLICT(member) DO UPDATE SET balance = balances.balance + excluded.balance "
-            "RETURNING member, balance) SELECT member FROM bal WHERE balance < 0",
-            (names, [deltas[m] for m in names])).fetchall()]
+            "RETURNING member, balance) SELECT member FROM bal WHERE balance < 0", params).fetchall()]
         c.execute("DELETE FROM pending")
         c.execute("DELETE FROM touched")
-        c.execute("INSERT INTO touched(member) SELECT m FROM unnest(%b::text[]) m",
-                  (sorted(m for m in touched if m is not None),))
+        params = {"member": sorted(m for m in touched if m is not None)}
+        c.execute(f"WITH {_row_source(params, 't', (('member', 'text'),))} "
+                  "INSERT INTO touched(member) SELECT member FROM t", params)
         result = IngestResult(acked=done.last, inserted=inserted, duplicates=total - inserted, refused=refused)
         self._finish(c, terminal_id, result, sorted(negative), members, now, compensate, staged=False,
                      claims=claims)
@@ -420,19 +434,21 @@ class PgHqStore(SqlHqStore):
         order): the second waits there until the first commits."""
         steps = [move.steps.get(r[0]) for r in rows]
         params = self._crm_member_params(rows, steps, move)
-        # A member without a row has no events before this batch (every event's ingest upserts
-        # its member), so its kept sums are the batch's own: the step from nothing.
-        params["first"] = [None if s is None else tier_of(move.prog, s.now, s.year) for s in steps]
         m = t.members
-        # The INSERT and the UPDATE share the statement's snapshot: the UPDATE cannot see the rows
-        # the INSERT adds, so each member is written once, by one of them. A member whose row
-        # another push committed after that snapshot is neither (the INSERT conflicts, the UPDATE
-        # does not see it): those go again in a statement of their own, which sees the row.
-        sql = (f"WITH {self._CRM_V}, ins AS (INSERT INTO {m}(member, store, enrolled_at, enrolled_day, balance, "
-               "tier, tier_upto, tier_sum, tier_year_sum, tier_oldest, tier_key) SELECT member, store, enrolled_at, "
-               "day, balance, first, upto, now, year, oldest, CASE WHEN upto IS NOT NULL THEN %(key)s END FROM v "
-               f"ON CONFLICT(member) DO NOTHING RETURNING member), u AS ({self._crm_tier_update(m)}) "
-               "SELECT member, false FROM ins UNION ALL SELECT member, slow FROM u")
+        # The UPDATE first, then the INSERT of only the members it did not find: nearly every
+        # member of a batch has a row already, and an INSERT ... ON CONFLICT DO NOTHING of those
+        # probed the key index for each and found the conflict (~40 % of the statement's time).
+        # Both share the statement's snapshot: a member whose row another push committed after
+        # that snapshot is in neither (the UPDATE does not see it, the INSERT waits and
+        # conflicts): those go again in a statement of their own, which sees the row.
+        sql = (f"WITH {_row_source(params, 'v', self._V_COLS)}, u AS ({self._crm_tier_update(m)}), "
+               f"ins AS (INSERT INTO {m}(member, store, "
+               "enrolled_at, enrolled_day, balance, tier, tier_upto, tier_sum, tier_year_sum, tier_oldest, tier_key) "
+               f"SELECT member, store, enrolled_at, day, balance, CASE WHEN upto IS NOT NULL THEN {self._TIER_NEW} END, "
+               "upto, now, year, oldest, CASE WHEN upto IS NOT NULL THEN %(key)s END FROM v "
+               "WHERE v.member NOT IN (SELECT member FROM u) "
+               f"ON CONFLICT(member) DO NOTHING RETURNING member) "
+               "SELECT member, slow FROM u UNION ALL SELECT member, false FROM ins")
         done = dict(c.execute(sql, params).fetchall())
         slow = {member for member, is_slow in done.items() if is_slow}
         late = [r for r in rows if r[0] not in done]
@@ -440,20 +456,27 @@ class PgHqStore(SqlHqStore):
             slow |= self._crm_members_and_tiers(c, t, late, move)
         return slow
 
-    # The batch's member rows and tier steps as one row source `v` (binary arrays: text arrays in
-    # text form are escaped element by element, a regex each).
-    _CRM_V = ("v AS (SELECT * FROM unnest(%(member)b::text[], %(store)b::text[], %(enrolled_at)b::text[], "
-              "%(day)b::int[], %(balance)b::bigint[], %(upto)b::text[], %(since)b::text[], %(ystart)b::text[], "
-              "%(now)b::bigint[], %(year)b::bigint[], %(oldest)b::text[], %(first)b::text[]) "
-              "AS v(member, store, enrolled_at, day, balance, upto, since, ystart, now, year, oldest, first))")
+    # The batch's member rows and tier steps as one row source `v` (`_row_source`).
+    _V_COLS = (("member", "text"), ("store", "text"), ("enrolled_at", "text"), ("day", "int"), ("balance", "bigint"),
+               ("upto", "text"), ("since", "text"), ("ystart", "text"), ("now", "bigint"), ("year", "bigint"),
+               ("oldest", "text"))
+    # A member without a row has no events before this batch (every event's ingest writes its
+    # member's row), so its kept sums are the batch's own: the step from nothing, and its tier is
+    # `tier_of` those sums (as in `_crm_tier_update`, from the sums alone).
+    _TIER_NEW = ("(%(ids)b::text[])[width_bucket(greatest(v.now, CASE WHEN %(held)s THEN v.year ELSE 0 END, 0), "
+                 "%(ths)b::bigint[])]")
 
     @staticmethod
     def _crm_member_params(rows: Sequence[tuple[Any, ...]], steps: Sequence[Any], move: TierMove) -> dict[str, Any]:
-        """The named parameters of `_CRM_V` and `_crm_tier_update`, but `first`."""
-        params: dict[str, Any] = {
-            name: [r[i] for r in rows] for i, name in enumerate(("member", "store", "enrolled_at", "day", "balance"))}
-        for name in ("upto", "since", "ystart", "now", "year", "oldest"):
-            params[name] = [None if s is None else getattr(s, name) for s in steps]
+        """The named parameters of the row source `v` and of `_crm_tier_update`."""
+        cols = [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(5)]
+        params: dict[str, Any] = dict(zip(("member", "store", "enrolled_at", "day", "balance"), cols, strict=True))
+        names = ("upto", "since", "ystart", "now", "year", "oldest")  # TierStep's fields, in order
+        if not steps or None in steps:
+            for i, name in enumerate(names):
+                params[name] = [None if s is None else s[i] for s in steps]
+        else:  # every member moved stamps (the usual batch): one transposition
+            params.update(zip(names, map(list, zip(*steps, strict=True)), strict=True))
         params.update(key=move.key, held=move.prog.tiering.downgrade != "immediate",
                       ids=[tier.id for tier in move.prog.tiers], ths=[tier.threshold for tier in move.prog.tiers])
         return params
@@ -466,9 +489,10 @@ class PgHqStore(SqlHqStore):
                 f"AND {m}.tier_upto COLLATE \"C\" >= v.ystart AND {m}.tier_upto COLLATE \"C\" <= v.upto "
                 f"AND ({m}.tier_oldest IS NULL OR {m}.tier_oldest COLLATE \"C\" > v.since))")
         measure = (f"greatest({m}.tier_sum + v.now, CASE WHEN %(held)s THEN {m}.tier_year_sum + v.year ELSE 0 END, 0)")
-        # tier_for over the program's tiers (sorted by threshold, the first at 0): the last one reached
-        tier = (f"(%(ids)b::text[])[(SELECT max(i) FROM unnest(%(ths)b::bigint[]) WITH ORDINALITY AS t(th, i) "
-                f"WHERE t.th <= {measure})]")
+        # tier_for over the program's tiers (sorted by threshold, the first at 0): the last one
+        # reached. width_bucket counts the thresholds at or below the measure (a binary search),
+        # which is that tier's place; a sub-select over the thresholds cost a sub-plan per row.
+        tier = f"(%(ids)b::text[])[width_bucket({measure}, %(ths)b::bigint[])]"
         moved = f"v.upto IS NOT NULL AND {fits}"
         return (f"UPDATE {m} SET "
                 f"store = CASE WHEN {m}.enrolled_at IS NULL AND v.enrolled_at IS NOT NULL THEN v.store "
@@ -585,6 +609,42 @@ class PgHqStore(SqlHqStore):
         )
 
 
+_SEP = "\x1f"  # the unit separator: a control character, which no checked id, store or time holds
+
+
+def joined_column(values: Sequence[Any]) -> str | None:
+    """`values` as one text that `string_to_array(text, E'\\x1f', '')` reads back: each value's
+    text, NULL as an empty text, apart by the unit separator. None when it would not read back
+    the same (a value that is an empty text or holds the separator)."""
+    if "" in values:
+        return None
+    if None in values:
+        text = _SEP.join(["" if v is None else str(v) for v in values])
+    else:  # no NULL (the usual column): joined in C, without a Python step per value
+        try:
+            text = _SEP.join(values)
+        except TypeError:  # numbers
+            text = _SEP.join(map(str, values))
+    return text if text.count(_SEP) == max(len(values) - 1, 0) else None
+
+
+def _row_source(params: dict[str, Any], name: str, cols: Sequence[tuple[str, str]]) -> str:
+    """A WITH item `name` of rows from the column lists in `params` (named by `cols`, with their
+    SQL types), one row per index. Each column goes as one joined text split by the server
+    (`joined_column`, `params` rewritten in place): psycopg dumps a list element by element in
+    Python, ~1 us each, which was ~20 ms per 10,000-event batch of the thread that talks to the
+    database for the read model's member statement, the balances and `touched`. A column that
+    cannot be joined makes them all go as binary arrays, as before."""
+    joined = {col: joined_column(params[col]) for col, _type in cols}
+    if all(v is not None for v in joined.values()):
+        params.update(joined)
+        params["sep"] = _SEP
+        arrays = ", ".join(f"string_to_array(%({col})s, %(sep)s, '')::{typ}[]" for col, typ in cols)
+    else:
+        arrays = ", ".join(f"%({col})b::{typ}[]" for col, typ in cols)
+    return f"{name} AS (SELECT * FROM unnest({arrays}) AS {name}({', '.join(col for col, _type in cols)}))"
+
+
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -596,10 +656,19 @@ def copy_text(events: Sequence[Incoming], digests: Sequence[str]) -> str:
     """Rows of `staging` (EVENT_COLS; the digest from `digests`) in COPY's text format, built in
     one string so the COPY itself is a single call. A row with a backslash, tab or line break
     anywhere (rare: escapes in the event's JSON) has each field escaped; the rest go as they are."""
+    null = "\\N"
+    text = "".join([f"{i}\t{t}\t{s}\t{q}\t{k}\t{null if m is None else m}\t{a}\t{n}\t{null if r is None else r}\t{b}\t{d}\n"
+                    for (i, t, s, q, k, m, a, n, r, b, _c, _p), d in zip(events, digests, strict=True)])
+    # Checked once on the whole text rather than row by row: every row has at least its ten
+    # tabs, its line break and a backslash per NULL, so equal totals mean no row has more.
+    nulls = [e.member for e in events].count(None) + [e.ref for e in events].count(None)
+    if (text.count("\t") == 10 * len(events) and text.count("\n") == len(events)
+            and text.count("\\") == nulls and "\r" not in text):
+        return text
     out = []
     for e, d in zip(events, digests, strict=True):
-        member = "\\N" if e.member is None else e.member
-        ref = "\\N" if e.ref is None else e.ref
+        member = null if e.member is None else e.member
+        ref = null if e.ref is None else e.ref
         row = (f"{e.id}\t{e.terminal}\t{e.store}\t{e.seq}\t{e.kind}\t{member}\t{e.at}\t{e.stamps}\t{ref}\t"
                f"{e.body}\t{d}")
         if (row.count("\t") != 10 or row.count("\\") != (e.member is None) + (e.ref is None)

@@ -56,8 +56,8 @@ def crm_pre(before: CrmPre | None, events: Sequence[Sequence[Any]], program: tup
     Pure work on the events: it may run in any thread. `before` is extended in place (a
     chunk's fold goes on from the fold before it, as one fold of the batch would)."""
     version, prog = program
-    batch = rm.digest(events, prog.timezone, None if before is None else before.batch)
-    tiers = rm.tier_events(events, None if before is None else before.tier_events)
+    tiers: rm.TierEvents = {} if before is None else before.tier_events
+    batch = rm.digest(events, prog.timezone, None if before is None else before.batch, tiers)
     steps = None
     if last and prog.tiering.qualify_on == "stamps":
         steps = rm.tier_steps(tiers, prog.zone, prog.tiering.window_months)
@@ -187,17 +187,18 @@ class CrmStore:
         whole = set() if whole is None else whole
         zone = prog.timezone if prog else rm.DEFAULT_ZONE
         rows = []
-        for m, ch in sorted(batch.members.items()):
+        changes = sorted(batch.members.items())  # sorted once: the rows, then the consents
+        for m, ch in changes:
             store = ch.enrolled_store if ch.enrolled_at else ch.store
             day = rm.local_time(ch.enrolled_at, zone).day if ch.enrolled_at else None
             rows.append((m, store, ch.enrolled_at, day, ch.balance))
         stuck = self._crm_upsert_members(c, t, rows, move)
         if slow is not None:
             slow |= stuck
-        for ch_name in ev.CHANNELS:
+        consents = [(m, ch.consent) for m, ch in changes if ch.consent]
+        for ch_name in ev.CHANNELS if consents else ():
             self._many(c, f"UPDATE {t.members} SET consent_{ch_name} = ? WHERE member = ?",
-                       [(int(ch.consent[ch_name]), m) for m, ch in sorted(batch.members.items())
-                        if ch_name in ch.consent])
+                       [(int(got[ch_name]), m) for m, got in consents if ch_name in got])
         with_badges = sorted(m for m, ch in batch.members.items() if ch.badges)
         if with_badges:
             cond, params = self._any("member", with_badges)
