@@ -40,5 +40,6 @@ def test_a_column_is_joined_only_when_it_reads_back_the_same() -> None:
     assert joined_column([]) == ""
     assert joined_column(["a", ""]) is None  # an empty text would come back as NULL
     assert joined_column(["a\x1fb"]) is None  # the separator inside a value
+    assert joined_column([None]) is None  # '' reads back as no element at all, not one NULL
     params: dict[str, Any] = {"a": ["x", ""]}
     assert "%(a)b" in _row_source(params, "x", (("a", "text"),)) and params["a"] == ["x", ""]

@@ -615,8 +615,8 @@ _SEP = "\x1f"  # the unit separator: a control character, which no checked id, s
 def joined_column(values: Sequence[Any]) -> str | None:
     """`values` as one text that `string_to_array(text, E'\\x1f', '')` reads back: each value's
     text, NULL as an empty text, apart by the unit separator. None when it would not read back
-    the same (a value that is an empty text or holds the separator)."""
-    if "" in values:
+    the same (a value that is an empty text or holds the separator, or a lone NULL)."""
+    if "" in values or (len(values) == 1 and values[0] is None):  # a lone NULL reads back as no element
         return None
     if None in values:
         text = _SEP.join(["" if v is None else str(v) for v in values])
