@@ -441,10 +441,13 @@ class PgHqStore(SqlHqStore):
         # Both share the statement's snapshot: a member whose row another push committed after
         # that snapshot is in neither (the UPDATE does not see it, the INSERT waits and
         # conflicts): those go again in a statement of their own, which sees the row.
+        # A member without a row has no events before this batch (every event's ingest writes its
+        # member's row), so its kept sums are the batch's own: the step from nothing.
+        new_tier = _tier_sql("v.now", "v.year")
         sql = (f"WITH {_row_source(params, 'v', self._V_COLS)}, u AS ({self._crm_tier_update(m)}), "
                f"ins AS (INSERT INTO {m}(member, store, "
                "enrolled_at, enrolled_day, balance, tier, tier_upto, tier_sum, tier_year_sum, tier_oldest, tier_key) "
-               f"SELECT member, store, enrolled_at, day, balance, CASE WHEN upto IS NOT NULL THEN {self._TIER_NEW} END, "
+               f"SELECT member, store, enrolled_at, day, balance, CASE WHEN upto IS NOT NULL THEN {new_tier} END, "
                "upto, now, year, oldest, CASE WHEN upto IS NOT NULL THEN %(key)s END FROM v "
                "WHERE v.member NOT IN (SELECT member FROM u) "
                f"ON CONFLICT(member) DO NOTHING RETURNING member) "
@@ -460,11 +463,6 @@ class PgHqStore(SqlHqStore):
     _V_COLS = (("member", "text"), ("store", "text"), ("enrolled_at", "text"), ("day", "int"), ("balance", "bigint"),
                ("upto", "text"), ("since", "text"), ("ystart", "text"), ("now", "bigint"), ("year", "bigint"),
                ("oldest", "text"))
-    # A member without a row has no events before this batch (every event's ingest writes its
-    # member's row), so its kept sums are the batch's own: the step from nothing, and its tier is
-    # `tier_of` those sums (as in `_crm_tier_update`, from the sums alone).
-    _TIER_NEW = ("(%(ids)b::text[])[width_bucket(greatest(v.now, CASE WHEN %(held)s THEN v.year ELSE 0 END, 0), "
-                 "%(ths)b::bigint[])]")
 
     @staticmethod
     def _crm_member_params(rows: Sequence[tuple[Any, ...]], steps: Sequence[Any], move: TierMove) -> dict[str, Any]:
@@ -488,11 +486,7 @@ class PgHqStore(SqlHqStore):
         fits = (f"({m}.tier_key = %(key)s AND {m}.tier_sum IS NOT NULL AND {m}.tier_year_sum IS NOT NULL "
                 f"AND {m}.tier_upto COLLATE \"C\" >= v.ystart AND {m}.tier_upto COLLATE \"C\" <= v.upto "
                 f"AND ({m}.tier_oldest IS NULL OR {m}.tier_oldest COLLATE \"C\" > v.since))")
-        measure = (f"greatest({m}.tier_sum + v.now, CASE WHEN %(held)s THEN {m}.tier_year_sum + v.year ELSE 0 END, 0)")
-        # tier_for over the program's tiers (sorted by threshold, the first at 0): the last one
-        # reached. width_bucket counts the thresholds at or below the measure (a binary search),
-        # which is that tier's place; a sub-select over the thresholds cost a sub-plan per row.
-        tier = f"(%(ids)b::text[])[width_bucket({measure}, %(ths)b::bigint[])]"
+        tier = _tier_sql(f"{m}.tier_sum + v.now", f"{m}.tier_year_sum + v.year")
         moved = f"v.upto IS NOT NULL AND {fits}"
         return (f"UPDATE {m} SET "
                 f"store = CASE WHEN {m}.enrolled_at IS NULL AND v.enrolled_at IS NOT NULL THEN v.store "
@@ -607,6 +601,15 @@ class PgHqStore(SqlHqStore):
             "kind = excluded.kind, payload = excluded.payload, at = excluded.at",
             [list(col) for col in cols],
         )
+
+
+def _tier_sql(now: str, year: str) -> str:
+    """SQL for `tier_of` the window sums `now` and `year` (expressions): the program's tiers
+    (sorted by threshold, the first at 0) go as `ids` and `ths`, and the last one reached is the
+    tier. width_bucket counts the thresholds at or below the measure (a binary search), which is
+    that tier's place; a sub-select over the thresholds cost a sub-plan per row."""
+    measure = f"greatest({now}, CASE WHEN %(held)s THEN {year} ELSE 0 END, 0)"
+    return f"(%(ids)b::text[])[width_bucket({measure}, %(ths)b::bigint[])]"
 
 
 _SEP = "\x1f"  # the unit separator: a control character, which no checked id, store or time holds
