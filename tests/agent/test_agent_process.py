@@ -114,3 +114,38 @@ def test_refuses_a_public_bind_without_an_api_key(tmp_path: Path) -> None:
     r = subprocess.run([*TILLSTAMP, "--data", str(data), "agent", "run", "--listen", "0.0.0.0:0"],
                        check=False, capture_output=True, text=True, timeout=30, env={**os.environ})
     assert r.returncode == 2 and "api_key" in r.stderr
+
+
+def test_start_up_is_frozen_while_the_agent_serves_and_given_back(tmp_path: Path, monkeypatch) -> None:
+    # A full collection during a POS request walks only what the requests made, not the
+    # start-up objects (docs/AGENT.md, "The sale loop"); a program that called main() in its
+    # own process has its collector as before once the agent stops.
+    import gc
+    import logging
+
+    from tillstamp.cli import main
+    from tillstamp.pos_plugin import server
+
+    data = make_till(tmp_path / "till")
+    seen: list[int] = []
+
+    def serve(rt, listen, on_ready=None):  # the real server, up to the point it would run
+        assert gc.get_freeze_count() == 0
+        on_ready(8123)
+        seen.append(gc.get_freeze_count())
+
+    monkeypatch.setattr(server, "serve", serve)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert main(["--data", str(data), "agent", "run", "--listen", "127.0.0.1:0"]) == 0
+    finally:  # the agent logs to the console and its data folder: this process's logging as it was
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+    assert seen and seen[0] > 1000
+    assert gc.get_freeze_count() == 0

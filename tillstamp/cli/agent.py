@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import logging.handlers
 import sys
@@ -64,9 +65,16 @@ def cmd_agent_run(args: argparse.Namespace) -> int:
             url = f"http://{host}:{port}/"
             log.info("POS API and cashier panel on %s", url)
             emit(args, {"listening": url, "data": str(data)}, lambda d: f"tillstamp agent on {d['listening']}")
+            # What start-up built (modules, the program, the app) lives as long as the agent.
+            # Frozen, it is out of the collector's reach, so a full collection in the middle of
+            # a sale walks only the requests' objects, as `sale record` and `hq serve` do
+            # (docs/AGENT.md, "The sale loop").
+            gc.collect()
+            gc.freeze()
 
         serve(rt, listen, on_ready=ready)
     finally:
+        gc.unfreeze()  # a program that called main() in its own process gets its collector back
         rt.shutdown()
     return 0
 
