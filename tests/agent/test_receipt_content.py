@@ -1,6 +1,6 @@
 """What the loyalty receipt says, read back from its printed bytes with the ESC/POS decoder:
 a reprint is the original marked as a copy, discounts, news (missions, rewards ready), the
-claim QR's where and until, and no wasted paper before the cut."""
+claim QR's where and until, no wasted paper before the cut, and a regular's receipt from their kept state."""
 
 from __future__ import annotations
 
@@ -137,3 +137,43 @@ def test_a_redemption_slip_prints_large_and_cuts_short() -> None:
     assert big.size == (1, 2) and big.bold
     assert "-40 stempel, saldo 286" in doc.text
     assert data.endswith(b"\x1dVA\x00")
+
+
+def test_the_view_of_a_regulars_kept_state_is_the_fold_of_their_history(tmp_path: Path, monkeypatch) -> None:
+    # The panel's view and a receipt's come from the member's kept state, not from a fold of
+    # every visit; over a year of visits, a redemption, a refund and stamps expiring, each equals
+    # the fold (`member_view`) of the history at that moment, and the receipt of each sale reads
+    # the same whether built right after it (kept state) or later (the fold).
+    from tillstamp.agent import service as service_module
+    from tillstamp.agent.receipts import _member_fields
+    from tillstamp.loyalty import events as ev
+    from tillstamp.loyalty.projections import member_view
+
+    folds = []  # the receipts that fell back to folding the history
+    monkeypatch.setattr(service_module, "member_view", lambda *a: folds.append(a) or member_view(*a))
+    now = [dt.datetime(2025, 11, 3, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))]
+    with open_till(make_till(tmp_path / "till"), clock=lambda: now[0]) as till:
+        svc = till.service
+        m = svc.enroll("0812-1111-2222", "Sari").id
+        built = {}
+        for day in range(0, 400, 9):
+            now[0] += dt.timedelta(days=9, minutes=7)
+            r = _record(till, {**sale(f"R{day}", member=m, qty=1 + day % 5), "at": now[0].isoformat()})
+            event = svc.store.sale_event(r.key)
+            built[r.key] = _member_fields(svc, m, event, "id")  # as the spooler builds it, right after
+            if day == 270:
+                svc.redeem(m, "kopi-gratis")
+            if day == 360:
+                svc.refund(f"R{day - 9}")
+            history = svc.member_events(m)
+            assert svc.view(m) == member_view(svc.program, m, history, now[0])
+        assert any(e.kind == ev.EXPIRED for e in svc.member_events(m))  # the year went round
+        assert not folds
+        last = now[0]
+        for later in (40, 200, 420):  # the panel between sales: stamps due, not yet written off
+            now[0] = last + dt.timedelta(days=later)
+            assert svc.view(m) == member_view(svc.program, m, svc.member_events(m), now[0])
+        for key, fields in built.items():  # later, after everything: folds of the shorter histories
+            assert _member_fields(svc, m, svc.store.sale_event(key), "id") == fields, key
+        assert len(folds) == len(built) - 1  # all but the last sale's
+        assert svc.view(m).visits == 45

@@ -3,7 +3,8 @@
 The folds in `projections.py` are the reference: for generated histories (every kind of event
 that moves stamps, counts for tiers or for missions; times in several zones around week and
 month ends; events out of time order), a `MemberState` extended in chunks gives the same due
-expiries, tier, missions (with the sale's own events pending) and balance, at any moment.
+expiries, tier, missions (with the sale's own events pending), balance and member view (what a
+receipt and the panel show), at any moment.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def history(generated) -> list[Event]:
             body = {"amount": n * 5_000} if flag else {}
         elif kind in (ev.EARNED, ev.MISSION, ev.ADJUSTED):
             stamps = n if kind != ev.ADJUSTED or flag else -n
+            if kind == ev.MISSION and flag:
+                body = {"badge": f"badge-{sku}"}  # some repeated: a badge shows once
         elif kind == ev.EXPIRED:
             earned = [e for e in out if e.stamps > 0]
             body = {"lot": earned[n % len(earned)].id} if earned and flag else {"lot": None}
@@ -94,6 +97,7 @@ def test_kept_state_answers_what_the_folds_answer(program, generated, cuts, when
     assert state.balance == pj.balance(events)
     assert lots(state.due_expiries(at)) == lots(pj.due_expiries(prog, events, at))
     assert state.tier_at(at) == pj.tier_at(prog, events, at)
+    assert state.view(at) == pj.member_view(prog, M, events, at)
     pending = []
     if pending_sale:  # the sale being recorded, as record_sale asks
         body = {"total": 60_000, "lines": [{"sku": "B", "qty": 2, "price": 30_000, "eligible": True}]}
@@ -114,8 +118,10 @@ def test_missions_of_the_example_program_in_time_order(program, generated, at_mi
         state.extend([e])
         assert state.due_missions(e.at) == pj.due_missions(program, M, events[:i + 1], e.at)
         assert state.tier_at(e.at) == pj.tier_at(program, events[:i + 1], e.at)
+        assert state.view(e.at) == pj.member_view(program, M, events[:i + 1], e.at)
     at = BASE + dt.timedelta(minutes=at_minutes)
     assert state.due_missions(at) == pj.due_missions(program, M, events, at)
+    assert state.view(at) == pj.member_view(program, M, events, at)
 
 
 def test_a_history_that_does_not_begin_with_the_kept_events_is_not_followed(program):

@@ -29,7 +29,6 @@ from tillstamp.drivers.spool import PrintQueue
 from tillstamp.drivers.text import CodePage, format_rupiah, stamp_card
 from tillstamp.loyalty import events as ev
 from tillstamp.loyalty.events import Event
-from tillstamp.loyalty.projections import member_view
 
 from .hints import personal_line
 from .service import Refused, SaleResult, Service
@@ -177,7 +176,7 @@ def _member_fields(service: Service, member: str, sale: Event,
     row = service.store.member(member)
     events = _sale_events(service, member, sale)
     own = [e for e in events if e.seq >= sale.seq]
-    view = member_view(service.program, member, events, sale.at)
+    view = service.view_at(member, events, sale.at)
     zone = service.program.zone
     kinds = {m.id: m.kind for m in service.program.missions}
     done = [e for e in own if e.kind == ev.MISSION]

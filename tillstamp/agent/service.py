@@ -335,8 +335,21 @@ class Service:
         return tokens.sign_member(self.keys.member_signing, member, self.now(), expires)
 
     def view(self, member: str) -> MemberView:
-        """What the till shows about a member now."""
-        return member_view(self.program, member, self.member_events(member), self.now())
+        """What the till shows about a member now: the view of their kept state, which is the
+        fold of the history this till knows (so a regular's thousand visits are not folded again
+        at every scan)."""
+        with self.store.held():
+            return self._kept(member).view(self.now())
+
+    def view_at(self, member: str, history: Sequence[Event], at: dt.datetime) -> MemberView:
+        """`member_view` of `history` at `at` (a receipt's: the member's events up to its sale),
+        from the member's kept state when that holds exactly `history`, as right after the sale."""
+        with self.store.held():
+            state = self._states.get(member)
+            if (state is not None and state.program is self.program and len(state.events) == len(history)
+                    and state.follows(history)):
+                return state.view(at)
+        return member_view(self.program, member, history, at)
 
     # -- sales --------------------------------------------------------------------------
 

@@ -294,6 +294,12 @@ class Store:
                 raise
 
     @contextlib.contextmanager
+    def held(self) -> Iterator[Store]:
+        """The store's lock without a transaction: reads that no other thread's write comes between."""
+        with self._lock:
+            yield self
+
+    @contextlib.contextmanager
     def dry_run(self) -> Iterator[Store]:
         """A write transaction that is always rolled back (to compare a rebuild with the live state)."""
         with self._lock:

@@ -70,6 +70,11 @@ class MemberState:
         self._periods = _Periods(frozenset(m.period for m in program.missions if m.kind != "checkin_streak"))
         self._latest: dt.datetime | None = None
         self._done: set[str] = set()
+        # What the member view adds: visits, the last one, stamps ever earned, badges in order.
+        self._visits = 0
+        self._last_visit: dt.datetime | None = None
+        self._earned = 0
+        self._badges: list[str] = []
 
     def follows(self, history: Sequence[Event]) -> bool:
         """True when `history` begins with the events applied so far (then `extend` may go on)."""
@@ -93,6 +98,8 @@ class MemberState:
         kind = e.kind
         if stamps:
             self._lot(e)
+            if kind in ev.EARNING_KINDS:
+                self._earned += stamps
         at = e.at.astimezone(dt.UTC)
         if self._on_stamps and (kind in ev.EARNING_KINDS or kind == ev.REVERSED):
             self._tier(at, stamps)
@@ -102,6 +109,9 @@ class MemberState:
             if not self._on_stamps:
                 self._tier(at, v.total)
             self._later(at)
+            self._visits += 1
+            if self._last_visit is None or e.at > self._last_visit:
+                self._last_visit = e.at
         elif kind == ev.REFUNDED:
             amount = int(e.body.get("amount", 0))
             self._periods.add_refund(e.at.astimezone(self._zone), amount)
@@ -110,6 +120,9 @@ class MemberState:
             self._later(at)
         elif kind == ev.MISSION:
             self._done.add(e.id)
+            badge = e.body.get("badge")
+            if badge and badge not in self._badges:
+                self._badges.append(badge)
 
     def _later(self, at: dt.datetime) -> None:
         if self._latest is None or at > self._latest:
@@ -179,6 +192,72 @@ class MemberState:
         year_start = local.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
         held = pj.tier_for(program, self._qualifying(year_start))
         return held if held.threshold > now_tier.threshold else now_tier
+
+    def view(self, now: dt.datetime) -> pj.MemberView:
+        """`projections.member_view` of the events at `now` (what a receipt and the panel show)."""
+        program = self.program
+        if self._latest is not None and self._latest > now:
+            # A visit or refund after `now` must be left out of the mission counts, which hold them all.
+            return pj.member_view(program, self.member, self.events, now)
+        due = self.due_expiries(now)
+        written_off = sum(lot.remaining for lot in due)
+        tier = self.tier_at(now)
+        measure = self._qualifying(now)
+        higher = [t for t in program.tiers if t.threshold > tier.threshold]
+        nxt = higher[0] if higher else None
+        balance = self.balance - written_off
+        size = program.card.size
+        local = now.astimezone(self._zone)
+        missions = []
+        for m in program.missions:
+            if m.kind == "checkin_streak":
+                progress, key = self._streak(local.date(), set())
+            else:
+                progress, key = self._in_period(m, local, [], []), pj.period_key(m, local)
+            done = key != "none" and pj.mission_event_id(self.member, m, key) in self._done
+            missions.append(pj.MissionState(m.id, m.name, min(progress, m.target), m.target, done))
+        return pj.MemberView(
+            balance=balance,
+            tier=tier,
+            next_tier=nxt,
+            to_next_tier=max(nxt.threshold - measure, 0) if nxt else 0,
+            measure=measure,
+            card_filled=max(balance, 0) % size,
+            card_size=size,
+            full_cards=max(balance, 0) // size,
+            expiring=self._expiring(due, now + dt.timedelta(days=program.expiry.warn_days)),
+            missions=tuple(missions),
+            badges=tuple(self._badges),
+            visits=self._visits,
+            last_visit=self._last_visit,
+            lifetime_earned=self._earned,
+            due_expiry=written_off,
+        )
+
+    def _expiring(self, due: list[pj.Lot], horizon: dt.datetime) -> tuple[pj.Expiring, ...]:
+        """The open lots' stamps expiring by `horizon` once the `due` lots are written off, as
+        `projections.lots` finds them after the write-off events (on copies: the kept lots stay)."""
+        months = self.program.expiry.months
+        if not months:
+            return ()
+        open_lots = self._lots
+        if due:
+            open_lots = [pj.Lot(lot.event_id, lot.earned_at, None, lot.remaining) for lot in open_lots]
+            by_id: dict[str, list[pj.Lot]] = {}
+            for lot in open_lots:
+                by_id.setdefault(lot.event_id, []).append(lot)
+            for lot in due:
+                pj.spend_lots(open_lots, by_id, pj.expiry_event(self.member, lot), lot.remaining)
+        # As in due_expiries: a lot earned after this cannot expire by `horizon` (a regular's
+        # hundreds of open lots are not each given a date).
+        too_recent = horizon - dt.timedelta(days=pj._MIN_DAYS_PER_MONTH * months - pj._MARGIN_DAYS)
+        expiring: dict[dt.datetime, int] = {}
+        for lot in open_lots:
+            if lot.remaining and lot.earned_at <= too_recent:
+                expires = pj.add_months(lot.earned_at, months)
+                if expires <= horizon:
+                    expiring[expires] = expiring.get(expires, 0) + lot.remaining
+        return tuple(pj.Expiring(s, at) for at, s in sorted(expiring.items()))
 
     def due_missions(self, at: dt.datetime, pending: Sequence[Event] = ()) -> list[Event]:
         """`projections.due_missions` of the events followed by `pending` (not applied)."""
