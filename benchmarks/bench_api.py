@@ -6,7 +6,7 @@ The agent runs as `tillstamp agent run` in its own process, as on a till, so the
 does not share the agent's GIL; `--in-process` serves it from a thread of this process instead
 (the way the tests run it).
 
-    python benchmarks/bench_api.py [--sales 500] [--scans 50] [--in-process]
+    python benchmarks/bench_api.py [--sales 3000] [--scans 50] [--in-process]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def agent_process(data: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sales", type=int, default=500)
+    ap.add_argument("--sales", type=int, default=3000)
     ap.add_argument("--scans", type=int, default=50)
     ap.add_argument("--in-process", action="store_true", help="serve from a thread of this process")
     args = ap.parse_args()
