@@ -201,12 +201,6 @@ class MemberState:
             return pj.member_view(program, self.member, self.events, now)
         due = self.due_expiries(now)
         written_off = sum(lot.remaining for lot in due)
-        tier = self.tier_at(now)
-        measure = self._qualifying(now)
-        higher = [t for t in program.tiers if t.threshold > tier.threshold]
-        nxt = higher[0] if higher else None
-        balance = self.balance - written_off
-        size = program.card.size
         local = now.astimezone(self._zone)
         missions = []
         for m in program.missions:
@@ -216,15 +210,11 @@ class MemberState:
                 progress, key = self._in_period(m, local, [], []), pj.period_key(m, local)
             done = key != "none" and pj.mission_event_id(self.member, m, key) in self._done
             missions.append(pj.MissionState(m.id, m.name, min(progress, m.target), m.target, done))
-        return pj.MemberView(
-            balance=balance,
-            tier=tier,
-            next_tier=nxt,
-            to_next_tier=max(nxt.threshold - measure, 0) if nxt else 0,
-            measure=measure,
-            card_filled=max(balance, 0) % size,
-            card_size=size,
-            full_cards=max(balance, 0) // size,
+        return pj.view_of(
+            program,
+            balance=self.balance - written_off,
+            tier=self.tier_at(now),
+            measure=self._qualifying(now),
             expiring=self._expiring(due, now + dt.timedelta(days=program.expiry.warn_days)),
             missions=tuple(missions),
             badges=tuple(self._badges),

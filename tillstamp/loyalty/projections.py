@@ -379,11 +379,6 @@ def member_view(program: Program, member: str, events: Sequence[Event], now: dt.
     for lot in open_lots:
         if lot.expires_at is not None and lot.expires_at <= horizon:
             expiring[lot.expires_at] = expiring.get(lot.expires_at, 0) + lot.remaining
-    tier = tier_at(program, all_events, now)
-    measure = qualifying(program, all_events, now)
-    higher = [t for t in program.tiers if t.threshold > tier.threshold]
-    nxt = higher[0] if higher else None
-    size = program.card.size
     missions = []
     done_ids = {e.id for e in all_events if e.kind == ev.MISSION}
     vs = visits(all_events, program.zone)
@@ -396,15 +391,11 @@ def member_view(program: Program, member: str, events: Sequence[Event], now: dt.
         badge = e.body.get("badge") if e.kind == ev.MISSION else None
         if badge and badge not in badges:
             badges.append(badge)
-    return MemberView(
+    return view_of(
+        program,
         balance=bal,
-        tier=tier,
-        next_tier=nxt,
-        to_next_tier=max(nxt.threshold - measure, 0) if nxt else 0,
-        measure=measure,
-        card_filled=max(bal, 0) % size,
-        card_size=size,
-        full_cards=max(bal, 0) // size,
+        tier=tier_at(program, all_events, now),
+        measure=qualifying(program, all_events, now),
         expiring=tuple(Expiring(s, at) for at, s in sorted(expiring.items())),
         missions=tuple(missions),
         badges=tuple(badges),
@@ -412,4 +403,31 @@ def member_view(program: Program, member: str, events: Sequence[Event], now: dt.
         last_visit=max((v.at for v in vs), default=None),
         lifetime_earned=sum(e.stamps for e in all_events if e.kind in ev.EARNING_KINDS),
         due_expiry=-sum(e.stamps for e in written_off),
+    )
+
+
+def view_of(program: Program, *, balance: int, tier: Tier, measure: int, expiring: tuple[Expiring, ...],
+            missions: tuple[MissionState, ...], badges: tuple[str, ...], visits: int,
+            last_visit: dt.datetime | None, lifetime_earned: int, due_expiry: int) -> MemberView:
+    """A member view from what was found; the card and the next tier follow from the balance,
+    the tier and the measure (the fold and the kept state both end here)."""
+    higher = [t for t in program.tiers if t.threshold > tier.threshold]
+    nxt = higher[0] if higher else None
+    size = program.card.size
+    return MemberView(
+        balance=balance,
+        tier=tier,
+        next_tier=nxt,
+        to_next_tier=max(nxt.threshold - measure, 0) if nxt else 0,
+        measure=measure,
+        card_filled=max(balance, 0) % size,
+        card_size=size,
+        full_cards=max(balance, 0) // size,
+        expiring=expiring,
+        missions=missions,
+        badges=badges,
+        visits=visits,
+        last_visit=last_visit,
+        lifetime_earned=lifetime_earned,
+        due_expiry=due_expiry,
     )
