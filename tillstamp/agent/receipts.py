@@ -160,22 +160,30 @@ def claim_host(url: str) -> str:
 
 def _sale_events(service: Service, member: str, sale: Event) -> list[Event]:
     """The member's events up to the last one the sale's own transaction appended."""
-    history = service.store.member_events(member)
-    upto = [e for e in history if e.seq <= sale.seq]
+    history = service.store.member_events(member)  # in ledger order
+    # Found from the end: a regular's thousands of earlier events are not walked for a receipt.
+    end = _first_after(history, sale.seq)
     nxt = sale.seq + 1
     # A sale appends its earn and mission events right after it, in one transaction.
-    for e in history:
-        if e.seq == nxt and e.kind in (ev.EARNED, ev.MISSION):
-            upto.append(e)
-            nxt += 1
-    return upto
+    while end < len(history) and history[end].seq == nxt and history[end].kind in (ev.EARNED, ev.MISSION):
+        end += 1
+        nxt += 1
+    return history[:end]
+
+
+def _first_after(events: list[Event], seq: int) -> int:
+    """The index of the first of `events` (in ledger order) whose seq is above `seq`."""
+    i = len(events)
+    while i and events[i - 1].seq > seq:
+        i -= 1
+    return i
 
 
 def _member_fields(service: Service, member: str, sale: Event,
                    language: Language) -> dict[str, object]:
     row = service.store.member(member)
     events = _sale_events(service, member, sale)
-    own = [e for e in events if e.seq >= sale.seq]
+    own = events[_first_after(events, sale.seq - 1):]
     view = service.view_at(member, events, sale.at)
     zone = service.program.zone
     kinds = {m.id: m.kind for m in service.program.missions}
