@@ -163,7 +163,8 @@ class MemberState:
         months = self.program.expiry.months
         if not months or self._first_earned is None:
             return []
-        too_recent = now - dt.timedelta(days=pj._MIN_DAYS_PER_MONTH * months - pj._MARGIN_DAYS)
+        # In UTC, as the lots' times are: times in one zone compare several times faster.
+        too_recent = (now - dt.timedelta(days=pj._MIN_DAYS_PER_MONTH * months - pj._MARGIN_DAYS)).astimezone(dt.UTC)
         if self._first_earned > too_recent:
             return []
         due = []
@@ -240,7 +241,8 @@ class MemberState:
                 pj.spend_lots(open_lots, by_id, pj.expiry_event(self.member, lot), lot.remaining)
         # As in due_expiries: a lot earned after this cannot expire by `horizon` (a regular's
         # hundreds of open lots are not each given a date).
-        too_recent = horizon - dt.timedelta(days=pj._MIN_DAYS_PER_MONTH * months - pj._MARGIN_DAYS)
+        # In UTC, the zone of stored events: times in one zone compare several times faster.
+        too_recent = (horizon - dt.timedelta(days=pj._MIN_DAYS_PER_MONTH * months - pj._MARGIN_DAYS)).astimezone(dt.UTC)
         expiring: dict[dt.datetime, int] = {}
         for lot in open_lots:
             if lot.remaining and lot.earned_at <= too_recent:
