@@ -239,9 +239,8 @@ class MemberState:
                 by_id.setdefault(lot.event_id, []).append(lot)
             for lot in due:
                 pj.spend_lots(open_lots, by_id, pj.expiry_event(self.member, lot), lot.remaining)
-        # As in due_expiries: a lot earned after this cannot expire by `horizon` (a regular's
-        # hundreds of open lots are not each given a date).
-        # In UTC, the zone of stored events: times in one zone compare several times faster.
+        # As in due_expiries: a lot earned after this cannot expire by `horizon`, so a regular's
+        # hundreds of open lots are not each given a date; in UTC, as their times are.
         too_recent = (horizon - dt.timedelta(days=pj._MIN_DAYS_PER_MONTH * months - pj._MARGIN_DAYS)).astimezone(dt.UTC)
         expiring: dict[dt.datetime, int] = {}
         for lot in open_lots:
