@@ -16,6 +16,7 @@ from tillstamp.loyalty.projections import (
     due_missions,
     expiry_event,
     member_view,
+    not_expired_after,
     tier_at,
 )
 
@@ -30,6 +31,18 @@ def earned(n: int, at: dt.datetime, i: int = 0) -> Event:
 def visit(at: dt.datetime, total=30000, skus=("LATTE",), i=0) -> Event:
     lines = [{"sku": s, "qty": 1, "price": total, "eligible": True} for s in skus]
     return Event(f"S{i}-{at.isoformat()}", ev.SALE, at, M, 0, f"k{i}", {"total": total, "lines": lines})
+
+
+@settings(max_examples=500, deadline=None)
+@given(earned_at=st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2090, 1, 1),
+                              timezones=st.sampled_from([dt.UTC, JAKARTA, dt.timezone(dt.timedelta(hours=-11))])),
+       months=st.integers(1, 36), slack=st.integers(-60 * 24 * 10, 60 * 24 * 10))
+def test_a_lot_earned_after_the_bound_has_not_expired(earned_at, months, slack):
+    # The fold and the kept state skip lots earned after `not_expired_after(t, months)` without
+    # working out their date: none of them may have expired by t (t drawn around the expiry).
+    t = add_months(earned_at, months) + dt.timedelta(minutes=slack)
+    if earned_at > not_expired_after(t, months):
+        assert add_months(earned_at, months) > t
 
 
 def test_add_months_clamps_to_month_end():

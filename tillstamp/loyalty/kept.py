@@ -163,8 +163,7 @@ class MemberState:
         months = self.program.expiry.months
         if not months or self._first_earned is None:
             return []
-        # In UTC, as the lots' times are: times in one zone compare several times faster.
-        too_recent = (now - dt.timedelta(days=pj._MIN_DAYS_PER_MONTH * months - pj._MARGIN_DAYS)).astimezone(dt.UTC)
+        too_recent = pj.not_expired_after(now, months)
         if self._first_earned > too_recent:
             return []
         due = []
@@ -239,9 +238,8 @@ class MemberState:
                 by_id.setdefault(lot.event_id, []).append(lot)
             for lot in due:
                 pj.spend_lots(open_lots, by_id, pj.expiry_event(self.member, lot), lot.remaining)
-        # As in due_expiries: a lot earned after this cannot expire by `horizon`, so a regular's
-        # hundreds of open lots are not each given a date; in UTC, as their times are.
-        too_recent = (horizon - dt.timedelta(days=pj._MIN_DAYS_PER_MONTH * months - pj._MARGIN_DAYS)).astimezone(dt.UTC)
+        # A regular's hundreds of recent open lots are not each given a date.
+        too_recent = pj.not_expired_after(horizon, months)
         expiring: dict[dt.datetime, int] = {}
         for lot in open_lots:
             if lot.remaining and lot.earned_at <= too_recent:

@@ -108,13 +108,18 @@ _MIN_DAYS_PER_MONTH = 28
 _MARGIN_DAYS = 4
 
 
+def not_expired_after(t: dt.datetime, months: int) -> dt.datetime:
+    """A lot earned after this moment cannot have expired by `t`; in UTC, the zone of stored
+    events (times in one zone compare several times faster)."""
+    return (t - dt.timedelta(days=_MIN_DAYS_PER_MONTH * months - _MARGIN_DAYS)).astimezone(dt.UTC)
+
+
 def due_expiries(program: Program, events: Sequence[Event], now: dt.datetime) -> list[Lot]:
     """Lots whose stamps have expired by `now` and are not yet written off."""
     months = program.expiry.months
     if not months:
         return []
-    # In UTC, the zone of stored events: times in the same zone compare ten times faster.
-    too_recent = (now - dt.timedelta(days=_MIN_DAYS_PER_MONTH * months - _MARGIN_DAYS)).astimezone(dt.UTC)
+    too_recent = not_expired_after(now, months)
     if not any(e.stamps > 0 and e.at <= too_recent for e in events):
         return []
     open_lots, _ = _open_lots(events)
